@@ -1,0 +1,340 @@
+//! The standalone routes file: httpscale without Kubernetes. One YAML file lists routes with the CRD spec
+//! fields plus an `upstream` `host:port`; the interceptor serves them and the scaler reads the same file.
+//!
+//! ```yaml
+//! proxyPort: 8080          # optional; flags/env win
+//! adminPort: 9090
+//! routes:
+//!   - name: demo           # key in /queue: <namespace>/<name>
+//!     namespace: default   # optional
+//!     hosts: [demo.local]
+//!     pathPrefixes: [/]
+//!     upstream: 127.0.0.1:8000
+//! ```
+//!
+//! Errors carry the field path and the line (serde_yaml adds `at line L column C`); the caller adds the file.
+
+use std::collections::HashMap;
+
+use serde::Deserialize;
+
+use crate::route::{self, Route, RouteError, RouteKey, Scaling, Target, route_err};
+use crate::spec::{
+    ColdStartSpec, HeaderMatch, Overflow, PlaceholderSpec, RouteTimeoutsSpec, RoutingRule, ScalingMetric,
+};
+
+/// How the interceptor learns that a standalone upstream is ready.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub enum Probe {
+    /// A TCP connect succeeds.
+    #[default]
+    Tcp,
+    /// `GET <path>` answers 2xx or 3xx.
+    HttpGet(String),
+}
+
+/// A parsed routes file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StandaloneConfig {
+    pub proxy_port: Option<u16>,
+    pub admin_port: Option<u16>,
+    pub routes: Vec<StandaloneRoute>,
+}
+
+/// One route of the file: the normalised route plus what only standalone mode has.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StandaloneRoute {
+    pub route: Route,
+    pub probe: Probe,
+}
+
+impl AsRef<Route> for StandaloneRoute {
+    fn as_ref(&self) -> &Route {
+        &self.route
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawFile {
+    #[serde(default)]
+    proxy_port: Option<u16>,
+    #[serde(default)]
+    admin_port: Option<u16>,
+    routes: Vec<IndexedRoute>,
+}
+
+#[derive(Deserialize)]
+#[serde(try_from = "RawRoute")]
+struct IndexedRoute(StandaloneRoute);
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawRoute {
+    name: String,
+    #[serde(default = "default_namespace")]
+    namespace: String,
+    #[serde(default)]
+    hosts: Vec<String>,
+    #[serde(default)]
+    path_prefixes: Vec<String>,
+    #[serde(default)]
+    headers: Vec<HeaderMatch>,
+    /// InterceptorRoute-style rules, as an alternative to hosts/pathPrefixes/headers.
+    #[serde(default)]
+    rules: Option<Vec<RoutingRule>>,
+    upstream: String,
+    /// `kubernetes.io/h2c` (or `h2c`) to speak HTTP/2 cleartext to the upstream, as gRPC servers need.
+    #[serde(default)]
+    app_protocol: Option<String>,
+    #[serde(default)]
+    readiness: Option<RawProbe>,
+    #[serde(default)]
+    timeouts: Option<RouteTimeoutsSpec>,
+    #[serde(default)]
+    scaling_metric: Option<ScalingMetric>,
+    #[serde(default)]
+    cold_start: Option<RawColdStart>,
+}
+
+fn default_namespace() -> String {
+    "default".to_owned()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawProbe {
+    #[serde(default)]
+    http_get: Option<String>,
+    #[serde(default)]
+    tcp: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawColdStart {
+    #[serde(default)]
+    placeholder: Option<PlaceholderSpec>,
+    #[serde(default)]
+    fallback: Option<RawFallback>,
+    #[serde(default)]
+    max_pending_requests: Option<i32>,
+    #[serde(default)]
+    overflow: Option<Overflow>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFallback {
+    upstream: String,
+}
+
+/// Checks a `host:port` upstream address.
+pub fn parse_upstream(field: &str, value: &str) -> Result<String, RouteError> {
+    let bad = || route_err(field, format!("{value:?} is not host:port (no scheme, no path), e.g. 127.0.0.1:8000"));
+    if value.contains("://") || value.contains('/') || value.contains(char::is_whitespace) {
+        return Err(bad());
+    }
+    let (host, port) = value.rsplit_once(':').ok_or_else(bad)?;
+    if host.is_empty() || port.parse::<u16>().ok().filter(|p| *p > 0).is_none() {
+        return Err(bad());
+    }
+    Ok(value.to_owned())
+}
+
+impl TryFrom<RawRoute> for IndexedRoute {
+    type Error = RouteError;
+
+    fn try_from(raw: RawRoute) -> Result<Self, RouteError> {
+        if raw.name.is_empty() || raw.name.contains('/') {
+            return Err(route_err("name", format!("{:?} must be non-empty and contain no '/'", raw.name)));
+        }
+        if raw.namespace.is_empty() || raw.namespace.contains('/') {
+            return Err(route_err("namespace", format!("{:?} must be non-empty and contain no '/'", raw.namespace)));
+        }
+        let rules = match raw.rules {
+            Some(rules) => {
+                if !(raw.hosts.is_empty() && raw.path_prefixes.is_empty() && raw.headers.is_empty()) {
+                    return Err(route_err("rules", "use either rules or hosts/pathPrefixes/headers, not both"));
+                }
+                route::rules("rules", &rules)?
+            }
+            None => route::rules(
+                "",
+                &[RoutingRule {
+                    hosts: raw.hosts,
+                    paths: raw.path_prefixes.into_iter().map(|value| crate::spec::PathMatch { value }).collect(),
+                    headers: raw.headers,
+                }],
+            )
+            .map_err(|e| route_err(strip_rule_prefix(&e.field), e.message))?,
+        };
+        let h2c = match raw.app_protocol.as_deref() {
+            None | Some("http") | Some("kubernetes.io/http") => false,
+            Some("h2c") | Some("kubernetes.io/h2c") => true,
+            Some(other) => {
+                return Err(route_err("appProtocol", format!("{other:?} is not one of http, h2c, kubernetes.io/h2c")));
+            }
+        };
+        let probe = match raw.readiness {
+            None => Probe::Tcp,
+            Some(RawProbe { http_get: Some(path), tcp: None | Some(false) }) => {
+                if !path.starts_with('/') {
+                    return Err(route_err("readiness.httpGet", format!("{path:?} must start with /")));
+                }
+                Probe::HttpGet(path)
+            }
+            Some(RawProbe { http_get: None, .. }) => Probe::Tcp,
+            Some(_) => {
+                return Err(route_err("readiness", "set either httpGet or tcp, not both"));
+            }
+        };
+        let cold_start = raw.cold_start.as_ref().map(|cs| ColdStartSpec {
+            fallback: None,
+            placeholder: cs.placeholder.clone(),
+            max_pending_requests: cs.max_pending_requests,
+            overflow: cs.overflow,
+        });
+        let parts = route::cold_start_parts("coldStart", cold_start.as_ref())?;
+        if let Some(p) = &parts.placeholder
+            && matches!(p.body, route::PlaceholderBody::ConfigMap { .. })
+        {
+            return Err(route_err(
+                "coldStart.placeholder.response.bodyFromConfigMap",
+                "needs Kubernetes; use body in standalone mode",
+            ));
+        }
+        let fallback = raw
+            .cold_start
+            .as_ref()
+            .and_then(|cs| cs.fallback.as_ref())
+            .map(|f| parse_upstream("coldStart.fallback.upstream", &f.upstream).map(Target::Address))
+            .transpose()?;
+        let scaling: Scaling = match raw.scaling_metric.as_ref() {
+            // Like an HTTPScaledObject without scalingMetric: concurrency with target 100.
+            None => route::scaling("scalingMetric", None, true, None)?,
+            Some(m) => route::scaling("scalingMetric", Some(m), false, None)?,
+        };
+        let route = Route {
+            key: RouteKey::new(raw.namespace, raw.name),
+            rules,
+            target: Target::Address(parse_upstream("upstream", &raw.upstream)?),
+            fallback,
+            placeholder: parts.placeholder,
+            timeouts: route::route_timeouts(raw.timeouts.as_ref()),
+            max_pending: parts.max_pending,
+            overflow: parts.overflow,
+            scaling,
+            h2c,
+            order: 0,
+        };
+        Ok(IndexedRoute(StandaloneRoute { route, probe }))
+    }
+}
+
+/// `[0].hosts[1]` → `hosts[1]`: flat standalone fields have no rule index.
+fn strip_rule_prefix(field: &str) -> String {
+    field.strip_prefix("[0].").unwrap_or(field).to_owned()
+}
+
+/// Why a routes file was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Parse(#[from] serde_yaml::Error),
+    #[error("routes[{second}]: route {key} is already defined by routes[{first}]")]
+    Duplicate { key: String, first: usize, second: usize },
+}
+
+/// Parses a routes file's text.
+pub fn parse(text: &str) -> Result<StandaloneConfig, ConfigError> {
+    let raw: RawFile = serde_yaml::from_str(text)?;
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut routes = Vec::with_capacity(raw.routes.len());
+    for (i, IndexedRoute(mut r)) in raw.routes.into_iter().enumerate() {
+        let key = r.route.key.to_string();
+        if let Some(first) = seen.insert(key.clone(), i) {
+            return Err(ConfigError::Duplicate { key, first, second: i });
+        }
+        // Earlier in the file = older: wins among otherwise equal matches.
+        r.route.order = i as i64;
+        routes.push(r);
+    }
+    Ok(StandaloneConfig { proxy_port: raw.proxy_port, admin_port: raw.admin_port, routes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn minimal_file() {
+        let c = parse("routes:\n  - name: demo\n    hosts: [demo.local]\n    upstream: 127.0.0.1:8000\n").unwrap();
+        let r = &c.routes[0];
+        assert_eq!(r.route.key.to_string(), "default/demo");
+        assert_eq!(r.route.target, Target::Address("127.0.0.1:8000".into()));
+        assert_eq!(r.probe, Probe::Tcp);
+        assert_eq!(r.route.scaling.fallback_target, 100.0);
+    }
+
+    #[test]
+    fn every_field() {
+        let c = parse(
+            r#"
+proxyPort: 18080
+adminPort: 19090
+routes:
+  - name: api
+    namespace: team
+    hosts: [api.local, "*.api.local"]
+    pathPrefixes: [/v1]
+    headers: [{name: X-Tenant, value: blue}]
+    upstream: localhost:9000
+    appProtocol: kubernetes.io/h2c
+    readiness: {httpGet: /healthz}
+    timeouts: {readiness: 30s, request: 5m, responseHeader: 120s}
+    scalingMetric: {requestRate: {targetValue: 10}}
+    coldStart:
+      placeholder: {response: {statusCode: 202, body: warming up}}
+      fallback: {upstream: 127.0.0.1:9001}
+      maxPendingRequests: 50
+  - name: rules
+    rules: [{hosts: [r.local], paths: [{value: /a}]}]
+    upstream: 127.0.0.1:9002
+"#,
+        )
+        .unwrap();
+        assert_eq!((c.proxy_port, c.admin_port), (Some(18080), Some(19090)));
+        let r = &c.routes[0];
+        assert!(r.route.h2c);
+        assert_eq!(r.probe, Probe::HttpGet("/healthz".into()));
+        assert_eq!(r.route.timeouts.readiness, Some(Duration::from_secs(30)));
+        assert_eq!(r.route.max_pending, Some(50));
+        assert_eq!(r.route.fallback, Some(Target::Address("127.0.0.1:9001".into())));
+        assert_eq!(r.route.placeholder.as_ref().unwrap().status.as_u16(), 202);
+        assert_eq!(r.route.rules[0].hosts.len(), 2);
+        assert_eq!(c.routes[1].route.rules[0].paths, vec!["/a"]);
+        assert_eq!(c.routes[1].route.order, 1);
+    }
+
+    fn err(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_the_field_and_line() {
+        let e = err("routes:\n  - name: a\n    upstream: 127.0.0.1:1\n    hostz: [x]\n");
+        assert!(e.contains("routes[0]: unknown field `hostz`") && e.contains("line 4 column 5"), "{e}");
+        let e = err("routes:\n  - name: a\n    upstream: http://127.0.0.1:1\n");
+        assert!(e.contains("upstream") && e.contains("not host:port") && e.contains("line 2"), "{e}");
+        let e = err("routes:\n  - name: a\n    upstream: 127.0.0.1:1\n    timeouts: {readiness: soon}\n");
+        assert!(e.contains("routes[0].timeouts: invalid duration \"soon\"") && e.contains("line 4 column 15"), "{e}");
+        let e = err("routes:\n  - name: a\n    upstream: 127.0.0.1:1\n    hosts: ['a b']\n");
+        assert!(e.contains("hosts[0]: \"a b\" is not a host") && e.contains("line 2"), "{e}");
+        let e = err("routes:\n  - {name: a, upstream: 'h:1'}\n  - {name: a, upstream: 'h:2'}\n");
+        assert_eq!(e, "routes[1]: route default/a is already defined by routes[0]");
+        let e = err("routes:\n  - {name: a, upstream: 'h:1', scalingMetric: {requestRate: {granularity: 10ms}}}\n");
+        assert!(e.contains("granularity") && e.contains("1s minimum"), "{e}");
+    }
+}

@@ -1,0 +1,276 @@
+//! The interceptor's one typed configuration: every flag also reads the upstream environment variable of
+//! the same meaning (reference §3.1). Parsed and validated before any port is bound; durations parse like
+//! Go's `time.ParseDuration` and booleans like Go's `strconv.ParseBool`.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use httpscale_core::parse_go_duration;
+use httpscale_core::telemetry::LogFormat;
+
+fn duration(s: &str) -> Result<Duration, String> {
+    parse_go_duration(s).map_err(|e| e.to_string())
+}
+
+/// Go's `strconv.ParseBool`.
+pub fn go_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
+        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
+        _ => Err(format!("{s:?} is not a boolean (true/false/1/0)")),
+    }
+}
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "interceptor",
+    version,
+    about = "httpscale interceptor: routes, counts and holds HTTP requests across scale-from-zero"
+)]
+pub struct Config {
+    /// Standalone routes file (YAML). Reloaded when it changes.
+    #[arg(long, env = "HTTPSCALE_CONFIG", value_name = "HTTPSCALE_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Plain proxy listener port (HTTP/1.1 and h2c). Default 8080, or `proxyPort` from the routes file.
+    #[arg(long, env = "KEDA_HTTP_PROXY_PORT", value_name = "KEDA_HTTP_PROXY_PORT")]
+    pub proxy_port: Option<u16>,
+
+    /// Admin listener port (`/queue`, `/livez`, `/readyz`). Default 9090, or `adminPort` from the routes file.
+    #[arg(long, env = "KEDA_HTTP_ADMIN_PORT", value_name = "KEDA_HTTP_ADMIN_PORT")]
+    pub admin_port: Option<u16>,
+
+    /// Address the listeners bind to.
+    #[arg(long, env = "HTTPSCALE_BIND_ADDRESS", value_name = "HTTPSCALE_BIND_ADDRESS", default_value = "0.0.0.0")]
+    pub bind_address: IpAddr,
+
+    /// Longest a request is held waiting for a ready backend; 0 = bounded only by the request timeout
+    /// (30s when the route has a fallback).
+    #[arg(long, env = "KEDA_HTTP_READINESS_TIMEOUT", value_name = "KEDA_HTTP_READINESS_TIMEOUT", default_value = "0s", value_parser = duration)]
+    pub readiness_timeout: Duration,
+
+    /// Deprecated upstream name; when above 0 it overrides KEDA_HTTP_READINESS_TIMEOUT.
+    #[arg(long, env = "KEDA_CONDITION_WAIT_TIMEOUT", value_name = "KEDA_CONDITION_WAIT_TIMEOUT", value_parser = duration, hide = true)]
+    pub condition_wait_timeout: Option<Duration>,
+
+    /// Whole-request deadline (hold, headers and body); 0 = none.
+    #[arg(long, env = "KEDA_HTTP_REQUEST_TIMEOUT", value_name = "KEDA_HTTP_REQUEST_TIMEOUT", default_value = "0s", value_parser = duration)]
+    pub request_timeout: Duration,
+
+    /// Longest wait for the backend's response headers once the request is sent; 0 = none.
+    #[arg(long, env = "KEDA_HTTP_RESPONSE_HEADER_TIMEOUT", value_name = "KEDA_HTTP_RESPONSE_HEADER_TIMEOUT", default_value = "300s", value_parser = duration)]
+    pub response_header_timeout: Duration,
+
+    /// Deprecated upstream name; when above 0 it overrides KEDA_HTTP_RESPONSE_HEADER_TIMEOUT.
+    #[arg(long, env = "KEDA_RESPONSE_HEADER_TIMEOUT", value_name = "KEDA_RESPONSE_HEADER_TIMEOUT", value_parser = duration, hide = true)]
+    pub deprecated_response_header_timeout: Option<Duration>,
+
+    /// Bound of one connect attempt to a backend; failed connects are retried every 50ms.
+    #[arg(long, env = "KEDA_HTTP_CONNECT_TIMEOUT", value_name = "KEDA_HTTP_CONNECT_TIMEOUT", default_value = "500ms", value_parser = duration)]
+    pub connect_timeout: Duration,
+
+    /// Longest the graceful drain waits for in-flight requests after the listener closes; 0 = unbounded.
+    #[arg(long, env = "KEDA_HTTP_DRAIN_TIMEOUT", value_name = "KEDA_HTTP_DRAIN_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub drain_timeout: Duration,
+
+    /// After SIGTERM, keep serving (with /readyz at 503) this long before closing the listener.
+    #[arg(long, env = "KEDA_HTTP_SHUTDOWN_DELAY", value_name = "KEDA_HTTP_SHUTDOWN_DELAY", default_value = "5s", value_parser = duration)]
+    pub shutdown_delay: Duration,
+
+    /// Add `X-KEDA-HTTP-Cold-Start: true|false` to proxied responses.
+    #[arg(long, env = "KEDA_HTTP_ENABLE_COLD_START_HEADER", value_name = "KEDA_HTTP_ENABLE_COLD_START_HEADER", default_value = "true", value_parser = go_bool, action = clap::ArgAction::Set)]
+    pub enable_cold_start_header: bool,
+
+    /// Log one line per request.
+    #[arg(long, env = "KEDA_HTTP_LOG_REQUESTS", value_name = "KEDA_HTTP_LOG_REQUESTS", default_value = "false", value_parser = go_bool, action = clap::ArgAction::Set)]
+    pub log_requests: bool,
+
+    /// Cap on requests held per route on this interceptor while its backend is not ready; over it the
+    /// answer is 503 with Retry-After. 0 = unlimited (upstream's default; not recommended).
+    #[arg(
+        long,
+        env = "KEDA_HTTP_COLD_START_MAX_PENDING_REQUESTS",
+        value_name = "KEDA_HTTP_COLD_START_MAX_PENDING_REQUESTS",
+        default_value = "10000"
+    )]
+    pub cold_start_max_pending_requests: usize,
+
+    /// Upper bound of idle upstream connections kept per backend, per proxy thread.
+    #[arg(
+        long,
+        env = "KEDA_HTTP_MAX_IDLE_CONNS_PER_HOST",
+        value_name = "KEDA_HTTP_MAX_IDLE_CONNS_PER_HOST",
+        default_value = "200"
+    )]
+    pub max_idle_conns_per_host: usize,
+
+    /// Accepted for compatibility; the per-host bound above is what limits the pool.
+    #[arg(
+        long,
+        env = "KEDA_HTTP_MAX_IDLE_CONNS",
+        value_name = "KEDA_HTTP_MAX_IDLE_CONNS",
+        default_value = "1000",
+        hide = true
+    )]
+    pub max_idle_conns: usize,
+
+    /// Serve Prometheus metrics on OTEL_PROM_EXPORTER_PORT.
+    #[arg(long, env = "OTEL_PROM_EXPORTER_ENABLED", value_name = "OTEL_PROM_EXPORTER_ENABLED", default_value = "true", value_parser = go_bool, action = clap::ArgAction::Set)]
+    pub prometheus_enabled: bool,
+
+    /// Port of the Prometheus `/metrics` listener.
+    #[arg(long, env = "OTEL_PROM_EXPORTER_PORT", value_name = "OTEL_PROM_EXPORTER_PORT", default_value = "2223")]
+    pub prometheus_port: u16,
+
+    /// Proxy threads, each with its own listener (SO_REUSEPORT) and upstream connection pool; 0 = one per CPU.
+    #[arg(long, env = "HTTPSCALE_PROXY_THREADS", value_name = "HTTPSCALE_PROXY_THREADS", default_value = "0")]
+    pub proxy_threads: usize,
+
+    /// A client must send its request headers within this time or the connection is closed.
+    #[arg(long, env = "HTTPSCALE_HEADER_READ_TIMEOUT", value_name = "HTTPSCALE_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = duration)]
+    pub header_read_timeout: Duration,
+
+    /// Largest request header block accepted; larger gets 431.
+    #[arg(
+        long,
+        env = "HTTPSCALE_MAX_HEADER_BYTES",
+        value_name = "HTTPSCALE_MAX_HEADER_BYTES",
+        default_value = "65536"
+    )]
+    pub max_header_bytes: usize,
+
+    /// Upstream's TLS listener; not supported yet, so `true` stops start-up instead of being ignored.
+    #[arg(long, env = "KEDA_HTTP_PROXY_TLS_ENABLED", value_name = "KEDA_HTTP_PROXY_TLS_ENABLED", default_value = "false", value_parser = go_bool, action = clap::ArgAction::Set, hide = true)]
+    pub proxy_tls_enabled: bool,
+
+    /// Log level (upstream's zap flag): debug, info, warn, error. `RUST_LOG` wins when set.
+    #[arg(long = "zap-log-level", env = "HTTPSCALE_LOG_LEVEL", value_name = "LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Log encoding (upstream's zap flag): console or json.
+    #[arg(
+        long = "zap-encoder",
+        env = "HTTPSCALE_LOG_FORMAT",
+        value_name = "ENCODER",
+        value_enum,
+        default_value = "console"
+    )]
+    pub log_format: LogFormat,
+
+    /// Accepted for compatibility with upstream's zap flags; has no effect.
+    #[arg(long = "zap-time-encoding", hide = true)]
+    pub zap_time_encoding: Option<String>,
+
+    /// Accepted for compatibility with upstream's zap flags; has no effect.
+    #[arg(long = "zap-stacktrace-level", hide = true)]
+    pub zap_stacktrace_level: Option<String>,
+}
+
+/// A setting that parsed but cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{setting}: {message}")]
+pub struct ConfigError {
+    pub setting: &'static str,
+    pub message: String,
+}
+
+impl Config {
+    /// Cross-field checks and upstream's deprecated overrides. Runs before anything is bound.
+    pub fn validate(mut self) -> Result<Self, ConfigError> {
+        if let Some(d) = self.condition_wait_timeout.filter(|d| !d.is_zero()) {
+            self.readiness_timeout = d;
+        }
+        if let Some(d) = self.deprecated_response_header_timeout.filter(|d| !d.is_zero()) {
+            self.response_header_timeout = d;
+        }
+        if self.proxy_tls_enabled {
+            return Err(ConfigError {
+                setting: "KEDA_HTTP_PROXY_TLS_ENABLED",
+                message: "the TLS listener is not supported by this version; terminate TLS in front of the interceptor"
+                    .into(),
+            });
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(ConfigError { setting: "KEDA_HTTP_CONNECT_TIMEOUT", message: "must be above 0".into() });
+        }
+        if self.max_header_bytes < 8192 {
+            return Err(ConfigError { setting: "HTTPSCALE_MAX_HEADER_BYTES", message: "must be at least 8192".into() });
+        }
+        if self.config.is_none() {
+            return Err(ConfigError {
+                setting: "HTTPSCALE_CONFIG",
+                message: "no route source: pass --config FILE (a standalone routes file)".into(),
+            });
+        }
+        Ok(self)
+    }
+
+    pub fn proxy_threads(&self) -> usize {
+        if self.proxy_threads > 0 {
+            self.proxy_threads
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+
+    /// A config for tests and embedding: every default, the given routes file, ports chosen by the OS.
+    pub fn for_file(path: impl Into<PathBuf>) -> Self {
+        let mut c = Config::parse_from(["interceptor", "--proxy-port", "0", "--admin-port", "0"]);
+        c.config = Some(path.into());
+        c.prometheus_port = 0;
+        c.bind_address = IpAddr::from([127, 0, 0, 1]);
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_is_well_formed() {
+        Config::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_match_upstream() {
+        let c = Config::parse_from(["interceptor"]);
+        assert_eq!(c.response_header_timeout, Duration::from_secs(300));
+        assert_eq!(c.connect_timeout, Duration::from_millis(500));
+        assert_eq!(c.drain_timeout, Duration::from_secs(30));
+        assert_eq!(c.shutdown_delay, Duration::from_secs(5));
+        assert_eq!(c.readiness_timeout, Duration::ZERO);
+        assert!(c.enable_cold_start_header && !c.log_requests && c.prometheus_enabled);
+        assert_eq!(c.prometheus_port, 2223);
+    }
+
+    #[test]
+    fn go_style_values_parse_and_bad_ones_name_the_setting() {
+        let c =
+            Config::try_parse_from(["interceptor", "--response-header-timeout", "2m", "--log-requests", "T"]).unwrap();
+        assert_eq!(c.response_header_timeout, Duration::from_secs(120));
+        assert!(c.log_requests);
+        let e = Config::try_parse_from(["interceptor", "--drain-timeout", "5x"]).unwrap_err().to_string();
+        assert!(e.contains("KEDA_HTTP_DRAIN_TIMEOUT") && e.contains("5x"), "{e}");
+    }
+
+    #[test]
+    fn deprecated_names_override_when_positive() {
+        let mut c = Config::for_file("r.yaml");
+        c.condition_wait_timeout = Some(Duration::from_secs(7));
+        c.deprecated_response_header_timeout = Some(Duration::ZERO);
+        let c = c.validate().unwrap();
+        assert_eq!(c.readiness_timeout, Duration::from_secs(7));
+        assert_eq!(c.response_header_timeout, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn tls_listener_is_refused_not_ignored() {
+        let mut c = Config::for_file("r.yaml");
+        c.proxy_tls_enabled = true;
+        assert_eq!(c.validate().unwrap_err().setting, "KEDA_HTTP_PROXY_TLS_ENABLED");
+    }
+}

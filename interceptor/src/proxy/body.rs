@@ -1,0 +1,211 @@
+//! Bodies on both sides of the proxy.
+//!
+//! [`ProxyBody`] is every response the interceptor sends: the backend's streamed body or a fixed one, plus
+//! what must happen when it ends or is dropped: the route's in-flight count is returned, the request metric
+//! is recorded, and an optional request deadline cuts the stream. Frames pass through as they arrive; nothing
+//! is buffered.
+//!
+//! [`AttemptBody`] is the request body handed to the upstream client. A failed connect never polls it, so the
+//! client's body stays in a shared slot and the next connect attempt can send it.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use httpscale_core::queue::InFlight;
+use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Called once when a response ends, fails or is dropped.
+pub trait OnFinish: Send + Sync {
+    fn finish(self: Box<Self>, completed: bool);
+}
+
+enum Inner {
+    Upstream(Incoming),
+    Full(Option<Bytes>),
+}
+
+pub struct ProxyBody {
+    inner: Inner,
+    in_flight: Option<InFlight>,
+    on_finish: Option<Box<dyn OnFinish>>,
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl std::fmt::Debug for ProxyBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProxyBody")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("request deadline exceeded while streaming the response")]
+pub struct DeadlineExceeded;
+
+impl ProxyBody {
+    pub fn upstream(body: Incoming) -> Self {
+        Self::with(Inner::Upstream(body))
+    }
+
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        let b: Bytes = bytes.into();
+        Self::with(Inner::Full((!b.is_empty()).then_some(b)))
+    }
+
+    pub fn empty() -> Self {
+        Self::with(Inner::Full(None))
+    }
+
+    fn with(inner: Inner) -> Self {
+        Self { inner, in_flight: None, on_finish: None, deadline: None }
+    }
+
+    /// Keeps the route's request counted until this body ends or is dropped.
+    pub fn hold_in_flight(&mut self, in_flight: InFlight) {
+        self.in_flight = Some(in_flight);
+    }
+
+    pub fn on_finish(&mut self, f: Box<dyn OnFinish>) {
+        self.on_finish = Some(f);
+    }
+
+    /// Ends a backend's stream with an error at `deadline` (answers made here are complete already).
+    pub fn set_deadline(&mut self, deadline: Instant) {
+        if matches!(self.inner, Inner::Upstream(_)) && !self.is_end_stream() {
+            self.deadline = Some(Box::pin(tokio::time::sleep_until(deadline)));
+        }
+    }
+
+    fn done(&mut self, completed: bool) {
+        self.in_flight = None;
+        self.deadline = None;
+        if let Some(f) = self.on_finish.take() {
+            f.finish(completed);
+        }
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        self.done(false);
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        if let Some(deadline) = this.deadline.as_mut()
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            this.done(false);
+            return Poll::Ready(Some(Err(Box::new(DeadlineExceeded))));
+        }
+        let polled = match &mut this.inner {
+            Inner::Upstream(b) => match Pin::new(b).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(r) => r.map(|r| r.map_err(BoxError::from)),
+            },
+            Inner::Full(b) => b.take().map(|b| Ok(Frame::data(b))),
+        };
+        match &polled {
+            None => this.done(true),
+            Some(Err(_)) => this.done(false),
+            Some(Ok(_)) if this.inner_is_end() => this.done(true),
+            Some(Ok(_)) => {}
+        }
+        Poll::Ready(polled)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner_is_end()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Inner::Upstream(b) => b.size_hint(),
+            Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+}
+
+impl ProxyBody {
+    fn inner_is_end(&self) -> bool {
+        match &self.inner {
+            Inner::Upstream(b) => b.is_end_stream(),
+            Inner::Full(b) => b.is_none(),
+        }
+    }
+}
+
+type Slot = Arc<Mutex<Option<Incoming>>>;
+
+/// A request body that survives failed connect attempts (see the module docs).
+#[derive(Debug)]
+pub struct Replayable {
+    slot: Option<Slot>,
+    hint: SizeHint,
+}
+
+impl Replayable {
+    pub fn new(body: Incoming) -> Self {
+        let hint = body.size_hint();
+        let slot = (!body.is_end_stream()).then(|| Arc::new(Mutex::new(Some(body))));
+        Self { slot, hint }
+    }
+
+    /// A body for the next attempt, or `None` if an earlier attempt already started sending it.
+    pub fn attempt(&self) -> Option<AttemptBody> {
+        match &self.slot {
+            None => Some(AttemptBody { slot: None, taken: None, hint: SizeHint::with_exact(0) }),
+            Some(slot) => {
+                let available = slot.lock().map(|b| b.is_some()).unwrap_or(false);
+                available.then(|| AttemptBody { slot: Some(slot.clone()), taken: None, hint: self.hint })
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct AttemptBody {
+    slot: Option<Slot>,
+    taken: Option<Incoming>,
+    hint: SizeHint,
+}
+
+impl Body for AttemptBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        if this.taken.is_none() {
+            match this.slot.take() {
+                None => return Poll::Ready(None),
+                Some(slot) => this.taken = slot.lock().ok().and_then(|mut b| b.take()),
+            }
+        }
+        match this.taken.as_mut() {
+            Some(b) => Pin::new(b).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.slot.is_none() && self.taken.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.taken {
+            Some(b) => b.size_hint(),
+            None => self.hint,
+        }
+    }
+}

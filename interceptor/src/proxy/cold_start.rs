@@ -1,0 +1,157 @@
+//! Layer 4: the cold start.
+//!
+//! States of a request here:
+//! - *warm*: the target's gate is open; the request goes on at once (`X-KEDA-HTTP-Cold-Start: false`).
+//! - *placeholder*: the gate is closed and the route has a placeholder; it is served at once (the request was
+//!   already counted, so it still wakes the backend). As upstream, the placeholder wins over a fallback.
+//! - *refused*: the route already holds its cap of requests; 503 with `Retry-After` (or the placeholder
+//!   with `overflow: Placeholder`), and `interceptor_cold_start_rejections_total` counts it.
+//! - *held*: the request waits, unsent, in arrival order, until the gate opens
+//!   (`X-KEDA-HTTP-Cold-Start: true`), the readiness timeout passes (504, or the fallback upstream), the
+//!   interceptor stops (503, `Connection: close`), or the client leaves (the future is dropped and the place,
+//!   the hold slot and the count are given back at once).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use http::header::HeaderValue;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use tower::{Layer, Service};
+
+use super::{BoxFuture, ProxyBody, ProxyError, ProxyResponse, Routed, UseFallback};
+use crate::Shared;
+use crate::routes::PreparedPlaceholder;
+
+pub const COLD_START_HEADER: &str = "x-keda-http-cold-start";
+
+#[derive(Clone)]
+pub struct ColdStartLayer {
+    shared: Arc<Shared>,
+}
+
+impl ColdStartLayer {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Self { shared }
+    }
+}
+
+impl<S> Layer<S> for ColdStartLayer {
+    type Service = ColdStartService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        ColdStartService { inner, shared: self.shared.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct ColdStartService<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+fn placeholder_response(p: &PreparedPlaceholder) -> ProxyResponse {
+    let mut resp = Response::new(ProxyBody::full(p.body.clone()));
+    *resp.status_mut() = p.status;
+    for (k, v) in &p.headers {
+        resp.headers_mut().insert(k.clone(), v.clone());
+    }
+    resp
+}
+
+/// One place in a route's hold queue; given back on drop.
+struct HoldSlot<'a>(&'a AtomicUsize);
+
+impl<'a> HoldSlot<'a> {
+    fn take(pending: &'a AtomicUsize, max: usize) -> Option<Self> {
+        let before = pending.fetch_add(1, Ordering::AcqRel);
+        if max > 0 && before >= max {
+            pending.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Self(pending))
+    }
+}
+
+impl Drop for HoldSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn mark(resp: &mut ProxyResponse, enabled: bool, cold: bool) {
+    if enabled {
+        let v = if cold { "true" } else { "false" };
+        resp.headers_mut().insert(COLD_START_HEADER, HeaderValue::from_static(v));
+    }
+}
+
+impl<S> Service<Request<Incoming>> for ColdStartService<S>
+where
+    S: Service<Request<Incoming>, Response = ProxyResponse, Error = ProxyError> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = ProxyResponse;
+    type Error = ProxyError;
+    type Future = BoxFuture<Result<ProxyResponse, ProxyError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
+        let header = self.shared.cold_start_header;
+        let Some(route) = req.extensions().get::<Routed>().map(|r| r.route.clone()) else {
+            return Box::pin(self.inner.call(req));
+        };
+        if route.gate.is_open() {
+            let fut = self.inner.call(req);
+            return Box::pin(async move {
+                let mut resp = fut.await?;
+                mark(&mut resp, header, false);
+                Ok(resp)
+            });
+        }
+        let mut inner = self.inner.clone();
+        let shared = self.shared.clone();
+        Box::pin(async move {
+            if let Some(p) = &route.placeholder {
+                return Ok(placeholder_response(p));
+            }
+            let Some(slot) = HoldSlot::take(&route.pending, route.max_pending) else {
+                shared.metrics.cold_start_rejections.get_or_create(&route.labels).inc();
+                if let Some(p) = route.overflow_placeholder() {
+                    return Ok(placeholder_response(p));
+                }
+                return Err(ProxyError::HoldQueueFull { route: route.route.key.to_string(), max: route.max_pending });
+            };
+            let started = Instant::now();
+            let wait = route.gate.wait_open();
+            let ready = tokio::select! {
+                ready = async {
+                    match route.readiness_timeout {
+                        None => { wait.await; true }
+                        Some(t) => tokio::time::timeout(t, wait).await.is_ok(),
+                    }
+                } => ready,
+                _ = shared.stopping.triggered() => return Err(ProxyError::ShuttingDown),
+            };
+            drop(slot);
+            if ready {
+                shared.metrics.cold_start_wait.get_or_create(&route.labels).observe(started.elapsed().as_secs_f64());
+                let mut resp = inner.call(req).await?;
+                mark(&mut resp, header, true);
+                return Ok(resp);
+            }
+            if route.fallback.is_some() {
+                req.extensions_mut().insert(UseFallback);
+                return inner.call(req).await;
+            }
+            Err(ProxyError::ReadinessTimeout {
+                upstream: route.upstream.authority.to_string(),
+                timeout: route.readiness_timeout.unwrap_or_default(),
+            })
+        })
+    }
+}

@@ -1,0 +1,52 @@
+//! Layer 3: counting for the scaler. The request is counted (concurrency and request counter) before any
+//! waiting, so a held request already shows as in flight; it stays counted until the response body ends or
+//! is dropped, which covers streams, errors, timeouts and clients that leave.
+
+use std::task::{Context, Poll};
+
+use http::Request;
+use hyper::body::Incoming;
+use tower::{Layer, Service};
+
+use super::{BoxFuture, ProxyError, ProxyResponse, Routed};
+
+#[derive(Clone, Copy)]
+pub struct CountLayer;
+
+impl<S> Layer<S> for CountLayer {
+    type Service = CountService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        CountService { inner }
+    }
+}
+
+#[derive(Clone)]
+pub struct CountService<S> {
+    inner: S,
+}
+
+impl<S> Service<Request<Incoming>> for CountService<S>
+where
+    S: Service<Request<Incoming>, Response = ProxyResponse, Error = ProxyError> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = ProxyResponse;
+    type Error = ProxyError;
+    type Future = BoxFuture<Result<ProxyResponse, ProxyError>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let in_flight = req.extensions().get::<Routed>().map(|r| r.route.counters.begin());
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let mut resp = fut.await?;
+            if let Some(in_flight) = in_flight {
+                resp.body_mut().hold_in_flight(in_flight);
+            }
+            Ok(resp)
+        })
+    }
+}

@@ -1,0 +1,150 @@
+//! Header rewriting at the proxy boundary, as upstream's Go reverse proxy does it: hop-by-hop headers
+//! removed both ways (protocol upgrades and `TE: trailers` kept), `Forwarded` dropped, `X-Forwarded-For`
+//! appended, `X-Forwarded-Host` and `-Proto` set only when absent, and the client's `Host` preserved.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static FORWARDED: HeaderName = header::FORWARDED;
+
+fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// The protocol a request or response asks to switch to (`Connection: upgrade` + `Upgrade: X`).
+pub fn upgrade_of(headers: &HeaderMap) -> Option<HeaderValue> {
+    if has_token(headers, &header::CONNECTION, "upgrade") { headers.get(header::UPGRADE).cloned() } else { None }
+}
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let listed: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::try_from(t.trim()).ok())
+            .collect();
+        for name in listed {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+/// Rewrites a request's headers for the backend. `host` is what the request was routed on.
+pub fn prepare_request(headers: &mut HeaderMap, client: Option<IpAddr>, host: &HeaderValue, h2_upstream: bool) {
+    let upgrade = upgrade_of(headers);
+    let te_trailers = has_token(headers, &header::TE, "trailers");
+    remove_hop_by_hop(headers);
+    if let Some(protocol) = upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol);
+    }
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+    headers.remove(&FORWARDED);
+    if let Some(ip) = client {
+        let prior: Vec<&str> = headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect();
+        let value = if prior.is_empty() { ip.to_string() } else { format!("{}, {ip}", prior.join(", ")) };
+        if let Ok(v) = HeaderValue::try_from(value) {
+            headers.insert(&X_FORWARDED_FOR, v);
+        }
+    }
+    if !headers.contains_key(&X_FORWARDED_HOST) {
+        headers.insert(&X_FORWARDED_HOST, host.clone());
+    }
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
+    if h2_upstream {
+        // HTTP/2 carries the authority in `:authority`; the original host stays in X-Forwarded-Host.
+        headers.remove(header::HOST);
+    } else {
+        headers.insert(header::HOST, host.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(HeaderName::try_from(*k).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        m
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_listed_headers_are_removed() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-authorization", "basic x"),
+            ("te", "gzip"),
+            ("x-keep", "yes"),
+        ]);
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["x-keep"], "yes");
+    }
+
+    #[test]
+    fn forwarded_headers_as_upstream() {
+        let host = HeaderValue::from_static("app.local:8080");
+        let mut h = map(&[("x-forwarded-for", "10.0.0.1"), ("forwarded", "for=1.2.3.4"), ("host", "ignored")]);
+        prepare_request(&mut h, Some("127.0.0.1".parse().unwrap()), &host, false);
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(h["x-forwarded-host"], "app.local:8080");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["host"], "app.local:8080");
+        assert!(!h.contains_key("forwarded"));
+
+        let mut h = map(&[("x-forwarded-proto", "https"), ("x-forwarded-host", "edge.example")]);
+        prepare_request(&mut h, None, &host, false);
+        assert_eq!(h["x-forwarded-proto"], "https", "an incoming value is kept (upstream #1432)");
+        assert_eq!(h["x-forwarded-host"], "edge.example");
+    }
+
+    #[test]
+    fn upgrades_and_te_trailers_survive() {
+        let host = HeaderValue::from_static("h");
+        let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket"), ("te", "trailers, deflate")]);
+        prepare_request(&mut h, None, &host, false);
+        assert_eq!(h["connection"], "upgrade");
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["te"], "trailers");
+        let mut h = map(&[("host", "h")]);
+        prepare_request(&mut h, None, &host, true);
+        assert!(!h.contains_key("host"), "h2 upstreams get :authority, not Host");
+    }
+}

@@ -1,0 +1,73 @@
+//! The proxy as a pipeline of named `tower` layers, outermost first:
+//!
+//! 1. [`metrics`]: records `interceptor_request_count_total` and `_duration_seconds` when the response
+//!    ends (or 499 if the client leaves first), and logs the request when asked to.
+//! 2. [`route`]: finds the route (404 if none, never forwarded), applies the request deadline, and is the one
+//!    place where a [`ProxyError`] becomes an HTTP answer.
+//! 3. [`count`]: counts the request for the scaler before anything waits, and keeps it counted until the
+//!    response body ends.
+//! 4. [`cold_start`]: passes requests for a ready backend straight on; otherwise serves the placeholder,
+//!    refuses over the hold cap, or holds the request unsent until the backend is ready (or the fallback).
+//! 5. [`forward`]: sends the request upstream over a pooled connection and streams the answer back.
+
+pub mod body;
+pub mod cold_start;
+pub mod count;
+pub mod error;
+pub mod forward;
+pub mod headers;
+pub mod metrics;
+pub mod route;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use http::{HeaderValue, Request, Response};
+use hyper::body::Incoming;
+use tower::{Service, ServiceBuilder};
+
+pub use body::ProxyBody;
+pub use error::ProxyError;
+
+use crate::routes::RouteState;
+
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+pub type ProxyResponse = Response<ProxyBody>;
+
+/// The client's address, set per connection by the server.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// Set by the route layer: the matched route and the host the request was routed on.
+#[derive(Debug, Clone)]
+pub struct Routed {
+    pub route: Arc<RouteState>,
+    pub host: HeaderValue,
+}
+
+/// Set by the cold-start layer when the readiness wait ran out and the route has a fallback.
+#[derive(Debug, Clone, Copy)]
+pub struct UseFallback;
+
+/// Builds the whole pipeline around a forwarder.
+pub fn stack(
+    shared: Arc<crate::Shared>,
+    forward: forward::Forward,
+) -> impl Service<
+    Request<Incoming>,
+    Response = ProxyResponse,
+    Error = Infallible,
+    Future = BoxFuture<Result<ProxyResponse, Infallible>>,
+> + Clone
++ Send
++ 'static {
+    ServiceBuilder::new()
+        .layer(metrics::MetricsLayer::new(shared.clone()))
+        .layer(route::RouteLayer::new(shared.clone()))
+        .layer(count::CountLayer)
+        .layer(cold_start::ColdStartLayer::new(shared))
+        .service(forward)
+}

@@ -1,0 +1,219 @@
+//! Holding requests across scale-from-zero, on real sockets: counted before waiting, released when the
+//! backend comes up, bounded by timeouts and a per-route cap, answered by placeholder or fallback, and freed
+//! at once when the client leaves.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use http::{Response, StatusCode};
+use http_body_util::Full;
+
+fn route_to(name: &str, host: &str, upstream: std::net::SocketAddr, extra: &str) -> String {
+    format!("routes:\n  - name: {name}\n    hosts: [{host}]\n    upstream: '{upstream}'\n{extra}")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_held_request_is_counted_then_served_when_the_backend_comes_up() {
+    let addr = free_addr().await;
+    let h = interceptor(&route_to("app", "app.local", addr, "")).await;
+    let proxy = h.proxy();
+    let pending = tokio::spawn(async move { get(proxy, "app.local", "/hello").await });
+    eventually(Duration::from_secs(2), "held request counted", || async {
+        let q = queue(h.admin()).await;
+        q["default/app"]["Concurrency"] == 1 && q["default/app"]["RequestCount"] == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!pending.is_finished(), "held while no backend listens");
+    let b = backend_on(addr, |_| Response::new(full("woke up"))).await;
+    let (status, headers, body) = tokio::time::timeout(Duration::from_secs(5), pending).await.unwrap().unwrap();
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "woke up"));
+    assert_eq!(headers["x-keda-http-cold-start"], "true");
+    assert_eq!(b.seen().len(), 1);
+    assert_eq!(concurrency(h.admin(), "default/app").await, 0);
+    let m = metrics(&h).await;
+    assert!(
+        m.contains(r#"interceptor_cold_start_wait_seconds_count{route_name="app",route_namespace="default"} 1"#),
+        "{m}"
+    );
+    // Now warm.
+    let (_, headers, _) = get(h.proxy(), "app.local", "/").await;
+    assert_eq!(headers["x-keda-http-cold-start"], "false");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cold_start_header_can_be_turned_off() {
+    let b = named_backend("app").await;
+    let h = interceptor_with(&route_to("app", "app.local", b.addr, ""), |c| c.enable_cold_start_header = false).await;
+    let (status, headers, _) = get(h.proxy(), "app.local", "/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!headers.contains_key("x-keda-http-cold-start"));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn readiness_timeout_gives_504_with_the_route_value_winning() {
+    let addr = free_addr().await;
+    let routes = format!(
+        "{}  - name: quick\n    hosts: [quick.local]\n    upstream: '{addr}'\n    timeouts: {{readiness: 50ms}}\n",
+        route_to("app", "app.local", addr, "")
+    );
+    let h = interceptor_with(&routes, |c| c.readiness_timeout = Duration::from_millis(400)).await;
+    let started = std::time::Instant::now();
+    let (status, headers, body) = get(h.proxy(), "quick.local", "/").await;
+    assert_eq!((status, body.as_str()), (StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout\n"));
+    assert_eq!(headers["content-type"], "text/plain; charset=utf-8");
+    assert!(started.elapsed() < Duration::from_millis(350), "per-route 50ms, not the global 400ms");
+    let started = std::time::Instant::now();
+    assert_eq!(get(h.proxy(), "app.local", "/").await.0, StatusCode::GATEWAY_TIMEOUT);
+    assert!(started.elapsed() >= Duration::from_millis(400), "global readiness timeout");
+    assert_eq!(queue(h.admin()).await["default/app"]["Concurrency"], 0);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_fallback_answers_after_the_readiness_timeout() {
+    let addr = free_addr().await;
+    let fallback = named_backend("fallback").await;
+    let extra =
+        format!("    timeouts: {{readiness: 200ms}}\n    coldStart: {{fallback: {{upstream: '{}'}}}}\n", fallback.addr);
+    let h = interceptor(&route_to("app", "app.local", addr, &extra)).await;
+    let (status, headers, body) = get(h.proxy(), "app.local", "/x").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "fallback"));
+    assert!(!headers.contains_key("x-keda-http-cold-start"), "no cold-start header from the fallback, as upstream");
+    assert_eq!(fallback.seen()[0].headers["host"], "app.local");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_placeholder_answers_at_once_still_counts_and_beats_the_fallback() {
+    let addr = free_addr().await;
+    let fallback = named_backend("fallback").await;
+    let extra = format!(
+        "    coldStart:\n      fallback: {{upstream: '{}'}}\n      placeholder: {{response: {{statusCode: 418, body: warming up, headers: {{Content-Type: text/html, Refresh: '5'}}}}}}\n",
+        fallback.addr
+    );
+    let h = interceptor(&route_to("app", "app.local", addr, &extra)).await;
+    let started = std::time::Instant::now();
+    let (status, headers, body) = get(h.proxy(), "app.local", "/").await;
+    assert_eq!((status, body.as_str()), (StatusCode::IM_A_TEAPOT, "warming up"));
+    assert_eq!(headers["content-type"], "text/html");
+    assert_eq!(headers["refresh"], "5");
+    assert!(started.elapsed() < Duration::from_millis(500));
+    assert_eq!(
+        queue(h.admin()).await["default/app"]["RequestCount"],
+        1,
+        "placeholder requests count (they wake the backend)"
+    );
+    assert!(fallback.seen().is_empty());
+    let _b = backend_on(addr, |_| Response::new(full("real"))).await;
+    eventually(Duration::from_secs(5), "real backend answers", || async {
+        get(h.proxy(), "app.local", "/").await.2 == "real"
+    })
+    .await;
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn over_the_hold_cap_requests_get_503_with_retry_after_and_held_ones_survive() {
+    let addr = free_addr().await;
+    let h = interceptor(&route_to("app", "app.local", addr, "    coldStart: {maxPendingRequests: 2}\n")).await;
+    let proxy = h.proxy();
+    let held: Vec<_> = (0..2).map(|_| tokio::spawn(async move { get(proxy, "app.local", "/").await })).collect();
+    eventually(Duration::from_secs(2), "two held", || async { concurrency(h.admin(), "default/app").await == 2 }).await;
+    let (status, headers, body) = get(h.proxy(), "app.local", "/").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(headers["retry-after"], "5");
+    assert!(body.contains("cold-start queue of route default/app is full (2 requests held)"), "{body}");
+    assert!(
+        metrics(&h)
+            .await
+            .contains(r#"interceptor_cold_start_rejections_total{route_name="app",route_namespace="default"} 1"#)
+    );
+    let _b = backend_on(addr, |_| Response::new(full("ok"))).await;
+    for r in held {
+        let (status, _, body) = tokio::time::timeout(Duration::from_secs(5), r).await.unwrap().unwrap();
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"));
+    }
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_leaves_while_held_frees_its_place_and_is_never_forwarded() {
+    let addr = free_addr().await;
+    let h = interceptor(&route_to("app", "app.local", addr, "    coldStart: {maxPendingRequests: 1}\n")).await;
+    let mut s = tokio::net::TcpStream::connect(h.proxy()).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut s,
+        b"POST /abandoned HTTP/1.1\r\nHost: app.local\r\nContent-Length: 2\r\n\r\nhi",
+    )
+    .await
+    .unwrap();
+    eventually(Duration::from_secs(2), "held", || async { concurrency(h.admin(), "default/app").await == 1 }).await;
+    drop(s);
+    eventually(Duration::from_secs(2), "count given back", || async {
+        concurrency(h.admin(), "default/app").await == 0
+    })
+    .await;
+    // Its hold slot is free too: with a cap of 1 the next request is held, not refused.
+    let proxy = h.proxy();
+    let next = tokio::spawn(async move { get(proxy, "app.local", "/kept").await });
+    eventually(Duration::from_secs(2), "next held", || async { concurrency(h.admin(), "default/app").await == 1 })
+        .await;
+    let b = backend_on(addr, |_| Response::new(full("ok"))).await;
+    assert_eq!(tokio::time::timeout(Duration::from_secs(5), next).await.unwrap().unwrap().0, StatusCode::OK);
+    let paths: Vec<String> = b.seen().iter().map(|s| s.uri.path().to_owned()).collect();
+    assert_eq!(paths, vec!["/kept"], "the abandoned request was never forwarded");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connect_retries_cover_a_backend_that_is_ready_but_not_yet_accepting() {
+    let b = named_backend("first").await;
+    let addr = b.addr;
+    let h = interceptor(&route_to("app", "app.local", addr, "")).await;
+    assert_eq!(get(h.proxy(), "app.local", "/").await.2, "first");
+    drop(b);
+    let proxy = h.proxy();
+    let pending = tokio::spawn(async move { get(proxy, "app.local", "/again").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _b = backend_on(addr, |_| Response::new(full("second"))).await;
+    let (status, headers, body) = tokio::time::timeout(Duration::from_secs(5), pending).await.unwrap().unwrap();
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "second"), "no 502 while the backend comes back");
+    assert_eq!(headers["x-keda-http-cold-start"], "false", "it passed as warm and was carried by connect retries");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_thousand_held_requests_are_all_released() {
+    const N: usize = 2000;
+    let addr = free_addr().await;
+    let h = interceptor(&route_to("app", "app.local", addr, "")).await;
+    let client = client();
+    let proxy = h.proxy();
+    let tasks: Vec<_> = (0..N)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let req = request(proxy, "app.local", &format!("/{i}")).body(Full::default()).unwrap();
+                client.request(req).await.map(|r| r.status())
+            })
+        })
+        .collect();
+    eventually(Duration::from_secs(20), "all held", || async {
+        concurrency(h.admin(), "default/app").await == N as i64
+    })
+    .await;
+    let b = backend_on(addr, |_| Response::new(full("ok"))).await;
+    for t in tasks {
+        let status = tokio::time::timeout(Duration::from_secs(30), t).await.unwrap().unwrap().unwrap();
+        assert_eq!(status, StatusCode::OK);
+    }
+    assert_eq!(b.seen().len(), N);
+    assert_eq!(concurrency(h.admin(), "default/app").await, 0);
+    h.stop().await;
+}

@@ -1,0 +1,206 @@
+//! Admin endpoints, metric names, routes-file reloads, graceful shutdown, and the real binary's start-up
+//! errors and signal handling.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use http::{Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+
+fn one_route(upstream: &str) -> String {
+    format!("routes:\n  - name: app\n    hosts: [app.local]\n    upstream: '{upstream}'\n")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_endpoints_answer_as_upstream() {
+    let b = named_backend("app").await;
+    let h = interceptor(&one_route(&b.authority())).await;
+    let (status, headers, body) = get(h.admin(), "x", "/queue").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(body, r#"{"default/app":{"Concurrency":0,"RequestCount":0}}"#);
+    assert_eq!(get(h.admin(), "x", "/livez").await.0, StatusCode::OK);
+    let (status, _, body) = get(h.admin(), "x", "/readyz").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "OK"));
+    assert_eq!(get(h.admin(), "x", "/nope").await.0, StatusCode::NOT_FOUND);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_use_upstream_names_and_labels() {
+    let b = named_backend("app").await;
+    let h = interceptor(&one_route(&b.authority())).await;
+    eventually(Duration::from_secs(5), "served", || async {
+        get(h.proxy(), "app.local", "/").await.0 == StatusCode::OK
+    })
+    .await;
+    let _ = get(h.proxy(), "unknown.local", "/").await;
+    let m = metrics(&h).await;
+    for want in [
+        r#"interceptor_request_count_total{code="200",method="GET",route_name="app",route_namespace="default"}"#,
+        r#"interceptor_request_count_total{code="404",method="GET",route_name="",route_namespace=""} 1"#,
+        r#"interceptor_request_duration_seconds_bucket{le="0.005",code="200",method="GET",route_name="app",route_namespace="default"}"#,
+        r#"interceptor_request_concurrency{route_name="app",route_namespace="default"} 0"#,
+    ] {
+        assert!(m.contains(want), "missing {want} in\n{m}");
+    }
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_routes_file_is_reloaded_and_a_bad_edit_keeps_the_old_table() {
+    let (a, b) = (named_backend("a").await, named_backend("b").await);
+    let h = interceptor(&one_route(&a.authority())).await;
+    eventually(Duration::from_secs(5), "a serves", || async { get(h.proxy(), "app.local", "/").await.2 == "a" }).await;
+    let count_before = queue(h.admin()).await["default/app"]["RequestCount"].as_i64().unwrap();
+
+    std::fs::write(
+        &h.routes_file,
+        format!(
+            "{}  - name: new\n    hosts: [new.local]\n    upstream: '{}'\n",
+            one_route(&a.authority()),
+            b.authority()
+        ),
+    )
+    .unwrap();
+    eventually(Duration::from_secs(5), "new route served", || async {
+        get(h.proxy(), "new.local", "/").await.2 == "b"
+    })
+    .await;
+    let after = queue(h.admin()).await;
+    assert!(after["default/app"]["RequestCount"].as_i64().unwrap() >= count_before, "counts survive a reload");
+
+    std::fs::write(&h.routes_file, "routes:\n  - name: broken\n    upstream: not-an-address\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(get(h.proxy(), "new.local", "/").await.2, "b", "an invalid edit keeps the current routes");
+    assert_eq!(get(h.admin(), "x", "/readyz").await.0, StatusCode::OK);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_drains_streams_answers_held_requests_and_refuses_new_connections() {
+    let addr_cold = free_addr().await;
+    let b = backend(|s| {
+        if s.uri.path() == "/stream" {
+            Response::new(streaming_body(vec!["1", "2", "3", "4"], Duration::from_millis(300)))
+        } else {
+            Response::new(full("ok"))
+        }
+    })
+    .await;
+    let routes =
+        format!("{}  - name: cold\n    hosts: [cold.local]\n    upstream: '{addr_cold}'\n", one_route(&b.authority()));
+    let h = interceptor_with(&routes, |c| {
+        c.shutdown_delay = Duration::from_millis(400);
+        c.drain_timeout = Duration::from_secs(10);
+    })
+    .await;
+    eventually(Duration::from_secs(5), "warm", || async { get(h.proxy(), "app.local", "/").await.0 == StatusCode::OK })
+        .await;
+    let proxy = h.proxy();
+    let held = tokio::spawn(async move { get(proxy, "cold.local", "/").await });
+    let stream = client().request(request(proxy, "app.local", "/stream").body(Full::default()).unwrap()).await.unwrap();
+    eventually(Duration::from_secs(2), "cold request held", || async {
+        concurrency(h.admin(), "default/cold").await == 1
+    })
+    .await;
+
+    let started = Instant::now();
+    h.shutdown.trigger();
+    eventually(Duration::from_secs(1), "readyz 503", || async {
+        get(h.admin(), "x", "/readyz").await.0 == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    // Still serving during the shutdown delay, telling HTTP/1 clients to go elsewhere.
+    let (status, headers, _) = get(proxy, "app.local", "/").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["connection"], "close");
+
+    let (status, headers, body) = tokio::time::timeout(Duration::from_secs(5), held).await.unwrap().unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "a held request gets a clean answer: {body}");
+    assert_eq!(headers["connection"], "close");
+    assert!(started.elapsed() >= Duration::from_millis(400), "held requests are answered when the listener closes");
+
+    let body = stream.into_body().collect().await.expect("the stream in flight finishes").to_bytes();
+    assert_eq!(body.as_ref(), b"1234");
+    tokio::time::timeout(Duration::from_secs(5), h.running.wait()).await.expect("stops after draining");
+    assert!(tokio::net::TcpStream::connect(proxy).await.is_err(), "no new connections after the drain");
+}
+
+// ---- the real binary
+
+fn binary() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_interceptor"));
+    c.env_remove("RUST_LOG").stdout(Stdio::piped()).stderr(Stdio::piped());
+    c
+}
+
+#[test]
+fn an_invalid_routes_file_stops_start_up_naming_file_line_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("routes.yaml");
+    std::fs::write(&file, "routes:\n  - name: a\n    upstream: 127.0.0.1:1\n    timeouts: {readiness: soon}\n")
+        .unwrap();
+    let out =
+        binary().args(["--config", file.to_str().unwrap(), "--proxy-port", "0", "--admin-port", "0"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(file.to_str().unwrap()) && err.contains("line 4") && err.contains("timeouts"), "{err}");
+}
+
+#[test]
+fn a_bad_setting_stops_start_up_naming_it() {
+    let out = binary().env("KEDA_HTTP_DRAIN_TIMEOUT", "5x").args(["--config", "x.yaml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("KEDA_HTTP_DRAIN_TIMEOUT") && err.contains("5x"), "{err}");
+    let out = binary().output().unwrap();
+    assert_eq!(out.status.code(), Some(64), "no route source is a configuration error");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HTTPSCALE_CONFIG"));
+}
+
+#[test]
+fn sigterm_drains_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("routes.yaml");
+    std::fs::write(&file, one_route("127.0.0.1:9")).unwrap();
+    let mut child = binary()
+        .env("KEDA_HTTP_SHUTDOWN_DELAY", "300ms")
+        .env("OTEL_PROM_EXPORTER_PORT", "0")
+        .args(["--config", file.to_str().unwrap(), "--proxy-port", "0", "--admin-port", "0", "--zap-encoder", "json"])
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    // Wait for the "interceptor listening" line (JSON), then signal.
+    let mut log = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 4096];
+    while !log.contains("interceptor listening") {
+        assert!(Instant::now() < deadline, "no start-up line: {log}");
+        let n = stderr.read(&mut buf).unwrap();
+        assert!(n > 0, "exited early: {log}");
+        log.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let line = log.lines().find(|l| l.contains("interceptor listening")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    assert!(v["proxy"].as_str().unwrap().contains(':'));
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let started = Instant::now();
+    let code = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s.code();
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(code, Some(0));
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("draining") && rest.contains("interceptor stopped"), "{rest}");
+}

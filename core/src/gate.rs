@@ -1,23 +1,48 @@
 //! Readiness gates: one per target, shared by every route that forwards there. A readiness source (the
-//! standalone prober, or EndpointSlices on Kubernetes) opens and closes the gate; the data path asks it
-//! whether the target is ready (one atomic load on the warm path) or waits in line until it is.
+//! standalone prober or process supervisor, or EndpointSlices on Kubernetes) opens and closes the gate; the
+//! data path asks it whether the target is ready (one atomic load on the warm path) or waits in line.
 //!
-//! States: *closed* (no ready endpoint; requests queue in arrival order) and *open* (requests pass). Opening
-//! releases the queue front to back. A waiter that gives up (client gone, timeout) just drops its ticket;
-//! dead tickets are pruned as the queue grows, so the queue never holds more than a few per live waiter.
+//! States: *open* (requests pass), *closed* (requests queue in arrival order) and *refusing* (closed, and the
+//! source knows why waiting is pointless, e.g. a program that crashed at start and is backing off: waiters and
+//! newcomers get the reason at once). Opening releases the queue front to back. A waiter that gives up (client
+//! gone, timeout) drops its ticket; dead tickets are pruned as the queue grows.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{Notify, oneshot};
+
+/// Why a closed gate turns requests away instead of holding them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub kind: RefusalKind,
+    /// One line a client can read.
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// The backend failed (answered as 502).
+    Failed,
+    /// The backend did not become ready in time (answered as 504).
+    TimedOut,
+}
+
+type Ticket = oneshot::Sender<Result<(), Arc<Refusal>>>;
+
+#[derive(Debug, Default)]
+struct Waiting {
+    queue: VecDeque<Ticket>,
+    refusal: Option<Arc<Refusal>>,
+}
 
 #[derive(Debug, Default)]
 pub struct Gate {
     open: AtomicBool,
-    queue: Mutex<VecDeque<oneshot::Sender<()>>>,
+    state: Mutex<Waiting>,
     waiting: AtomicUsize,
-    /// Wakes the readiness source when a request starts waiting, so it can look sooner.
+    /// Wakes the readiness source when a request starts waiting or asks for the target.
     demand: Notify,
 }
 
@@ -35,45 +60,74 @@ impl Gate {
         self.waiting.load(Ordering::Acquire)
     }
 
-    /// Opens or closes the gate. Opening releases every waiter, oldest first. Returns whether it changed.
+    /// Opens or closes the gate. Opening clears any refusal and releases every waiter, oldest first.
+    /// Returns whether the open/closed state changed.
     pub fn set_open(&self, open: bool) -> bool {
         let was = self.open.swap(open, Ordering::AcqRel);
         if open {
-            // Take the queue under the lock, release outside it: a waiter that enqueues after the swap
-            // above sees the gate open and never enqueues.
-            let released = std::mem::take(&mut *self.lock());
+            // Take the queue under the lock, release outside it: a waiter that locks after the swap above
+            // sees the gate open and never enqueues.
+            let released = {
+                let mut st = self.lock();
+                st.refusal = None;
+                std::mem::take(&mut st.queue)
+            };
             for ticket in released {
-                let _ = ticket.send(());
+                let _ = ticket.send(Ok(()));
             }
         }
         was != open
     }
 
-    /// Resolves once the gate is open. Cancel-safe: dropping the future gives the place up.
-    pub async fn wait_open(&self) {
+    /// Closes the gate and turns away every waiter, and every newcomer until [`Gate::clear_refusal`] or
+    /// [`Gate::set_open`], with `refusal`.
+    pub fn refuse(&self, refusal: Refusal) {
+        self.open.store(false, Ordering::Release);
+        let refusal = Arc::new(refusal);
+        let refused = {
+            let mut st = self.lock();
+            st.refusal = Some(refusal.clone());
+            std::mem::take(&mut st.queue)
+        };
+        for ticket in refused {
+            let _ = ticket.send(Err(refusal.clone()));
+        }
+    }
+
+    /// Lets requests wait again (e.g. a back-off ended).
+    pub fn clear_refusal(&self) {
+        self.lock().refusal = None;
+    }
+
+    /// Resolves once the gate is open, or with the refusal. Cancel-safe: dropping it gives the place up.
+    pub async fn wait_open(&self) -> Result<(), Arc<Refusal>> {
         if self.is_open() {
-            return;
+            return Ok(());
         }
         let ticket = {
-            let mut queue = self.lock();
+            let mut st = self.lock();
             if self.is_open() {
-                return;
+                return Ok(());
+            }
+            if let Some(r) = &st.refusal {
+                return Err(r.clone());
             }
             let waiting = self.waiting();
-            if queue.len() >= 64 && queue.len() > 2 * waiting {
-                queue.retain(|t| !t.is_closed());
+            if st.queue.len() >= 64 && st.queue.len() > 2 * waiting {
+                st.queue.retain(|t| !t.is_closed());
             }
             let (tx, rx) = oneshot::channel();
-            queue.push_back(tx);
+            st.queue.push_back(tx);
             rx
         };
         let _waiting = WaitingGuard::new(&self.waiting);
         self.demand.notify_one();
-        // The sender only disappears when the gate is opened (or dropped with its table).
-        let _ = ticket.await;
+        // The sender only disappears with the gate itself; treat that like an open gate.
+        ticket.await.unwrap_or(Ok(()))
     }
 
-    /// Asks the readiness source to look again now (the data path saw a connect failure).
+    /// Asks the readiness source to act now: a connect failed, or a request wants the target without
+    /// waiting for it (a placeholder answer).
     pub fn nudge(&self) {
         self.demand.notify_one();
     }
@@ -83,9 +137,9 @@ impl Gate {
         self.demand.notified().await
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<oneshot::Sender<()>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Waiting> {
         // A panic while holding this lock cannot leave the queue inconsistent; keep using it.
-        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -107,13 +161,12 @@ impl Drop for WaitingGuard<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use std::time::Duration;
 
     #[tokio::test]
     async fn open_gate_passes_at_once() {
         let g = Gate::new(true);
-        tokio::time::timeout(Duration::from_millis(10), g.wait_open()).await.unwrap();
+        tokio::time::timeout(Duration::from_millis(10), g.wait_open()).await.unwrap().unwrap();
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -124,7 +177,7 @@ mod tests {
         for i in 0..100 {
             let (g, order) = (g.clone(), order.clone());
             tasks.push(tokio::spawn(async move {
-                g.wait_open().await;
+                g.wait_open().await.unwrap();
                 order.lock().unwrap().push(i);
             }));
             tokio::task::yield_now().await; // let task i enqueue before task i+1 is spawned
@@ -147,7 +200,7 @@ mod tests {
             assert!(r.is_err());
         }
         assert_eq!(g.waiting(), 0);
-        assert!(g.lock().len() <= 64, "dead tickets are pruned");
+        assert!(g.lock().queue.len() <= 64, "dead tickets are pruned");
     }
 
     #[tokio::test(flavor = "current_thread")]
@@ -157,6 +210,22 @@ mod tests {
         let waiter = tokio::spawn(async move { g2.wait_open().await });
         tokio::time::timeout(Duration::from_secs(1), g.demanded()).await.unwrap();
         g.set_open(true);
-        waiter.await.unwrap();
+        waiter.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_refusal_answers_waiters_and_newcomers_until_cleared() {
+        let g = Arc::new(Gate::new(false));
+        let g2 = g.clone();
+        let waiter = tokio::spawn(async move { g2.wait_open().await });
+        tokio::task::yield_now().await;
+        g.refuse(Refusal { kind: RefusalKind::Failed, reason: "exited with status 3".into() });
+        assert_eq!(waiter.await.unwrap().unwrap_err().reason, "exited with status 3");
+        assert_eq!(g.wait_open().await.unwrap_err().kind, RefusalKind::Failed);
+        g.clear_refusal();
+        assert!(tokio::time::timeout(Duration::from_millis(20), g.wait_open()).await.is_err(), "waits again");
+        g.refuse(Refusal { kind: RefusalKind::TimedOut, reason: "x".into() });
+        g.set_open(true);
+        g.wait_open().await.unwrap();
     }
 }

@@ -14,10 +14,13 @@
 //!
 //! Errors carry the field path and the line (serde_yaml adds `at line L column C`); the caller adds the file.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
+use crate::duration::GoDuration;
 use crate::route::{self, Route, RouteError, RouteKey, Scaling, Target, route_err};
 use crate::spec::{
     ColdStartSpec, HeaderMatch, Overflow, PlaceholderSpec, RouteTimeoutsSpec, RoutingRule, ScalingMetric,
@@ -46,6 +49,52 @@ pub struct StandaloneConfig {
 pub struct StandaloneRoute {
     pub route: Route,
     pub probe: Probe,
+    /// A local program the interceptor starts on demand and stops when idle.
+    pub process: Option<ProcessSpec>,
+}
+
+/// The `process` section: a local scale target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessSpec {
+    /// Program and arguments (no shell).
+    pub command: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub working_dir: Option<PathBuf>,
+    /// Longest time from start to ready; then the start counts as failed (held requests get 504).
+    pub start_timeout: Duration,
+    /// Stop after this long with no request in flight (`HTTPScaledObject.spec.scaledownPeriod`).
+    pub scaledown_period: Duration,
+    pub stop_signal: StopSignal,
+    /// After the stop signal, wait this long, then SIGKILL the process group.
+    pub stop_timeout: Duration,
+}
+
+/// Signals a program may be asked to stop with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StopSignal {
+    Term,
+    Int,
+    Quit,
+    Hup,
+    Kill,
+    Usr1,
+    Usr2,
+}
+
+impl StopSignal {
+    fn parse(s: &str) -> Option<Self> {
+        let name = s.strip_prefix("SIG").unwrap_or(s);
+        Some(match name {
+            "TERM" => Self::Term,
+            "INT" => Self::Int,
+            "QUIT" => Self::Quit,
+            "HUP" => Self::Hup,
+            "KILL" => Self::Kill,
+            "USR1" => Self::Usr1,
+            "USR2" => Self::Usr2,
+            _ => return None,
+        })
+    }
 }
 
 impl AsRef<Route> for StandaloneRoute {
@@ -95,6 +144,72 @@ struct RawRoute {
     scaling_metric: Option<ScalingMetric>,
     #[serde(default)]
     cold_start: Option<RawColdStart>,
+    #[serde(default)]
+    process: Option<RawProcess>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawProcess {
+    command: Vec<String>,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    working_dir: Option<PathBuf>,
+    /// Same meaning as the route's `readiness`; accepted here too.
+    #[serde(default)]
+    readiness: Option<RawProbe>,
+    #[serde(default)]
+    start_timeout: Option<GoDuration>,
+    #[serde(default, deserialize_with = "seconds_or_duration")]
+    scaledown_period: Option<Duration>,
+    #[serde(default)]
+    stop_signal: Option<String>,
+    #[serde(default)]
+    stop_timeout: Option<GoDuration>,
+}
+
+/// `scaledownPeriod` as in an HTTPScaledObject (integer seconds) or as a duration string (`5m`).
+fn seconds_or_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        Seconds(u64),
+        Text(String),
+    }
+    match Option::<Either>::deserialize(d)? {
+        None => Ok(None),
+        Some(Either::Seconds(s)) => Ok(Some(Duration::from_secs(s))),
+        Some(Either::Text(t)) => t.parse::<GoDuration>().map(|d| Some(d.0)).map_err(serde::de::Error::custom),
+    }
+}
+
+fn process_spec(raw: RawProcess) -> Result<ProcessSpec, RouteError> {
+    if raw.command.first().is_none_or(|c| c.is_empty()) {
+        return Err(route_err("process.command", "needs at least the program to run"));
+    }
+    let stop_signal = match raw.stop_signal.as_deref() {
+        None => StopSignal::Term,
+        Some(s) => StopSignal::parse(s).ok_or_else(|| {
+            route_err(
+                "process.stopSignal",
+                format!("{s:?} is not one of SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGKILL, SIGUSR1, SIGUSR2"),
+            )
+        })?,
+    };
+    let start_timeout = raw.start_timeout.map_or(Duration::from_secs(120), |d| d.0);
+    if start_timeout.is_zero() {
+        return Err(route_err("process.startTimeout", "must be above 0"));
+    }
+    Ok(ProcessSpec {
+        command: raw.command,
+        env: raw.env,
+        working_dir: raw.working_dir,
+        start_timeout,
+        scaledown_period: raw.scaledown_period.unwrap_or(Duration::from_secs(300)),
+        stop_signal,
+        stop_timeout: raw.stop_timeout.map_or(Duration::from_secs(30), |d| d.0),
+    })
 }
 
 fn default_namespace() -> String {
@@ -145,7 +260,7 @@ pub fn parse_upstream(field: &str, value: &str) -> Result<String, RouteError> {
 impl TryFrom<RawRoute> for IndexedRoute {
     type Error = RouteError;
 
-    fn try_from(raw: RawRoute) -> Result<Self, RouteError> {
+    fn try_from(mut raw: RawRoute) -> Result<Self, RouteError> {
         if raw.name.is_empty() || raw.name.contains('/') {
             return Err(route_err("name", format!("{:?} must be non-empty and contain no '/'", raw.name)));
         }
@@ -176,7 +291,14 @@ impl TryFrom<RawRoute> for IndexedRoute {
                 return Err(route_err("appProtocol", format!("{other:?} is not one of http, h2c, kubernetes.io/h2c")));
             }
         };
-        let probe = match raw.readiness {
+        let process_readiness = raw.process.as_mut().and_then(|p| p.readiness.take());
+        let readiness = match (raw.readiness, process_readiness) {
+            (Some(_), Some(_)) => {
+                return Err(route_err("process.readiness", "set readiness on the route or in process, not both"));
+            }
+            (a, b) => a.or(b),
+        };
+        let probe = match readiness {
             None => Probe::Tcp,
             Some(RawProbe { http_get: Some(path), tcp: None | Some(false) }) => {
                 if !path.starts_with('/') {
@@ -228,7 +350,8 @@ impl TryFrom<RawRoute> for IndexedRoute {
             h2c,
             order: 0,
         };
-        Ok(IndexedRoute(StandaloneRoute { route, probe }))
+        let process = raw.process.map(process_spec).transpose()?;
+        Ok(IndexedRoute(StandaloneRoute { route, probe, process }))
     }
 }
 
@@ -244,17 +367,28 @@ pub enum ConfigError {
     Parse(#[from] serde_yaml::Error),
     #[error("routes[{second}]: route {key} is already defined by routes[{first}]")]
     Duplicate { key: String, first: usize, second: usize },
+    #[error(
+        "routes[{second}].process: upstream {upstream} already has a process in routes[{first}]; one program per upstream"
+    )]
+    SharedProcess { upstream: String, first: usize, second: usize },
 }
 
 /// Parses a routes file's text.
 pub fn parse(text: &str) -> Result<StandaloneConfig, ConfigError> {
     let raw: RawFile = serde_yaml::from_str(text)?;
     let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut processes: HashMap<String, usize> = HashMap::new();
     let mut routes = Vec::with_capacity(raw.routes.len());
     for (i, IndexedRoute(mut r)) in raw.routes.into_iter().enumerate() {
         let key = r.route.key.to_string();
         if let Some(first) = seen.insert(key.clone(), i) {
             return Err(ConfigError::Duplicate { key, first, second: i });
+        }
+        if r.process.is_some() {
+            let upstream = r.route.target.to_string();
+            if let Some(first) = processes.insert(upstream.clone(), i) {
+                return Err(ConfigError::SharedProcess { upstream, first, second: i });
+            }
         }
         // Earlier in the file = older: wins among otherwise equal matches.
         r.route.order = i as i64;
@@ -320,6 +454,37 @@ routes:
 
     fn err(text: &str) -> String {
         parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn process_section_with_defaults_and_both_scaledown_spellings() {
+        let c = parse(
+            "routes:\n  - name: ollama\n    upstream: 127.0.0.1:11434\n    process:\n      command: [ollama, serve]\n      env: {OLLAMA_HOST: 127.0.0.1:11434}\n      workingDir: /srv\n      readiness: {httpGet: /api/version}\n      scaledownPeriod: 5m\n      stopSignal: SIGINT\n",
+        )
+        .unwrap();
+        let r = &c.routes[0];
+        let p = r.process.as_ref().unwrap();
+        assert_eq!(p.command, vec!["ollama", "serve"]);
+        assert_eq!(p.env["OLLAMA_HOST"], "127.0.0.1:11434");
+        assert_eq!(p.scaledown_period, Duration::from_secs(300));
+        assert_eq!((p.start_timeout, p.stop_timeout), (Duration::from_secs(120), Duration::from_secs(30)));
+        assert_eq!(p.stop_signal, StopSignal::Int);
+        assert_eq!(r.probe, Probe::HttpGet("/api/version".into()), "process.readiness is the route's probe");
+        let c =
+            parse("routes:\n  - {name: a, upstream: 'h:1', process: {command: [x], scaledownPeriod: 90}}\n").unwrap();
+        assert_eq!(c.routes[0].process.as_ref().unwrap().scaledown_period, Duration::from_secs(90));
+    }
+
+    #[test]
+    fn process_errors_name_the_field() {
+        let e = err("routes:\n  - {name: a, upstream: 'h:1', process: {command: []}}\n");
+        assert!(e.contains("process.command"), "{e}");
+        let e = err("routes:\n  - {name: a, upstream: 'h:1', process: {command: [x], stopSignal: SIGSTOP}}\n");
+        assert!(e.contains("process.stopSignal") && e.contains("SIGSTOP"), "{e}");
+        let e = err(
+            "routes:\n  - {name: a, upstream: 'h:1', process: {command: [x]}}\n  - {name: b, upstream: 'h:1', process: {command: [y]}}\n",
+        );
+        assert!(e.contains("routes[1].process") && e.contains("routes[0]"), "{e}");
     }
 
     #[test]

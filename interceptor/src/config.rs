@@ -145,6 +145,11 @@ pub struct Config {
     #[arg(long, env = "KEDA_HTTP_PROXY_TLS_ENABLED", value_name = "KEDA_HTTP_PROXY_TLS_ENABLED", default_value = "false", value_parser = go_bool, action = clap::ArgAction::Set, hide = true)]
     pub proxy_tls_enabled: bool,
 
+    /// Program that launches route processes (default: this executable, which sets the parent-death signal
+    /// and execs the command).
+    #[arg(long, env = "HTTPSCALE_PROCESS_LAUNCHER", value_name = "HTTPSCALE_PROCESS_LAUNCHER", hide = true)]
+    pub process_launcher: Option<PathBuf>,
+
     /// Log level (upstream's zap flag): debug, info, warn, error. `RUST_LOG` wins when set.
     #[arg(long = "zap-log-level", env = "HTTPSCALE_LOG_LEVEL", value_name = "LEVEL", default_value = "info")]
     pub log_level: String,

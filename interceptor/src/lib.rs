@@ -4,11 +4,12 @@
 //! [`start`] binds every listener, loads the routes and returns a [`Running`] handle (so tests know the
 //! ports); the process's one [`Shutdown`] signal then drives the drain: `/readyz` turns 503, serving goes on
 //! for the shutdown delay, the listener closes, held requests get 503, in-flight ones get the drain timeout,
-//! and the admin and metrics listeners stop last.
+//! programs started for routes are stopped, and the admin and metrics listeners stop last.
 
 pub mod admin;
 pub mod config;
 pub mod metrics;
+pub mod process;
 pub mod proxy;
 pub mod readiness;
 pub mod routes;
@@ -27,7 +28,8 @@ use tokio::net::TcpListener;
 pub use config::Config;
 
 use crate::metrics::Metrics;
-use crate::readiness::{ProbeTiming, Prober};
+use crate::process::ProcessMetrics;
+use crate::readiness::{ProbeTiming, Standalone};
 use crate::routes::{Defaults, Routes};
 
 /// State shared by every layer and listener.
@@ -100,10 +102,13 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, StartE
         response_header_timeout: config.response_header_timeout,
         max_pending: config.cold_start_max_pending_requests,
     };
-    let routes = Arc::new(Routes::new(defaults, Arc::new(Prober::new(timing, shutdown.clone()))));
+    let process_metrics = ProcessMetrics::new();
+    let launcher = process::default_launcher(config.process_launcher.as_deref());
+    let readiness = Arc::new(Standalone::new(timing, process_metrics.clone(), launcher));
+    let routes = Arc::new(Routes::new(defaults, readiness));
     routes.apply(file.routes).map_err(|source| StartError::Route { path: path.clone(), source })?;
     let shared = Arc::new(Shared {
-        metrics: Arc::new(Metrics::new(routes.clone())),
+        metrics: Arc::new(Metrics::new(routes.clone(), &process_metrics)),
         routes,
         cold_start_header: config.enable_cold_start_header,
         log_requests: config.log_requests,
@@ -150,6 +155,8 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, StartE
         tokio::time::sleep(delay).await;
         lifecycle.stopping.trigger();
         proxy.join().await;
+        // Programs started for routes stop only once nothing can reach them any more.
+        lifecycle.routes.stop_readiness().await;
         listeners_stop.trigger();
         tracing::info!("interceptor stopped");
     });

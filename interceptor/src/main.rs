@@ -6,11 +6,15 @@ use std::process::ExitCode;
 use clap::Parser;
 use httpscale_core::Shutdown;
 use httpscale_core::telemetry::init_logging;
-use httpscale_interceptor::{Config, start};
+use httpscale_interceptor::{Config, process, start};
 
 const EX_CONFIG: u8 = 64;
 
 fn main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == process::EXEC_ARG) {
+        return process::exec_child(&args[2..]);
+    }
     let config = match Config::try_parse() {
         Ok(c) => c,
         Err(e) if !e.use_stderr() => {

@@ -17,6 +17,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::process::ProcessMetrics;
 use crate::routes::Routes;
 
 /// A label value shared by every series of a route (cloning it is a reference-count increment).
@@ -113,7 +114,7 @@ impl Collector for Concurrency {
 }
 
 impl Metrics {
-    pub fn new(routes: Arc<Routes>) -> Self {
+    pub fn new(routes: Arc<Routes>, process: &ProcessMetrics) -> Self {
         let mut registry = Registry::default();
         let requests = Family::<RequestLabels, Counter>::default();
         let duration = Family::<RequestLabels, Histogram>::new_with_constructor(|| Histogram::new(DURATION_BUCKETS));
@@ -141,6 +142,7 @@ impl Metrics {
             cold_start_rejections.clone(),
         );
         registry.register_collector(Box::new(Concurrency(routes)));
+        process.register(&mut registry);
         Self { registry, requests, duration, cold_start_wait, cold_start_rejections }
     }
 

@@ -1,21 +1,30 @@
 //! Readiness sources: what opens and closes the gates that held requests wait on. The data path only sees
 //! [`Gate`]s; a source is told which targets are in use and drives their gates. Standalone mode uses
-//! [`Prober`], which probes each upstream (TCP connect, or an HTTP GET) quickly while requests wait and
-//! slowly otherwise; the Kubernetes source (EndpointSlices) plugs in behind the same trait.
+//! [`Standalone`]: an upstream with a `process` section gets a supervisor ([`crate::process`]) that starts the
+//! program on demand; any other upstream gets a probe loop (TCP connect, or an HTTP GET) that looks every
+//! 50 ms while requests wait and every second otherwise. The Kubernetes source (EndpointSlices) plugs in
+//! behind the same trait.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use http_body_util::Empty;
 use httpscale_core::Shutdown;
 use httpscale_core::gate::Gate;
-use httpscale_core::route::Target;
-use httpscale_core::standalone::Probe;
+use httpscale_core::queue::RouteCounters;
+use httpscale_core::route::{RouteKey, Target};
+use httpscale_core::standalone::{Probe, ProcessSpec};
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
-use tokio::task::AbortHandle;
+use tokio::task::JoinHandle;
+
+use crate::metrics::RouteLabels;
+use crate::process::{self, ProcessMetrics, Supervised};
 
 /// A target in use and the gate its readiness drives.
 #[derive(Debug, Clone)]
@@ -23,14 +32,26 @@ pub struct Tracked {
     pub target: Target,
     pub gate: Arc<Gate>,
     pub probe: Probe,
+    pub process: Option<TrackedProcess>,
+}
+
+/// The program behind a target, and the counters of every route that forwards there.
+#[derive(Debug, Clone)]
+pub struct TrackedProcess {
+    pub key: RouteKey,
+    pub spec: ProcessSpec,
+    pub counters: Vec<Arc<RouteCounters>>,
 }
 
 pub trait ReadinessSource: Send + Sync + 'static {
     /// The set of targets in use changed: drive these gates, forget every other target.
     fn track(&self, targets: Vec<Tracked>);
+
+    /// Stops driving every gate (stopping any program) and resolves when that is done.
+    fn stop(&self) -> Pin<Box<dyn Future<Output = ()> + Send>>;
 }
 
-/// Probe cadence: `fast` while a request waits (or after a connect failure), `slow` otherwise.
+/// Probe cadence: `fast` while a request waits, `slow` otherwise; `timeout` bounds one probe.
 #[derive(Debug, Clone, Copy)]
 pub struct ProbeTiming {
     pub fast: Duration,
@@ -44,58 +65,116 @@ impl Default for ProbeTiming {
     }
 }
 
-/// A running probe loop and the gate it drives.
-type ProbeTask = (Arc<Gate>, AbortHandle);
+/// What identifies a running task: a change of any of these restarts it.
+#[derive(PartialEq)]
+struct TaskKey {
+    probe: Probe,
+    process: Option<ProcessSpec>,
+}
 
-/// Standalone readiness: one probing task per upstream.
-pub struct Prober {
+struct Task {
+    key: TaskKey,
+    gate: Arc<Gate>,
+    /// The counters a supervisor sums to decide idleness; updated in place on reloads.
+    counters: SharedCounters,
+    cancel: Shutdown,
+    handle: JoinHandle<()>,
+}
+
+/// The counters of every route forwarding to one upstream.
+pub type SharedCounters = Arc<Mutex<Vec<Arc<RouteCounters>>>>;
+
+/// Standalone readiness: one probe loop or process supervisor per upstream.
+pub struct Standalone {
     runtime: tokio::runtime::Handle,
     timing: ProbeTiming,
-    shutdown: Shutdown,
-    tasks: Mutex<HashMap<(Target, Probe), ProbeTask>>,
+    metrics: ProcessMetrics,
+    launcher: PathBuf,
+    tasks: Mutex<HashMap<Target, Task>>,
 }
 
-impl Prober {
-    pub fn new(timing: ProbeTiming, shutdown: Shutdown) -> Self {
-        Self { runtime: tokio::runtime::Handle::current(), timing, shutdown, tasks: Mutex::new(HashMap::new()) }
-    }
-}
-
-impl Drop for Prober {
-    fn drop(&mut self) {
-        for (_, (_, task)) in self.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain() {
-            task.abort();
+impl Standalone {
+    pub fn new(timing: ProbeTiming, metrics: ProcessMetrics, launcher: PathBuf) -> Self {
+        Self {
+            runtime: tokio::runtime::Handle::current(),
+            timing,
+            metrics,
+            launcher,
+            tasks: Mutex::new(HashMap::new()),
         }
     }
+
+    fn spawn(&self, t: Tracked) -> Task {
+        let cancel = Shutdown::new();
+        let key = task_key(&t);
+        let gate = t.gate.clone();
+        let counters: SharedCounters =
+            Arc::new(Mutex::new(t.process.as_ref().map(|p| p.counters.clone()).unwrap_or_default()));
+        let handle = match t.process {
+            Some(p) => {
+                let supervised = Supervised {
+                    labels: RouteLabels::new(&p.key),
+                    key: p.key,
+                    spec: p.spec,
+                    address: t.target.to_string(),
+                    probe: t.probe,
+                    counters: counters.clone(),
+                    metrics: self.metrics.clone(),
+                    launcher: self.launcher.clone(),
+                };
+                self.runtime.spawn(process::supervise(supervised, t.gate, cancel.clone()))
+            }
+            None => self.runtime.spawn(probe_loop(t, self.timing, cancel.clone())),
+        };
+        Task { key, gate, counters, cancel, handle }
+    }
 }
 
-impl ReadinessSource for Prober {
+impl ReadinessSource for Standalone {
     fn track(&self, targets: Vec<Tracked>) {
         let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
-        let mut keep = HashMap::new();
+        let mut next = HashMap::new();
         for t in targets {
-            let key = (t.target.clone(), t.probe.clone());
-            match tasks.remove(&key) {
-                Some((gate, task)) if Arc::ptr_eq(&gate, &t.gate) => {
-                    keep.insert(key, (gate, task));
+            match tasks.remove(&t.target) {
+                Some(task) if task.key == task_key(&t) && Arc::ptr_eq(&task.gate, &t.gate) => {
+                    // Unchanged: a running program keeps running; only the routes counting for it may differ.
+                    if let Some(p) = t.process {
+                        *task.counters.lock().unwrap_or_else(|e| e.into_inner()) = p.counters;
+                    }
+                    next.insert(t.target, task);
                 }
                 old => {
-                    if let Some((_, task)) = old {
-                        task.abort();
+                    if let Some(task) = old {
+                        task.cancel.trigger();
                     }
-                    let task = self.runtime.spawn(probe_loop(t.clone(), self.timing, self.shutdown.clone()));
-                    keep.insert(key, (t.gate, task.abort_handle()));
+                    next.insert(t.target.clone(), self.spawn(t));
                 }
             }
         }
-        for (_, (_, task)) in tasks.drain() {
-            task.abort();
+        for (_, task) in tasks.drain() {
+            task.cancel.trigger();
         }
-        *tasks = keep;
+        *tasks = next;
+    }
+
+    fn stop(&self) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let tasks: Vec<Task> = self.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain().map(|(_, t)| t).collect();
+        Box::pin(async move {
+            for t in &tasks {
+                t.cancel.trigger();
+            }
+            for t in tasks {
+                let _ = t.handle.await;
+            }
+        })
     }
 }
 
-async fn probe_loop(t: Tracked, timing: ProbeTiming, shutdown: Shutdown) {
+fn task_key(t: &Tracked) -> TaskKey {
+    TaskKey { probe: t.probe.clone(), process: t.process.as_ref().map(|p| p.spec.clone()) }
+}
+
+async fn probe_loop(t: Tracked, timing: ProbeTiming, cancel: Shutdown) {
     let address = t.target.to_string();
     loop {
         let result = probe_once(&address, &t.probe, timing.timeout).await;
@@ -111,7 +190,7 @@ async fn probe_loop(t: Tracked, timing: ProbeTiming, shutdown: Shutdown) {
             _ = tokio::time::sleep(pause) => {}
             // A request started waiting, or the data path saw a connect failure: look now.
             _ = t.gate.demanded() => {}
-            _ = shutdown.triggered() => return,
+            _ = cancel.triggered() => return,
         }
     }
 }
@@ -120,9 +199,7 @@ async fn probe_loop(t: Tracked, timing: ProbeTiming, shutdown: Shutdown) {
 pub async fn probe_once(address: &str, probe: &Probe, timeout: Duration) -> Result<(), String> {
     let attempt = async {
         let stream = TcpStream::connect(address).await.map_err(|e| format!("connect: {e}"))?;
-        let Probe::HttpGet(path) = probe else {
-            return Ok(());
-        };
+        let Probe::HttpGet(path) = probe else { return Ok(()) };
         let (mut send, conn) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| format!("handshake: {e}"))?;
         let conn = tokio::spawn(conn);
@@ -130,9 +207,9 @@ pub async fn probe_once(address: &str, probe: &Probe, timeout: Duration) -> Resu
             .header(http::header::HOST, address)
             .body(Empty::<bytes::Bytes>::new())
             .map_err(|e| format!("probe request: {e}"))?;
-        let resp = send.send_request(req).await.map_err(|e| format!("GET {path}: {e}"))?;
+        let resp = send.send_request(req).await.map_err(|e| format!("GET {path}: {e}"));
         conn.abort();
-        let status = resp.status();
+        let status = resp?.status();
         if status.is_success() || status.is_redirection() {
             Ok(())
         } else {

@@ -19,7 +19,7 @@ use httpscale_core::standalone::StandaloneRoute;
 use httpscale_core::table::RoutingTable;
 
 use crate::metrics::RouteLabels;
-use crate::readiness::{ReadinessSource, Tracked};
+use crate::readiness::{ReadinessSource, Tracked, TrackedProcess};
 
 /// Interceptor-wide settings that routes fall back on.
 #[derive(Debug, Clone)]
@@ -141,7 +141,8 @@ impl Routes {
         let mut next = Carried::default();
         let mut states = Vec::with_capacity(routes.len());
         let mut tracked: HashMap<Target, Tracked> = HashMap::new();
-        for StandaloneRoute { route, probe } in routes {
+        let mut counters_by_target: HashMap<Target, Vec<Arc<RouteCounters>>> = HashMap::new();
+        for StandaloneRoute { route, probe, process } in routes {
             let key = route.key.clone();
             let upstream = upstream_of(&route.target, route.h2c, &key)?;
             let fallback = route.fallback.as_ref().map(|f| upstream_of(f, route.h2c, &key)).transpose()?;
@@ -156,11 +157,18 @@ impl Routes {
             next.counters.insert(key.clone(), counters.clone());
             next.pending.insert(key.clone(), pending.clone());
             next.gates.insert(route.target.clone(), gate.clone());
-            tracked.entry(route.target.clone()).or_insert_with(|| Tracked {
+            let t = tracked.entry(route.target.clone()).or_insert_with(|| Tracked {
                 target: route.target.clone(),
                 gate: gate.clone(),
-                probe,
+                probe: probe.clone(),
+                process: None,
             });
+            if let Some(spec) = process {
+                // The route that owns the program decides how it is probed.
+                t.probe = probe;
+                t.process = Some(TrackedProcess { key: key.clone(), spec, counters: Vec::new() });
+            }
+            counters_by_target.entry(route.target.clone()).or_default().push(counters.clone());
             let d = &self.defaults;
             let readiness = route.timeouts.readiness.unwrap_or(d.readiness_timeout);
             // Upstream: with a fallback, "no readiness deadline" becomes 30s so the fallback is ever used.
@@ -201,8 +209,18 @@ impl Routes {
         self.table.store(Arc::new(table));
         self.loaded.store(true, Ordering::Release);
         drop(carried);
+        for (target, t) in tracked.iter_mut() {
+            if let Some(p) = t.process.as_mut() {
+                p.counters = counters_by_target.remove(target).unwrap_or_default();
+            }
+        }
         self.readiness.track(tracked.into_values().collect());
         Ok(())
+    }
+
+    /// Stops the readiness source (and any program it started); resolves when done.
+    pub async fn stop_readiness(&self) {
+        self.readiness.stop().await;
     }
 
     /// The `/queue` body: every known route, in key order.

@@ -8,8 +8,9 @@
 //!   with `overflow: Placeholder`), and `interceptor_cold_start_rejections_total` counts it.
 //! - *held*: the request waits, unsent, in arrival order, until the gate opens
 //!   (`X-KEDA-HTTP-Cold-Start: true`), the readiness timeout passes (504, or the fallback upstream), the
-//!   interceptor stops (503, `Connection: close`), or the client leaves (the future is dropped and the place,
-//!   the hold slot and the count are given back at once).
+//!   interceptor stops (503, `Connection: close`), the readiness source refuses (a program that crashed or
+//!   did not start in time: 502 or 504 with the reason), or the client leaves (the future is dropped and the
+//!   place, the hold slot and the count are given back at once).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,6 +25,7 @@ use tower::{Layer, Service};
 use super::{BoxFuture, ProxyBody, ProxyError, ProxyResponse, Routed, UseFallback};
 use crate::Shared;
 use crate::routes::PreparedPlaceholder;
+use httpscale_core::gate::RefusalKind;
 
 pub const COLD_START_HEADER: &str = "x-keda-http-cold-start";
 
@@ -117,6 +119,8 @@ where
         let shared = self.shared.clone();
         Box::pin(async move {
             if let Some(p) = &route.placeholder {
+                // Nobody waits, but the backend is wanted (a standalone program starts on this).
+                route.gate.nudge();
                 return Ok(placeholder_response(p));
             }
             let Some(slot) = HoldSlot::take(&route.pending, route.max_pending) else {
@@ -128,17 +132,23 @@ where
             };
             let started = Instant::now();
             let wait = route.gate.wait_open();
-            let ready = tokio::select! {
-                ready = async {
+            let waited = tokio::select! {
+                waited = async {
                     match route.readiness_timeout {
-                        None => { wait.await; true }
-                        Some(t) => tokio::time::timeout(t, wait).await.is_ok(),
+                        None => Some(wait.await),
+                        Some(t) => tokio::time::timeout(t, wait).await.ok(),
                     }
-                } => ready,
+                } => waited,
                 _ = shared.stopping.triggered() => return Err(ProxyError::ShuttingDown),
             };
             drop(slot);
-            if ready {
+            if let Some(Err(refusal)) = waited {
+                return Err(match refusal.kind {
+                    RefusalKind::Failed => ProxyError::BackendFailed(refusal.reason.clone()),
+                    RefusalKind::TimedOut => ProxyError::BackendStartTimeout(refusal.reason.clone()),
+                });
+            }
+            if waited.is_some() {
                 shared.metrics.cold_start_wait.get_or_create(&route.labels).observe(started.elapsed().as_secs_f64());
                 let mut resp = inner.call(req).await?;
                 mark(&mut resp, header, true);

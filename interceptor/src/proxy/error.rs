@@ -26,6 +26,10 @@ pub enum ProxyError {
     HoldQueueFull { route: String, max: usize },
     #[error("interceptor is shutting down")]
     ShuttingDown,
+    #[error("{0}")]
+    BackendFailed(String),
+    #[error("{0}")]
+    BackendStartTimeout(String),
 
     // -- the whole exchange
     #[error("request deadline of {0:?} exceeded")]
@@ -56,7 +60,8 @@ impl ProxyError {
             | Self::RequestTimeout(_)
             | Self::ConnectFailed { .. }
             | Self::ResponseHeaderTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Self::Upstream { .. } | Self::BodyLost { .. } => StatusCode::BAD_GATEWAY,
+            Self::Upstream { .. } | Self::BodyLost { .. } | Self::BackendFailed(_) => StatusCode::BAD_GATEWAY,
+            Self::BackendStartTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -71,7 +76,12 @@ impl ProxyError {
         let text = status.canonical_reason().unwrap_or("Error");
         // Upstream-defined errors keep upstream's exact body; our own say why.
         let body = match &self {
-            Self::HoldQueueFull { .. } | Self::ShuttingDown | Self::ConnectMethod | Self::MissingHost => {
+            Self::HoldQueueFull { .. }
+            | Self::ShuttingDown
+            | Self::ConnectMethod
+            | Self::MissingHost
+            | Self::BackendFailed(_)
+            | Self::BackendStartTimeout(_) => {
                 format!("{text}: {self}\n")
             }
             _ => format!("{text}\n"),

@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond the Rust toolchain: a Python venv with the official Ollama
-# client (and, as later suites need them, other real peers). Idempotent; a second run takes about a second.
+# client and grpcio (a gRPC stack that is not tonic, to drive the scaler the way KEDA does).
+# Idempotent; a second run takes about a second.
 # Only PyPI is used. Result: .peers/venv/bin/python
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 peers="${PEERS_DIR:-$root/.peers}"
 py="${PYTHON:-python3}"
-stamp="$peers/.installed-v1"
+stamp="$peers/.installed-v2"
 if [ -f "$stamp" ] && [ -x "$peers/venv/bin/python" ]; then
   exit 0
 fi
 mkdir -p "$peers"
 [ -x "$peers/venv/bin/python" ] || "$py" -m venv "$peers/venv"
-"$peers/venv/bin/pip" install -q --disable-pip-version-check ollama==0.6.3
+"$peers/venv/bin/pip" install -q --disable-pip-version-check ollama==0.6.3 grpcio==1.85.1 grpcio-tools==1.85.1
 touch "$stamp"
 echo "test peers installed in $peers"

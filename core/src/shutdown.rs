@@ -36,6 +36,11 @@ impl Shutdown {
         let _ = rx.wait_for(|t| *t).await;
     }
 
+    /// [`Shutdown::triggered`] as an owned future (for APIs that take `impl Future + 'static`).
+    pub async fn triggered_owned(self) {
+        self.triggered().await
+    }
+
     /// Triggers on SIGTERM or SIGINT. Spawn it once per process.
     pub async fn trigger_on_signals(self) -> std::io::Result<()> {
         use tokio::signal::unix::{SignalKind, signal};

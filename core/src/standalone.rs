@@ -397,6 +397,38 @@ pub fn parse(text: &str) -> Result<StandaloneConfig, ConfigError> {
     Ok(StandaloneConfig { proxy_port: raw.proxy_port, admin_port: raw.admin_port, routes })
 }
 
+/// Re-reads `path` every `interval` until `stop` fires and hands each changed, valid content to `apply`.
+/// An unreadable or invalid file keeps what is applied and logs why (once per change).
+pub async fn watch_file(
+    path: PathBuf,
+    mut last: String,
+    interval: Duration,
+    stop: crate::Shutdown,
+    apply: impl Fn(StandaloneConfig) -> Result<(), String>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.triggered() => return,
+        }
+        let text = match tokio::fs::read_to_string(&path).await {
+            Ok(t) if t == last => continue,
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), cause = %e, "cannot read routes file; keeping the current routes");
+                continue;
+            }
+        };
+        match parse(&text).map_err(|e| e.to_string()).and_then(&apply) {
+            Ok(()) => tracing::info!(path = %path.display(), "routes file reloaded"),
+            Err(e) => {
+                tracing::error!(path = %path.display(), cause = %e, "invalid routes file; keeping the current routes")
+            }
+        }
+        last = text;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,38 +1,40 @@
-//! The admin listener (`/queue`, `/livez`, `/readyz`) and the Prometheus listener (`/metrics`), both plain
-//! HTTP/1.1, both answering as upstream does.
+//! The admin listener (`/queue`, `/queue/stream`, `/livez`, `/readyz`) and the Prometheus listener
+//! (`/metrics`), both plain HTTP/1.1, answering as upstream does.
+//!
+//! `/queue/stream` is httpscale's push path to the scaler: NDJSON lines of [`QueueUpdate`], one at once, one
+//! whenever a route's concurrency leaves or reaches zero (at most one per 5 ms), and one at least every
+//! second. A scaler learns of the first request for an idle route within milliseconds instead of a poll tick.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
-use httpscale_core::Shutdown;
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use httpscale_core::admin::{self, AdminBody, full, text};
+use httpscale_core::queue::QueueUpdate;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
 
 use crate::Shared;
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    *r.status_mut() = status;
-    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
-    r
-}
+/// Minimum spacing and maximum silence between `/queue/stream` lines.
+pub const STREAM_MIN_SPACING: Duration = Duration::from_millis(5);
+pub const STREAM_HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// Answers one admin request.
-pub fn admin(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+pub fn admin(shared: &Arc<Shared>, req: &Request<Incoming>) -> Response<AdminBody> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n");
     }
     match req.uri().path() {
+        "/queue/stream" => queue_stream(shared.clone()),
         "/queue" => match serde_json::to_vec(&shared.routes.queue_counts()) {
             Ok(body) => {
-                let mut r = Response::new(Full::new(Bytes::from(body)));
+                let mut r = Response::new(full(body));
                 r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 r
             }
@@ -47,49 +49,37 @@ pub fn admin(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> 
     }
 }
 
-/// Answers one metrics request.
-pub fn metrics(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
-    if req.uri().path() != "/metrics" {
-        return text(StatusCode::NOT_FOUND, "Not Found\n");
-    }
-    let mut r = Response::new(Full::new(Bytes::from(shared.metrics.encode())));
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"));
+fn update_line(shared: &Shared, changed_us: u64) -> Bytes {
+    let update = QueueUpdate { changed_us, queue: shared.routes.queue_counts() };
+    let mut line = serde_json::to_vec(&update).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+/// The push stream (see the module docs).
+fn queue_stream(shared: Arc<Shared>) -> Response<AdminBody> {
+    let rx = shared.routes.activity.subscribe();
+    let lines = futures_util::stream::unfold((shared, rx, true), |(shared, mut rx, first)| async move {
+        if !first {
+            tokio::time::sleep(STREAM_MIN_SPACING).await;
+            if tokio::time::timeout(STREAM_HEARTBEAT, rx.changed()).await.is_ok_and(|r| r.is_err()) {
+                // The routes are gone (shutting down): end the stream.
+                return None;
+            }
+        }
+        let changed_us = *rx.borrow_and_update();
+        let line = update_line(&shared, changed_us);
+        Some((Ok::<_, Infallible>(Frame::data(line)), (shared, rx, false)))
+    });
+    let mut r = Response::new(StreamBody::new(lines).boxed_unsync());
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
     r
 }
 
-/// Serves a small request/response handler until `stop` fires.
-pub async fn serve(
-    listener: TcpListener,
-    shared: Arc<Shared>,
-    handler: fn(&Shared, &Request<Incoming>) -> Response<Full<Bytes>>,
-    stop: Shutdown,
-) {
-    let builder = auto::Builder::new(TokioExecutor::new());
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::warn!(cause = %e, "admin accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stop.triggered() => return,
-        };
-        let shared = shared.clone();
-        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let resp = handler(&shared, &req);
-            async move { Ok::<_, Infallible>(resp) }
-        });
-        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = conn => {}
-                _ = stop.triggered() => {}
-            }
-        });
+/// Answers one metrics request.
+pub fn metrics(shared: &Arc<Shared>, req: &Request<Incoming>) -> Response<AdminBody> {
+    if req.uri().path() != "/metrics" {
+        return text(StatusCode::NOT_FOUND, "Not Found\n");
     }
+    admin::metrics(shared.metrics.encode())
 }

@@ -7,21 +7,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use httpscale_core::parse_go_duration;
+use httpscale_core::settings::{duration, go_bool};
 use httpscale_core::telemetry::LogFormat;
-
-fn duration(s: &str) -> Result<Duration, String> {
-    parse_go_duration(s).map_err(|e| e.to_string())
-}
-
-/// Go's `strconv.ParseBool`.
-pub fn go_bool(s: &str) -> Result<bool, String> {
-    match s {
-        "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
-        "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
-        _ => Err(format!("{s:?} is not a boolean (true/false/1/0)")),
-    }
-}
 
 #[derive(Debug, Clone, Parser)]
 #[command(

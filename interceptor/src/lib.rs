@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use httpscale_core::Shutdown;
+use httpscale_core::admin as core_admin;
 use httpscale_core::standalone;
 use tokio::net::TcpListener;
 
@@ -139,11 +140,16 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, StartE
         admin_listener.local_addr().map_err(|source| StartError::Bind { what: "admin", addr: proxy_addr, source })?;
     let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
     let listeners_stop = Shutdown::new();
-    tokio::spawn(admin::serve(admin_listener, shared.clone(), admin::admin, listeners_stop.clone()));
+    let for_admin = shared.clone();
+    tokio::spawn(core_admin::serve(admin_listener, move |req| admin::admin(&for_admin, req), listeners_stop.clone()));
     if let Some(l) = metrics_listener {
-        tokio::spawn(admin::serve(l, shared.clone(), admin::metrics, listeners_stop.clone()));
+        let for_metrics = shared.clone();
+        tokio::spawn(core_admin::serve(l, move |req| admin::metrics(&for_metrics, req), listeners_stop.clone()));
     }
-    tokio::spawn(watch_routes_file(path, text, shared.routes.clone(), shutdown.clone()));
+    let reload = shared.routes.clone();
+    tokio::spawn(standalone::watch_file(path, text, RELOAD_INTERVAL, shutdown.clone(), move |file| {
+        reload.apply(file.routes).map_err(|e| e.to_string())
+    }));
 
     let proxy_addr = proxy.addr;
     let lifecycle = shared.clone();
@@ -165,33 +171,3 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, StartE
 
 /// How often the routes file is checked for changes.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
-
-/// Reloads the routes file when its content changes. An invalid edit keeps the current table and says why.
-async fn watch_routes_file(path: PathBuf, mut last: String, routes: Arc<Routes>, shutdown: Shutdown) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(RELOAD_INTERVAL) => {}
-            _ = shutdown.triggered() => return,
-        }
-        let text = match tokio::fs::read_to_string(&path).await {
-            Ok(t) if t == last => continue,
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(path = %path.display(), cause = %e, "cannot read routes file; keeping the current routes");
-                continue;
-            }
-        };
-        let result = standalone::parse(&text)
-            .map_err(|e| e.to_string())
-            .and_then(|file| routes.apply(file.routes).map_err(|e| e.to_string()));
-        match result {
-            Ok(()) => {
-                tracing::info!(path = %path.display(), routes = routes.table().len(), "routes reloaded")
-            }
-            Err(e) => {
-                tracing::error!(path = %path.display(), cause = %e, "invalid routes file; keeping the current routes")
-            }
-        }
-        last = text;
-    }
-}

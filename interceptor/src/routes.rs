@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::uri::Authority;
 use http::{HeaderName, HeaderValue, StatusCode};
 use httpscale_core::gate::Gate;
-use httpscale_core::queue::{QueueCounts, RouteCounters};
+use httpscale_core::queue::{Activity, QueueCounts, RouteCounters};
 use httpscale_core::route::{PlaceholderBody, Route, RouteKey, Target};
 use httpscale_core::spec::Overflow;
 use httpscale_core::standalone::StandaloneRoute;
@@ -112,6 +112,8 @@ pub struct Routes {
     carried: Mutex<Carried>,
     defaults: Defaults,
     readiness: Arc<dyn ReadinessSource>,
+    /// Poked when a route's concurrency leaves or reaches zero (drives `/queue/stream`).
+    pub activity: Arc<Activity>,
 }
 
 impl Routes {
@@ -122,6 +124,7 @@ impl Routes {
             carried: Mutex::new(Carried::default()),
             defaults,
             readiness,
+            activity: Arc::new(Activity::default()),
         }
     }
 
@@ -146,7 +149,11 @@ impl Routes {
             let key = route.key.clone();
             let upstream = upstream_of(&route.target, route.h2c, &key)?;
             let fallback = route.fallback.as_ref().map(|f| upstream_of(f, route.h2c, &key)).transpose()?;
-            let counters = carried.counters.get(&key).cloned().unwrap_or_default();
+            let counters = carried
+                .counters
+                .get(&key)
+                .cloned()
+                .unwrap_or_else(|| Arc::new(RouteCounters::with_activity(self.activity.clone())));
             let pending = carried.pending.get(&key).cloned().unwrap_or_default();
             let gate = next
                 .gates

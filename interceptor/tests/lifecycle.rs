@@ -204,3 +204,30 @@ fn sigterm_drains_and_exits_cleanly() {
     stderr.read_to_string(&mut rest).unwrap();
     assert!(rest.contains("draining") && rest.contains("interceptor stopped"), "{rest}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_queue_stream_pushes_a_held_request_at_once() {
+    let addr = free_addr().await;
+    let h = interceptor(&one_route(&addr.to_string())).await;
+    let resp =
+        client().request(request(h.admin(), "admin", "/queue/stream").body(Full::default()).unwrap()).await.unwrap();
+    assert_eq!(resp.headers()["content-type"], "application/x-ndjson");
+    let mut body = resp.into_body();
+    let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    let first: httpscale_core::queue::QueueUpdate = serde_json::from_slice(&first).unwrap();
+    assert_eq!(first.queue["default/app"].concurrency, 0);
+
+    let proxy = h.proxy();
+    let sent = Instant::now();
+    let _held = tokio::spawn(async move { get(proxy, "app.local", "/").await });
+    let line = tokio::time::timeout(Duration::from_millis(500), body.frame())
+        .await
+        .expect("pushed, not polled")
+        .unwrap()
+        .unwrap();
+    let update: httpscale_core::queue::QueueUpdate = serde_json::from_slice(line.data_ref().unwrap()).unwrap();
+    assert_eq!(update.queue["default/app"].concurrency, 1);
+    assert!(sent.elapsed() < Duration::from_millis(300), "pushed within milliseconds: {:?}", sent.elapsed());
+    assert!(update.changed_us > 0);
+    h.stop().await;
+}

@@ -1,0 +1,210 @@
+//! The scaler's one typed configuration, with upstream's environment variable names (reference §4.5).
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use httpscale_core::settings::{duration, go_bool};
+use httpscale_core::telemetry::LogFormat;
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "scaler",
+    version,
+    about = "httpscale scaler: KEDA's external-push scaler over every interceptor's counts"
+)]
+pub struct Config {
+    /// gRPC port KEDA dials (`externalscaler.ExternalScaler` and `grpc.health.v1.Health`).
+    #[arg(long, env = "KEDA_HTTP_SCALER_PORT", value_name = "KEDA_HTTP_SCALER_PORT", default_value = "8080")]
+    pub port: u16,
+
+    /// Address the listeners bind to.
+    #[arg(long, env = "HTTPSCALE_BIND_ADDRESS", value_name = "HTTPSCALE_BIND_ADDRESS", default_value = "0.0.0.0")]
+    pub bind_address: IpAddr,
+
+    /// Standalone routes file (the interceptor's): route specs for trigger metadata to name.
+    #[arg(long, env = "HTTPSCALE_CONFIG", value_name = "HTTPSCALE_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Interceptor admin addresses (`host:port`, comma-separated) to read counts from.
+    #[arg(long, env = "HTTPSCALE_INTERCEPTORS", value_name = "HTTPSCALE_INTERCEPTORS", value_delimiter = ',')]
+    pub interceptors: Vec<String>,
+
+    /// How often every interceptor's `/queue` is read and rate samples are taken.
+    #[arg(long, env = "KEDA_HTTP_QUEUE_TICK_DURATION", value_name = "KEDA_HTTP_QUEUE_TICK_DURATION", default_value = "500ms", value_parser = duration)]
+    pub tick: Duration,
+
+    /// `StreamIsActive` sends at least this often (milliseconds), and at once on every change.
+    #[arg(
+        long,
+        env = "KEDA_HTTP_SCALER_STREAM_INTERVAL_MS",
+        value_name = "KEDA_HTTP_SCALER_STREAM_INTERVAL_MS",
+        default_value = "200"
+    )]
+    pub stream_interval_ms: u64,
+
+    /// Bound of one `/queue` fetch, so a hung interceptor cannot stall the others. Default: the tick, at least 250ms.
+    #[arg(long, env = "HTTPSCALE_FETCH_TIMEOUT", value_name = "HTTPSCALE_FETCH_TIMEOUT", value_parser = duration)]
+    pub fetch_timeout: Option<Duration>,
+
+    /// Subscribe to each interceptor's `/queue/stream` for instant activation (falls back to polling alone
+    /// for interceptors without it, such as upstream's).
+    #[arg(long, env = "HTTPSCALE_PUSH", value_name = "HTTPSCALE_PUSH", default_value = "true", value_parser = go_bool, action = clap::ArgAction::Set)]
+    pub push: bool,
+
+    /// An unreachable interceptor's last counts are kept this long, then dropped.
+    #[arg(long, env = "HTTPSCALE_STALE_COUNTS_AFTER", value_name = "HTTPSCALE_STALE_COUNTS_AFTER", default_value = "30s", value_parser = duration)]
+    pub stale_after: Duration,
+
+    /// gRPC health `readiness` turns NOT_SERVING when no interceptor has answered for this long.
+    #[arg(long, env = "HTTPSCALE_UNREACHABLE_GRACE", value_name = "HTTPSCALE_UNREACHABLE_GRACE", default_value = "30s", value_parser = duration)]
+    pub unreachable_grace: Duration,
+
+    /// Serve Prometheus metrics on OTEL_PROM_EXPORTER_PORT.
+    #[arg(long, env = "OTEL_PROM_EXPORTER_ENABLED", value_name = "OTEL_PROM_EXPORTER_ENABLED", default_value = "true", value_parser = go_bool, action = clap::ArgAction::Set)]
+    pub prometheus_enabled: bool,
+
+    #[arg(long, env = "OTEL_PROM_EXPORTER_PORT", value_name = "OTEL_PROM_EXPORTER_PORT", default_value = "2223")]
+    pub prometheus_port: u16,
+
+    /// Namespace of the interceptor admin Service (Kubernetes discovery).
+    #[arg(
+        long,
+        env = "KEDA_HTTP_SCALER_TARGET_ADMIN_NAMESPACE",
+        value_name = "KEDA_HTTP_SCALER_TARGET_ADMIN_NAMESPACE"
+    )]
+    pub target_admin_namespace: Option<String>,
+
+    /// Name of the interceptor admin Service (Kubernetes discovery).
+    #[arg(long, env = "KEDA_HTTP_SCALER_TARGET_ADMIN_SERVICE", value_name = "KEDA_HTTP_SCALER_TARGET_ADMIN_SERVICE")]
+    pub target_admin_service: Option<String>,
+
+    /// Admin port on each interceptor pod (Kubernetes discovery).
+    #[arg(
+        long,
+        env = "KEDA_HTTP_SCALER_TARGET_ADMIN_PORT",
+        value_name = "KEDA_HTTP_SCALER_TARGET_ADMIN_PORT",
+        default_value = "9090"
+    )]
+    pub target_admin_port: u16,
+
+    /// Accepted for compatibility (upstream requires it and never uses it).
+    #[arg(
+        long,
+        env = "KEDA_HTTP_SCALER_TARGET_ADMIN_DEPLOYMENT",
+        value_name = "KEDA_HTTP_SCALER_TARGET_ADMIN_DEPLOYMENT",
+        hide = true
+    )]
+    pub target_admin_deployment: Option<String>,
+
+    /// Log level (upstream's zap flag). `RUST_LOG` wins when set.
+    #[arg(long = "zap-log-level", env = "HTTPSCALE_LOG_LEVEL", value_name = "LEVEL", default_value = "info")]
+    pub log_level: String,
+
+    /// Log encoding (upstream's zap flag): console or json.
+    #[arg(
+        long = "zap-encoder",
+        env = "HTTPSCALE_LOG_FORMAT",
+        value_name = "ENCODER",
+        value_enum,
+        default_value = "console"
+    )]
+    pub log_format: LogFormat,
+
+    /// Accepted for compatibility with upstream's zap flags; no effect.
+    #[arg(long = "zap-time-encoding", hide = true)]
+    pub zap_time_encoding: Option<String>,
+
+    /// Accepted for compatibility with upstream's zap flags; no effect.
+    #[arg(long = "zap-stacktrace-level", hide = true)]
+    pub zap_stacktrace_level: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{setting}: {message}")]
+pub struct ConfigError {
+    pub setting: &'static str,
+    pub message: String,
+}
+
+impl Config {
+    pub fn validate(self) -> Result<Self, ConfigError> {
+        if self.tick.is_zero() {
+            return Err(ConfigError { setting: "KEDA_HTTP_QUEUE_TICK_DURATION", message: "must be above 0".into() });
+        }
+        if self.stream_interval_ms == 0 {
+            return Err(ConfigError {
+                setting: "KEDA_HTTP_SCALER_STREAM_INTERVAL_MS",
+                message: "must be above 0".into(),
+            });
+        }
+        if let Some(bad) = self
+            .interceptors
+            .iter()
+            .find(|a| a.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()))
+        {
+            return Err(ConfigError {
+                setting: "HTTPSCALE_INTERCEPTORS",
+                message: format!("{bad:?} is not host:port"),
+            });
+        }
+        if self.interceptors.is_empty() {
+            return Err(ConfigError {
+                setting: "HTTPSCALE_INTERCEPTORS",
+                message: "no interceptors to read: pass --interceptors HOST:PORT[,HOST:PORT...]".into(),
+            });
+        }
+        if self.config.is_none() {
+            return Err(ConfigError {
+                setting: "HTTPSCALE_CONFIG",
+                message: "no route source: pass --config FILE".into(),
+            });
+        }
+        Ok(self)
+    }
+
+    pub fn fetch_timeout(&self) -> Duration {
+        self.fetch_timeout.unwrap_or(self.tick.max(Duration::from_millis(250)))
+    }
+
+    pub fn stream_interval(&self) -> Duration {
+        Duration::from_millis(self.stream_interval_ms)
+    }
+
+    /// A config for tests: the given routes file and interceptors, ports chosen by the OS.
+    pub fn for_tests(routes: impl Into<PathBuf>, interceptors: Vec<String>) -> Self {
+        let mut c = Config::parse_from(["scaler", "--port", "0", "--prometheus-port", "0"]);
+        c.config = Some(routes.into());
+        c.interceptors = interceptors;
+        c.bind_address = IpAddr::from([127, 0, 0, 1]);
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_is_well_formed_and_defaults_match_upstream() {
+        Config::command().debug_assert();
+        let c = Config::parse_from(["scaler"]);
+        assert_eq!(
+            (c.port, c.tick, c.stream_interval_ms, c.prometheus_port),
+            (8080, Duration::from_millis(500), 200, 2223)
+        );
+        assert_eq!(c.fetch_timeout(), Duration::from_millis(500));
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let e = Config::try_parse_from(["scaler", "--tick", "soon"]).unwrap_err().to_string();
+        assert!(e.contains("KEDA_HTTP_QUEUE_TICK_DURATION"), "{e}");
+        let mut c = Config::for_tests("r.yaml", vec!["nope".into()]);
+        assert_eq!(c.clone().validate().unwrap_err().setting, "HTTPSCALE_INTERCEPTORS");
+        c.interceptors = vec!["127.0.0.1:9090".into()];
+        c.validate().unwrap();
+    }
+}

@@ -1,0 +1,348 @@
+//! The real interceptor and the real scaler on loopback, driven the way KEDA drives the scaler: activation
+//! pushed within milliseconds, metrics matching what was sent, rate windows, hung and lost interceptors,
+//! errors, health, and a restart.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use http::Response;
+use http_body_util::Full;
+use httpscale_scaler::proto::externalscaler::{GetMetricsRequest, ScaledObjectRef};
+use hyper_util::rt::TokioIo;
+use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+fn route(name: &str, upstream: std::net::SocketAddr, extra: &str) -> String {
+    format!("  - name: {name}\n    hosts: [{name}.local]\n    upstream: '{upstream}'\n{extra}")
+}
+
+fn httpso(name: &str) -> ScaledObjectRef {
+    so_ref(name, "default", &[("httpScaledObject", name), ("scalerAddress", "unused:9090")])
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn activation_reaches_an_open_stream_within_milliseconds() {
+    let dead = free_addr().await;
+    let i = interceptor(&format!("routes:\n{}", route("app", dead, ""))).await;
+    // Polling every 10 s and a 10 s stream interval: only the push path can be this fast.
+    let s = scaler(&i.file, vec![i.admin()], |c| {
+        c.tick = Duration::from_secs(10);
+        c.stream_interval_ms = 10_000;
+    })
+    .await;
+    eventually(Duration::from_secs(5), "push subscription up", || async {
+        s.running.state.metrics.push_updates.get() > 0
+    })
+    .await;
+    let mut client = s.client().await;
+    let mut stream = client.stream_is_active(httpso("app")).await.unwrap().into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(2), stream.message()).await.unwrap().unwrap().unwrap();
+    assert!(!first.result, "idle at first");
+
+    let sent = Instant::now();
+    let _held = send_held(i.running.proxy_addr, "app.local");
+    let msg =
+        tokio::time::timeout(Duration::from_secs(2), stream.message()).await.expect("true arrives").unwrap().unwrap();
+    let took = sent.elapsed();
+    assert!(msg.result);
+    eprintln!("activation: request sent -> StreamIsActive true in {took:?}");
+    assert!(took < Duration::from_millis(100), "activation took {took:?}; upstream needs up to 700 ms");
+    let m = s.metrics().await;
+    assert!(m.contains("scaler_activation_latency_seconds_count 1"), "{m}");
+    s.stop().await;
+    i.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_match_what_was_sent_for_every_trigger_kind() {
+    let dead = free_addr().await;
+    let routes = format!(
+        "routes:\n{}{}",
+        route("app", dead, ""),
+        route("ir", dead, "    scalingMetric: {concurrency: {targetValue: 5}, requestRate: {targetValue: 10}}\n")
+    );
+    let i = interceptor(&routes).await;
+    let s = scaler(&i.file, vec![i.admin()], |c| c.tick = Duration::from_millis(100)).await;
+    let mut client = s.client().await;
+    let _held: Vec<_> = (0..3).map(|_| send_held(i.running.proxy_addr, "app.local")).collect();
+    let _held_ir = send_held(i.running.proxy_addr, "ir.local");
+    eventually(Duration::from_secs(3), "3 held on app", || {
+        let mut c = client.clone();
+        async move { metric_values(&mut c, &httpso("app")).await[0].metric_value_float == 3.0 }
+    })
+    .await;
+
+    let spec = client.get_metric_spec(httpso("app")).await.unwrap().into_inner().metric_specs;
+    assert_eq!(spec.len(), 1);
+    assert_eq!(spec[0].metric_name, "http-default_002Fapp");
+    #[allow(deprecated)]
+    let (target_int, value_int) =
+        (spec[0].target_size, metric_values(&mut client, &httpso("app")).await[0].metric_value);
+    assert_eq!((spec[0].target_size_float, target_int, value_int), (100.0, 100, 3), "float and int fields both filled");
+    assert!(client.is_active(httpso("app")).await.unwrap().into_inner().result);
+
+    let ir = so_ref("ir-so", "default", &[("interceptorRoute", "ir")]);
+    let spec = client.get_metric_spec(ir.clone()).await.unwrap().into_inner().metric_specs;
+    let names: Vec<_> = spec.iter().map(|m| (m.metric_name.as_str(), m.target_size_float)).collect();
+    assert_eq!(names, vec![("http_ir_concurrency", 5.0), ("http_ir_rate", 10.0)]);
+    let one = client
+        .get_metrics(GetMetricsRequest {
+            scaled_object_ref: Some(ir.clone()),
+            metric_name: "http_ir_concurrency".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .metric_values;
+    assert_eq!((one.len(), one[0].metric_value_float), (1, 1.0), "filtered by metric name");
+
+    let fleet = so_ref("keda-add-ons-http-interceptor", "keda", &[("interceptorTargetPendingRequests", "200")]);
+    let spec = client.get_metric_spec(fleet.clone()).await.unwrap().into_inner().metric_specs;
+    assert_eq!(
+        (spec[0].metric_name.as_str(), spec[0].target_size_float),
+        ("http-keda_002Fkeda-add-ons-http-interceptor", 200.0)
+    );
+    assert_eq!(metric_values(&mut client, &fleet).await[0].metric_value_float, 4.0, "all routes, all interceptors");
+    s.stop().await;
+    i.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn request_rate_rises_with_traffic_and_falls_to_zero_a_window_after_it_stops() {
+    let b = backend().await;
+    let i = interceptor(&format!(
+        "routes:\n{}",
+        route("rate", b, "    scalingMetric: {requestRate: {targetValue: 10, window: 2s, granularity: 1s}}\n")
+    ))
+    .await;
+    let s = scaler(&i.file, vec![i.admin()], |c| c.tick = Duration::from_millis(100)).await;
+    let mut client = s.client().await;
+    let r = so_ref("rate", "default", &[("interceptorRoute", "rate")]);
+    tokio::time::sleep(Duration::from_millis(300)).await; // the scaler has seen the interceptor once
+    for _ in 0..20 {
+        assert_eq!(send(i.running.proxy_addr, "rate.local").await, http::StatusCode::OK);
+    }
+    eventually(Duration::from_secs(3), "rate above zero", || {
+        let (mut c, r) = (client.clone(), r.clone());
+        async move { metric_values(&mut c, &r).await[0].metric_value_float > 0.0 }
+    })
+    .await;
+    assert!(client.is_active(r.clone()).await.unwrap().into_inner().result, "a rate keeps the route active");
+    let stopped = Instant::now();
+    eventually(Duration::from_secs(6), "rate back to zero", || {
+        let (mut c, r) = (client.clone(), r.clone());
+        async move { metric_values(&mut c, &r).await[0].metric_value_float == 0.0 }
+    })
+    .await;
+    let took = stopped.elapsed();
+    assert!(took <= Duration::from_millis(3500), "zero about one 2s window after the traffic stopped, took {took:?}");
+    assert!(!client.is_active(r).await.unwrap().into_inner().result);
+    s.stop().await;
+    i.stop().await;
+}
+
+/// A server that accepts connections and never answers (upstream #1730).
+async fn hung_interceptor() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    addr.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hung_interceptor_does_not_stall_the_others() {
+    let dead = free_addr().await;
+    let i = interceptor(&format!("routes:\n{}", route("app", dead, ""))).await;
+    let hung = hung_interceptor().await;
+    let s = scaler(&i.file, vec![hung, i.admin()], |c| {
+        c.tick = Duration::from_millis(200);
+        c.fetch_timeout = Some(Duration::from_millis(300));
+        c.push = false; // the pull path alone must cope
+    })
+    .await;
+    let client = s.client().await;
+    let _held = send_held(i.running.proxy_addr, "app.local");
+    let started = Instant::now();
+    eventually(Duration::from_secs(2), "count from the healthy interceptor", || {
+        let mut c = client.clone();
+        async move { metric_values(&mut c, &httpso("app")).await[0].metric_value_float == 1.0 }
+    })
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(1), "within a tick or two, not stalled");
+    eventually(Duration::from_secs(2), "errors counted", || async { s.running.state.metrics.fetch_errors.get() >= 1 })
+        .await;
+    assert!(s.metrics().await.contains("scaler_pinger_fetch_errors_total"));
+    let mut health = HealthClient::new(s.channel().await);
+    let ready = health.check(HealthCheckRequest { service: "readiness".into() }).await.unwrap().into_inner();
+    assert_eq!(ready.status, ServingStatus::Serving as i32, "one reachable interceptor is enough");
+    s.stop().await;
+    i.stop().await;
+}
+
+/// An upstream-style interceptor: `/queue` only (no push stream), with fixed counts; can be taken down.
+async fn fixed_interceptor(body: &'static str) -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| async move {
+                    let mut r = Response::new(Full::new(Bytes::from_static(if req.uri().path() == "/queue" {
+                        body.as_bytes()
+                    } else {
+                        b"404 page not found\n"
+                    })));
+                    if req.uri().path() != "/queue" {
+                        *r.status_mut() = http::StatusCode::NOT_FOUND;
+                    }
+                    Ok::<_, Infallible>(r)
+                });
+                // One request per connection, so taking the listener down takes the interceptor down.
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .keep_alive(false)
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    (addr.to_string(), task)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lost_interceptor_keeps_its_counts_for_a_while_then_health_says_why() {
+    let (addr, task) = fixed_interceptor(r#"{"default/app":{"Concurrency":2,"RequestCount":5}}"#).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("routes.yaml");
+    std::fs::write(&file, "routes:\n  - {name: app, hosts: [app.local], upstream: '127.0.0.1:9'}\n").unwrap();
+    let s = scaler(&file, vec![addr], |c| {
+        c.tick = Duration::from_millis(100);
+        c.fetch_timeout = Some(Duration::from_millis(200));
+        c.stale_after = Duration::from_millis(1200);
+        c.unreachable_grace = Duration::from_millis(1000);
+    })
+    .await;
+    let mut client = s.client().await;
+    eventually(Duration::from_secs(2), "counts read from an upstream-style interceptor", || {
+        let mut c = client.clone();
+        async move { metric_values(&mut c, &httpso("app")).await[0].metric_value_float == 2.0 }
+    })
+    .await;
+    task.abort();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let lost = Instant::now();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(metric_values(&mut client, &httpso("app")).await[0].metric_value_float, 2.0, "kept while not stale");
+    eventually(Duration::from_secs(3), "dropped once stale", || {
+        let mut c = client.clone();
+        async move { metric_values(&mut c, &httpso("app")).await[0].metric_value_float == 0.0 }
+    })
+    .await;
+    assert!(lost.elapsed() >= Duration::from_millis(900));
+    let mut health = HealthClient::new(s.channel().await);
+    eventually(Duration::from_secs(3), "readiness NOT_SERVING", || {
+        let mut h = health.clone();
+        async move {
+            h.check(HealthCheckRequest { service: "readiness".into() }).await.unwrap().into_inner().status
+                == ServingStatus::NotServing as i32
+        }
+    })
+    .await;
+    let live = health.check(HealthCheckRequest { service: "liveness".into() }).await.unwrap().into_inner();
+    assert_eq!(live.status, ServingStatus::Serving as i32, "liveness stays up: a restart would not help");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_references_and_unsupported_calls_answer_precise_statuses() {
+    let dead = free_addr().await;
+    let i = interceptor(&format!("routes:\n{}", route("app", dead, ""))).await;
+    let s = scaler(&i.file, vec![i.admin()], |_| {}).await;
+    let mut client = s.client().await;
+    let e = client.is_active(httpso("nope")).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    assert_eq!(e.message(), "HTTPScaledObject default/nope not found");
+    let e = client.get_metric_spec(so_ref("x", "default", &[("interceptorRoute", "gone")])).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::NotFound, "InterceptorRoute default/gone not found"));
+    let e = client.stream_is_active(httpso("nope")).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    let e = client
+        .get_metrics(GetMetricsRequest { scaled_object_ref: Some(so_ref("x", "y", &[])), metric_name: String::new() })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    assert!(e.message().starts_with("unable to get HTTPScaledObject reference"), "{}", e.message());
+    let e = client.is_active(so_ref("x", "y", &[("interceptorTargetPendingRequests", "many")])).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let e = client.stream_metric_spec(httpso("app")).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unimplemented, "KEDA falls back to GetMetricSpec");
+    let mut health = HealthClient::new(s.channel().await);
+    for service in ["liveness", "readiness"] {
+        let r = health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
+        assert_eq!(r.status, ServingStatus::Serving as i32, "{service}");
+    }
+    // The stream ends cleanly on shutdown.
+    let mut stream = client.stream_is_active(httpso("app")).await.unwrap().into_inner();
+    stream.message().await.unwrap().unwrap();
+    s.stop().await;
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(matches!(end, Ok(None)), "clean end of stream, got {end:?}");
+    i.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restarted_scaler_recovers_within_one_tick() {
+    let dead = free_addr().await;
+    let i = interceptor(&format!("routes:\n{}", route("app", dead, ""))).await;
+    let _held = send_held(i.running.proxy_addr, "app.local");
+    let s = scaler(&i.file, vec![i.admin()], |c| c.tick = Duration::from_millis(500)).await;
+    s.stop().await;
+    let started = Instant::now();
+    let s = scaler(&i.file, vec![i.admin()], |c| {
+        c.tick = Duration::from_millis(500);
+        c.push = false;
+    })
+    .await;
+    let client = s.client().await;
+    eventually(Duration::from_secs(2), "count after restart", || {
+        let mut c = client.clone();
+        async move { metric_values(&mut c, &httpso("app")).await[0].metric_value_float == 1.0 }
+    })
+    .await;
+    assert!(started.elapsed() < Duration::from_millis(600), "within one tick: {:?}", started.elapsed());
+    s.stop().await;
+    i.stop().await;
+}
+
+#[test]
+fn the_binary_refuses_bad_settings_naming_them() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_scaler"))
+        .env("KEDA_HTTP_SCALER_STREAM_INTERVAL_MS", "fast")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("KEDA_HTTP_SCALER_STREAM_INTERVAL_MS"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_scaler")).args(["--config", "r.yaml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("HTTPSCALE_INTERCEPTORS"));
+}

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every check the project has: formatting, clippy with warnings as errors, and every test.
+# Runs every check the project has: formatting, clippy with warnings as errors, every Rust test, and the
+# Helm chart's tests.
 # Installs the test peers it needs first (scripts/setup-test-peers.sh). This is the README's test command
 # and what CI runs.
 set -euo pipefail
@@ -8,3 +9,5 @@ bash scripts/setup-test-peers.sh
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+# The Helm chart under Helm 3 and 4 (installs Helm and kubernetes-validate into .peers on first use).
+bash charts/test.sh

@@ -9,9 +9,10 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, StatusCode};
 
 use crate::spec::{
-    ColdStartSpec, HeaderMatch, HttpScaledObjectSpec, InterceptorRouteSpec, Overflow, RoutingRule, ScalingMetric,
-    StaticResponse,
+    ColdStartSpec, HeaderMatch, HttpScaledObjectSpec, InterceptorRouteSpec, Overflow, ResponseMode, RoutingRule,
+    ScalingMetric, StaticResponse, StaticRoute,
 };
+use crate::table::normalize_host;
 
 /// `<namespace>/<name>`: the key of a route in `/queue` and in the scaler.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -83,6 +84,39 @@ pub struct Rule {
     pub headers: Vec<HeaderMatcher>,
 }
 
+impl Rule {
+    /// Whether a request matches this rule on its own (static routes): any host pattern (exact, `*.suffix` at
+    /// any depth, `*`; none = any), any path prefix per segment (none = any), and every header matcher.
+    pub fn matches(&self, host: &str, path: &str, headers: &http::HeaderMap) -> bool {
+        let host = normalize_host(host);
+        let host_ok = self.hosts.is_empty()
+            || self.hosts.iter().any(|pattern| match pattern.as_str() {
+                "" | "*" => true,
+                p => match p.strip_prefix("*.") {
+                    Some(suffix) => {
+                        host.len() > suffix.len() + 1 && host.ends_with(&format!(".{}", normalize_host(suffix)))
+                    }
+                    None => normalize_host(p) == host,
+                },
+            });
+        let path = path.trim_matches('/');
+        let path_ok = self.paths.is_empty()
+            || self.paths.iter().any(|p| {
+                let p = p.trim_matches('/');
+                p.is_empty() || path == p || path.strip_prefix(p).is_some_and(|rest| rest.starts_with('/'))
+            });
+        host_ok && path_ok && self.headers.iter().all(|h| h.matches(headers))
+    }
+}
+
+/// A fixed answer for requests matching any of its rules (first matching entry wins).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticEntry {
+    pub rules: Vec<Rule>,
+    pub response: Placeholder,
+    pub mode: ResponseMode,
+}
+
 /// A fixed response served while the target has no ready endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placeholder {
@@ -142,6 +176,8 @@ pub struct Route {
     pub scaling: Scaling,
     /// Speak HTTP/2 cleartext to the target (Service port `appProtocol: kubernetes.io/h2c`).
     pub h2c: bool,
+    /// Static routes (InterceptorRoute `staticRoutes`), checked before counting.
+    pub statics: Vec<StaticEntry>,
     /// Precedence among otherwise equal routes: lower is older and wins (creationTimestamp upstream,
     /// position in the file in standalone mode).
     pub order: i64,
@@ -261,9 +297,32 @@ pub fn scaling(
 
 /// Resolves a `StaticResponse` into a placeholder (status 0 or absent means 503, as upstream).
 pub fn placeholder(field: &str, r: &StaticResponse) -> Result<Placeholder, RouteError> {
+    fixed_response(field, r, StatusCode::SERVICE_UNAVAILABLE)
+}
+
+/// Resolves static routes (status 0 or absent means 200, as upstream).
+pub(crate) fn static_entries(field: &str, routes: &[StaticRoute]) -> Result<Vec<StaticEntry>, RouteError> {
+    routes
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let f = format!("{field}[{i}]");
+            if s.rules.is_empty() {
+                return Err(route_err(format!("{f}.rules"), "needs at least one rule"));
+            }
+            Ok(StaticEntry {
+                rules: rules(&format!("{f}.rules"), &s.rules)?,
+                response: fixed_response(&format!("{f}.response"), &s.response, StatusCode::OK)?,
+                mode: s.response_mode,
+            })
+        })
+        .collect()
+}
+
+fn fixed_response(field: &str, r: &StaticResponse, default_status: StatusCode) -> Result<Placeholder, RouteError> {
     let code = r.status_code.unwrap_or(0);
     let status = if code == 0 {
-        StatusCode::SERVICE_UNAVAILABLE
+        default_status
     } else {
         u16::try_from(code)
             .ok()
@@ -343,6 +402,7 @@ pub fn from_http_scaled_object(key: RouteKey, spec: &HttpScaledObjectSpec, order
         max_pending: None,
         overflow: Overflow::Reject,
         h2c: false,
+        statics: Vec::new(),
         order,
     })
 }
@@ -420,6 +480,7 @@ pub fn from_interceptor_route(key: RouteKey, spec: &InterceptorRouteSpec, order:
         max_pending: parts.max_pending,
         overflow: parts.overflow,
         h2c: false,
+        statics: static_entries("spec.staticRoutes", &spec.static_routes)?,
         order,
     })
 }
@@ -487,6 +548,38 @@ mod tests {
         let p = r.placeholder.unwrap();
         assert_eq!(p.status, StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(r.timeouts.request, Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn static_routes_default_to_200_and_when_unavailable_and_match_on_their_own_rules() {
+        let spec: InterceptorRouteSpec = serde_yaml::from_str(
+            r#"
+target: {service: s, port: 1}
+scalingMetric: {concurrency: {targetValue: 1}}
+staticRoutes:
+  - rules: [{paths: [{value: /healthz}]}]
+    response: {body: OK}
+  - rules: [{hosts: ['*.x.io'], headers: [{name: X-Probe}]}]
+    responseMode: Always
+    response: {statusCode: 204}
+"#,
+        )
+        .unwrap();
+        let r = from_interceptor_route(RouteKey::new("default", "app"), &spec, 0).unwrap();
+        assert_eq!(r.statics[0].response.status, StatusCode::OK);
+        assert_eq!(r.statics[0].mode, ResponseMode::WhenUnavailable);
+        assert_eq!(r.statics[1].mode, ResponseMode::Always);
+        let none = http::HeaderMap::new();
+        let probe: http::HeaderMap =
+            [(HeaderName::from_static("x-probe"), HeaderValue::from_static("1"))].into_iter().collect();
+        let health = &r.statics[0].rules[0];
+        assert!(health.matches("any.host", "/healthz", &none));
+        assert!(health.matches("any.host", "/healthz/live", &none));
+        assert!(!health.matches("any.host", "/healthzx", &none));
+        let wild = &r.statics[1].rules[0];
+        assert!(wild.matches("A.b.X.io:80", "/", &probe));
+        assert!(!wild.matches("x.io", "/", &probe), "*.x.io needs a subdomain");
+        assert!(!wild.matches("a.x.io", "/", &none), "headers are AND'ed");
     }
 
     #[test]

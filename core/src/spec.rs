@@ -1,24 +1,32 @@
-//! The upstream CRD spec types, field for field: `HTTPScaledObject` (`http.keda.sh/v1alpha1`) and
-//! `InterceptorRoute` (`http.keda.sh/v1beta1`). Unknown fields are rejected with the field's name, so a
-//! typo in a manifest or a routes file is an error rather than a silently ignored setting.
+//! The upstream CRD types, field for field: `HTTPScaledObject` (`http.keda.sh/v1alpha1`), `InterceptorRoute`
+//! (`http.keda.sh/v1beta1`), and the part of KEDA's `ScaledObject` (`keda.sh/v1alpha1`) the operator writes.
+//!
+//! The CRD YAML is generated from these types (names, short name, printer columns, status subresource,
+//! defaults, list types, bounds and CEL rules with upstream's messages) and committed into the chart; a test
+//! fails when the two drift. Unknown fields are rejected with the field's name, so a typo in a manifest or a
+//! routes file is an error rather than a silently ignored setting.
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::duration::GoDuration;
 
 /// A header matcher: AND semantics across the list; no `value` means "present with any value".
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderMatch {
+    #[schemars(length(min = 1))]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
 }
 
 /// `spec.scalingMetric` (both CRDs).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ScalingMetric {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -27,21 +35,25 @@ pub struct ScalingMetric {
     pub request_rate: Option<RequestRateMetric>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ConcurrencyMetric {
     #[serde(default = "default_target_value")]
+    #[schemars(range(min = 1))]
     pub target_value: i32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RequestRateMetric {
     #[serde(default = "default_target_value")]
+    #[schemars(range(min = 1))]
     pub target_value: i32,
     #[serde(default = "default_window")]
+    #[schemars(extend("default" = "1m"))]
     pub window: GoDuration,
     #[serde(default = "default_granularity")]
+    #[schemars(extend("default" = "1s"))]
     pub granularity: GoDuration,
 }
 
@@ -55,13 +67,16 @@ pub(crate) fn default_granularity() -> GoDuration {
     GoDuration::from_secs(1)
 }
 
-/// A fixed response: an InterceptorRoute placeholder (and, upstream, a static route).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// A fixed response: an InterceptorRoute placeholder.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!(has(self.body) && has(self.bodyFromConfigMap))").message("body and bodyFromConfigMap are mutually exclusive"))]
 pub struct StaticResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 599))]
     pub status_code: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32768))]
     pub body: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_from_config_map: Option<ConfigMapBodyRef>,
@@ -69,18 +84,41 @@ pub struct StaticResponse {
     pub headers: Option<BTreeMap<String, String>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigMapBodyRef {
+    #[schemars(length(min = 1))]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
 }
 
+/// A CRD condition list (`listType: map`, keyed by `type`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Conditions(
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))] pub Vec<Condition>,
+);
+
 // ---------------------------------------------------------------------------------------------
 // HTTPScaledObject v1alpha1
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `HTTPScaledObject.spec` (deprecated upstream in favour of InterceptorRoute, and still supported).
+#[derive(CustomResource, Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "http.keda.sh",
+    version = "v1alpha1",
+    kind = "HTTPScaledObject",
+    plural = "httpscaledobjects",
+    shortname = "httpso",
+    namespaced,
+    status = "HttpScaledObjectStatus",
+    printcolumn = r#"{"name":"TargetWorkload","type":"string","jsonPath":".status.targetWorkload"}"#,
+    printcolumn = r#"{"name":"TargetService","type":"string","jsonPath":".status.targetService"}"#,
+    printcolumn = r#"{"name":"MinReplicas","type":"integer","jsonPath":".spec.replicas.min"}"#,
+    printcolumn = r#"{"name":"MaxReplicas","type":"integer","jsonPath":".spec.replicas.max"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#
+)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct HttpScaledObjectSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -88,6 +126,7 @@ pub struct HttpScaledObjectSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path_prefixes: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub headers: Option<Vec<HeaderMatch>>,
     pub scale_target_ref: ScaleTargetRef,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -107,8 +146,23 @@ pub struct HttpScaledObjectSpec {
     pub timeouts: Option<HttpScaledObjectTimeouts>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// `HTTPScaledObject.status`, as upstream writes it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpScaledObjectStatus {
+    /// `<apiVersion>/<kind>/<name>`, e.g. `apps/v1/Deployment/ollama`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_workload: Option<String>,
+    /// `<service>:<port>` (a port given by name shows as 0, as upstream).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_service: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<Conditions>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.portName) != has(self.port)").message("must define either the 'portName' or the 'port'"))]
 pub struct ScaleTargetRef {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -123,8 +177,9 @@ pub struct ScaleTargetRef {
     pub port_name: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.portName) != has(self.port)").message("must define either the 'portName' or the 'port'"))]
 pub struct ColdStartTimeoutFailoverRef {
     pub service: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -139,7 +194,7 @@ fn default_failover_timeout() -> i32 {
     30
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReplicaStruct {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -148,7 +203,7 @@ pub struct ReplicaStruct {
     pub max: Option<i32>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct HttpScaledObjectTimeouts {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -160,49 +215,101 @@ pub struct HttpScaledObjectTimeouts {
 // ---------------------------------------------------------------------------------------------
 // InterceptorRoute v1beta1
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `InterceptorRoute.spec`: routing and interceptor behaviour; the user writes the ScaledObject.
+#[derive(CustomResource, Debug, Clone, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[kube(
+    group = "http.keda.sh",
+    version = "v1beta1",
+    kind = "InterceptorRoute",
+    plural = "interceptorroutes",
+    namespaced,
+    status = "InterceptorRouteStatus",
+    printcolumn = r#"{"name":"TargetService","type":"string","jsonPath":".spec.target.service"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct InterceptorRouteSpec {
     pub target: TargetRef,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
     pub rules: Vec<RoutingRule>,
+    #[x_kube(validation = Rule::new("has(self.concurrency) || has(self.requestRate)").message("at least one of 'concurrency' or 'requestRate' must be set"))]
     pub scaling_metric: ScalingMetric,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cold_start: Option<ColdStartSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<RouteTimeoutsSpec>,
+    /// Fixed answers for some requests (upstream main); the first matching entry wins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    pub static_routes: Vec<StaticRoute>,
+}
+
+/// A fixed answer for requests matching any of `rules`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct StaticRoute {
+    #[schemars(length(min = 1), extend("x-kubernetes-list-type" = "atomic"))]
+    pub rules: Vec<RoutingRule>,
+    pub response: StaticResponse,
+    #[serde(default)]
+    pub response_mode: ResponseMode,
+}
+
+/// `Always`: answer with the static response. `WhenUnavailable`: only while the target has no ready
+/// endpoint; otherwise forward (without counting, as upstream).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ResponseMode {
+    Always,
+    #[default]
+    WhenUnavailable,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct InterceptorRouteStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conditions: Option<Conditions>,
 }
 
 /// `spec.target` of an InterceptorRoute: a Service port by number or by name.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.port) != has(self.portName)").message("exactly one of 'port' or 'portName' must be set"))]
 pub struct TargetRef {
+    #[schemars(length(min = 1))]
     pub service: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
     pub port: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
     pub port_name: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RoutingRule {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub hosts: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub paths: Vec<PathMatch>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub headers: Vec<HeaderMatch>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PathMatch {
+    #[schemars(length(min = 1))]
     pub value: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.fallback) || has(self.placeholder) || has(self.maxPendingRequests)").message("at least one of 'fallback', 'placeholder' or 'maxPendingRequests' must be set"))]
 pub struct ColdStartSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback: Option<FallbackSpec>,
@@ -210,41 +317,46 @@ pub struct ColdStartSpec {
     pub placeholder: Option<PlaceholderSpec>,
     /// Cap on requests held for this route on one interceptor (upstream PR #1733).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub max_pending_requests: Option<i32>,
     /// What an over-cap request gets: `Reject` (503) or `Placeholder`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overflow: Option<Overflow>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub enum Overflow {
     Reject,
     Placeholder,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FallbackSpec {
     pub service: ServiceRef,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.port) != has(self.portName)").message("exactly one of 'port' or 'portName' must be set"))]
 pub struct ServiceRef {
+    #[schemars(length(min = 1))]
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
     pub port: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
     pub port_name: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceholderSpec {
     pub response: StaticResponse,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RouteTimeoutsSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -253,6 +365,104 @@ pub struct RouteTimeoutsSpec {
     pub request: Option<GoDuration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_header: Option<GoDuration>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// KEDA ScaledObject (keda.sh/v1alpha1): the subset the operator writes. KEDA owns this CRD.
+
+#[derive(CustomResource, Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[kube(
+    group = "keda.sh",
+    version = "v1alpha1",
+    kind = "ScaledObject",
+    plural = "scaledobjects",
+    namespaced,
+    schema = "disabled"
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaledObjectSpec {
+    pub scale_target_ref: ScaledObjectTarget,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub polling_interval: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown_period: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_cooldown_period: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_replica_count: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_replica_count: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advanced: Option<ScaledObjectAdvanced>,
+    pub triggers: Vec<ScaleTrigger>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaledObjectTarget {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaledObjectAdvanced {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_to_original_replica_count: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScaleTrigger {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// The two CRDs as YAML documents, as committed in the chart (`charts/keda-add-ons-http/files/crds.yaml`).
+pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
+    use kube::CustomResourceExt;
+    let mut out =
+        String::from("# GENERATED by `cargo run -p httpscale-operator -- crds` from core/src/spec.rs: do not edit.\n");
+    for crd in [HTTPScaledObject::crd(), InterceptorRoute::crd()] {
+        let mut value = serde_json::to_value(&crd).map_err(<serde_yaml::Error as serde::ser::Error>::custom)?;
+        structural(&mut value);
+        with_object_fields(&mut value);
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&value)?);
+    }
+    Ok(out)
+}
+
+/// The root fields every object has, declared as controller-gen declares them.
+fn with_object_fields(crd: &mut serde_json::Value) {
+    let Some(versions) = crd.pointer_mut("/spec/versions").and_then(|v| v.as_array_mut()) else { return };
+    for v in versions {
+        if let Some(props) = v.pointer_mut("/schema/openAPIV3Schema/properties").and_then(|p| p.as_object_mut()) {
+            props.insert("apiVersion".into(), serde_json::json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object."}));
+            props.insert("kind".into(), serde_json::json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents."}));
+            props.insert("metadata".into(), serde_json::json!({"type": "object"}));
+        }
+    }
+}
+
+/// Kubernetes structural schemas forbid `additionalProperties: false` next to `properties` (the API server
+/// prunes unknown fields instead), and `deny_unknown_fields` makes schemars emit it.
+fn structural(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            if map.contains_key("properties")
+                && map.get("additionalProperties") == Some(&serde_json::Value::Bool(false))
+            {
+                map.remove("additionalProperties");
+            }
+            map.values_mut().for_each(structural);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(structural),
+        _ => {}
+    }
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use serde::{Deserialize, Deserializer};
 use crate::duration::GoDuration;
 use crate::route::{self, Route, RouteError, RouteKey, Scaling, Target, route_err};
 use crate::spec::{
-    ColdStartSpec, HeaderMatch, Overflow, PlaceholderSpec, RouteTimeoutsSpec, RoutingRule, ScalingMetric,
+    ColdStartSpec, HeaderMatch, Overflow, PlaceholderSpec, RouteTimeoutsSpec, RoutingRule, ScalingMetric, StaticRoute,
 };
 
 /// How the interceptor learns that a standalone upstream is ready.
@@ -146,6 +146,9 @@ struct RawRoute {
     cold_start: Option<RawColdStart>,
     #[serde(default)]
     process: Option<RawProcess>,
+    /// InterceptorRoute-style static routes.
+    #[serde(default)]
+    static_routes: Vec<StaticRoute>,
 }
 
 #[derive(Deserialize)]
@@ -326,6 +329,12 @@ impl TryFrom<RawRoute> for IndexedRoute {
                 "needs Kubernetes; use body in standalone mode",
             ));
         }
+        if let Some(i) = raw.static_routes.iter().position(|s| s.response.body_from_config_map.is_some()) {
+            return Err(route_err(
+                format!("staticRoutes[{i}].response.bodyFromConfigMap"),
+                "needs Kubernetes; use body in standalone mode",
+            ));
+        }
         let fallback = raw
             .cold_start
             .as_ref()
@@ -348,6 +357,7 @@ impl TryFrom<RawRoute> for IndexedRoute {
             overflow: parts.overflow,
             scaling,
             h2c,
+            statics: route::static_entries("staticRoutes", &raw.static_routes)?,
             order: 0,
         };
         let process = raw.process.map(process_spec).transpose()?;

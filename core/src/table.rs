@@ -199,6 +199,7 @@ mod tests {
                 fallback_target: 100.0,
             },
             h2c: false,
+            statics: Vec::new(),
             order,
         }))
     }

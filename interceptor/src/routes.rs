@@ -13,8 +13,8 @@ use http::uri::Authority;
 use http::{HeaderName, HeaderValue, StatusCode};
 use httpscale_core::gate::Gate;
 use httpscale_core::queue::{Activity, QueueCounts, RouteCounters};
-use httpscale_core::route::{PlaceholderBody, Route, RouteKey, Target};
-use httpscale_core::spec::Overflow;
+use httpscale_core::route::{Placeholder, PlaceholderBody, Route, RouteKey, Rule, Target};
+use httpscale_core::spec::{Overflow, ResponseMode};
 use httpscale_core::standalone::StandaloneRoute;
 use httpscale_core::table::RoutingTable;
 
@@ -45,6 +45,24 @@ pub struct PreparedPlaceholder {
     pub body: Bytes,
 }
 
+/// A static route ready to answer.
+#[derive(Debug, Clone)]
+pub struct PreparedStatic {
+    pub rules: Vec<Rule>,
+    pub response: PreparedPlaceholder,
+    pub mode: ResponseMode,
+}
+
+fn prepare(p: &Placeholder, key: &RouteKey) -> Result<PreparedPlaceholder, BuildError> {
+    let body = match &p.body {
+        PlaceholderBody::Inline(b) => Bytes::from(b.clone()),
+        PlaceholderBody::ConfigMap { .. } => {
+            return Err(BuildError { key: key.clone(), message: "bodyFromConfigMap needs Kubernetes mode".into() });
+        }
+    };
+    Ok(PreparedPlaceholder { status: p.status, headers: p.headers.clone(), body })
+}
+
 /// A route with everything the data path needs, resolved once per table build.
 #[derive(Debug)]
 pub struct RouteState {
@@ -62,6 +80,7 @@ pub struct RouteState {
     /// 0 = unlimited.
     pub max_pending: usize,
     pub placeholder: Option<PreparedPlaceholder>,
+    pub statics: Vec<PreparedStatic>,
 }
 
 impl AsRef<Route> for RouteState {
@@ -183,19 +202,14 @@ impl Routes {
                 (None, Some(_)) => Some(Duration::from_secs(30)),
                 (r, _) => r,
             };
-            let placeholder = match &route.placeholder {
-                None => None,
-                Some(p) => Some(PreparedPlaceholder {
-                    status: p.status,
-                    headers: p.headers.clone(),
-                    body: match &p.body {
-                        PlaceholderBody::Inline(b) => Bytes::from(b.clone()),
-                        PlaceholderBody::ConfigMap { .. } => {
-                            return Err(BuildError { key, message: "bodyFromConfigMap needs Kubernetes mode".into() });
-                        }
-                    },
-                }),
-            };
+            let placeholder = route.placeholder.as_ref().map(|p| prepare(p, &key)).transpose()?;
+            let statics = route
+                .statics
+                .iter()
+                .map(|s| {
+                    Ok(PreparedStatic { rules: s.rules.clone(), response: prepare(&s.response, &key)?, mode: s.mode })
+                })
+                .collect::<Result<Vec<_>, BuildError>>()?;
             states.push(Arc::new(RouteState {
                 labels: RouteLabels::new(&key),
                 counters,
@@ -208,6 +222,7 @@ impl Routes {
                 response_header_timeout: non_zero(route.timeouts.response_header.unwrap_or(d.response_header_timeout)),
                 max_pending: route.max_pending.unwrap_or(d.max_pending),
                 placeholder,
+                statics,
                 route,
             }));
         }

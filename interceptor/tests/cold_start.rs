@@ -217,3 +217,29 @@ async fn two_thousand_held_requests_are_all_released() {
     assert_eq!(concurrency(h.admin(), "default/app").await, 0);
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn static_routes_answer_without_counting_and_forward_when_the_backend_is_ready() {
+    let addr = free_addr().await;
+    let extra = "    staticRoutes:\n      - rules: [{paths: [{value: /healthz}]}]\n        response: {body: healthy, headers: {X-Static: 'true'}}\n      - rules: [{paths: [{value: /robots.txt}]}]\n        responseMode: Always\n        response: {statusCode: 200, body: 'User-agent: *'}\n";
+    let h = interceptor(&route_to("app", "app.local", addr, extra)).await;
+    let (status, headers, body) = get(h.proxy(), "app.local", "/healthz").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "healthy"));
+    assert_eq!(headers["x-static"], "true");
+    assert!(!headers.contains_key("x-keda-http-cold-start"));
+    assert_eq!(queue(h.admin()).await["default/app"]["RequestCount"], 0, "static traffic does not wake the backend");
+
+    let _b = backend_on(addr, |s| Response::new(full(if s.uri.path() == "/healthz" { "from the app" } else { "app" })))
+        .await;
+    eventually(Duration::from_secs(5), "backend ready", || async {
+        get(h.proxy(), "app.local", "/x").await.2 == "app"
+    })
+    .await;
+    let count = queue(h.admin()).await["default/app"]["RequestCount"].as_i64().unwrap();
+    let (status, headers, body) = get(h.proxy(), "app.local", "/healthz").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "from the app"), "WhenUnavailable forwards once ready");
+    assert!(!headers.contains_key("x-keda-http-cold-start"));
+    assert_eq!(get(h.proxy(), "app.local", "/robots.txt").await.2, "User-agent: *", "Always answers even when ready");
+    assert_eq!(queue(h.admin()).await["default/app"]["RequestCount"].as_i64().unwrap(), count, "neither was counted");
+    h.stop().await;
+}

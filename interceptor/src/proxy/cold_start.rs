@@ -17,14 +17,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use http::Request;
 use http::header::HeaderValue;
-use http::{Request, Response};
 use hyper::body::Incoming;
 use tower::{Layer, Service};
 
-use super::{BoxFuture, ProxyBody, ProxyError, ProxyResponse, Routed, UseFallback};
+use super::{BoxFuture, ProxyError, ProxyResponse, Routed, UseFallback, fixed_response};
 use crate::Shared;
-use crate::routes::PreparedPlaceholder;
 use httpscale_core::gate::RefusalKind;
 
 pub const COLD_START_HEADER: &str = "x-keda-http-cold-start";
@@ -51,15 +50,6 @@ impl<S> Layer<S> for ColdStartLayer {
 pub struct ColdStartService<S> {
     inner: S,
     shared: Arc<Shared>,
-}
-
-fn placeholder_response(p: &PreparedPlaceholder) -> ProxyResponse {
-    let mut resp = Response::new(ProxyBody::full(p.body.clone()));
-    *resp.status_mut() = p.status;
-    for (k, v) in &p.headers {
-        resp.headers_mut().insert(k.clone(), v.clone());
-    }
-    resp
 }
 
 /// One place in a route's hold queue; given back on drop.
@@ -121,12 +111,12 @@ where
             if let Some(p) = &route.placeholder {
                 // Nobody waits, but the backend is wanted (a standalone program starts on this).
                 route.gate.nudge();
-                return Ok(placeholder_response(p));
+                return Ok(fixed_response(p));
             }
             let Some(slot) = HoldSlot::take(&route.pending, route.max_pending) else {
                 shared.metrics.cold_start_rejections.get_or_create(&route.labels).inc();
                 if let Some(p) = route.overflow_placeholder() {
-                    return Ok(placeholder_response(p));
+                    return Ok(fixed_response(p));
                 }
                 return Err(ProxyError::HoldQueueFull { route: route.route.key.to_string(), max: route.max_pending });
             };

@@ -4,11 +4,13 @@
 //!    ends (or 499 if the client leaves first), and logs the request when asked to.
 //! 2. [`route`]: finds the route (404 if none, never forwarded), applies the request deadline, and is the one
 //!    place where a [`ProxyError`] becomes an HTTP answer.
-//! 3. [`count`]: counts the request for the scaler before anything waits, and keeps it counted until the
+//! 3. [`statics`]: answers requests that match a route's `staticRoutes` (always, or while the backend is not
+//!    ready; a ready backend gets them forwarded without counting, as upstream).
+//! 4. [`count`]: counts the request for the scaler before anything waits, and keeps it counted until the
 //!    response body ends.
-//! 4. [`cold_start`]: passes requests for a ready backend straight on; otherwise serves the placeholder,
+//! 5. [`cold_start`]: passes requests for a ready backend straight on; otherwise serves the placeholder,
 //!    refuses over the hold cap, or holds the request unsent until the backend is ready (or the fallback).
-//! 5. [`forward`]: sends the request upstream over a pooled connection and streams the answer back.
+//! 6. [`forward`]: sends the request upstream over a pooled connection and streams the answer back.
 
 pub mod body;
 pub mod cold_start;
@@ -18,6 +20,7 @@ pub mod forward;
 pub mod headers;
 pub mod metrics;
 pub mod route;
+pub mod statics;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -32,7 +35,7 @@ use tower::{Service, ServiceBuilder};
 pub use body::ProxyBody;
 pub use error::ProxyError;
 
-use crate::routes::RouteState;
+use crate::routes::{PreparedPlaceholder, RouteState};
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 pub type ProxyResponse = Response<ProxyBody>;
@@ -52,6 +55,16 @@ pub struct Routed {
 #[derive(Debug, Clone, Copy)]
 pub struct UseFallback;
 
+/// A fixed answer (placeholder or static route).
+pub fn fixed_response(p: &PreparedPlaceholder) -> ProxyResponse {
+    let mut resp = Response::new(ProxyBody::full(p.body.clone()));
+    *resp.status_mut() = p.status;
+    for (k, v) in &p.headers {
+        resp.headers_mut().insert(k.clone(), v.clone());
+    }
+    resp
+}
+
 /// Builds the whole pipeline around a forwarder.
 pub fn stack(
     shared: Arc<crate::Shared>,
@@ -67,6 +80,7 @@ pub fn stack(
     ServiceBuilder::new()
         .layer(metrics::MetricsLayer::new(shared.clone()))
         .layer(route::RouteLayer::new(shared.clone()))
+        .layer(statics::StaticLayer::new(forward.clone()))
         .layer(count::CountLayer)
         .layer(cold_start::ColdStartLayer::new(shared))
         .service(forward)

@@ -6,6 +6,7 @@
 //! here except `admin`, `shutdown` and `telemetry` is pure.
 
 pub mod admin;
+pub mod cluster;
 pub mod duration;
 pub mod gate;
 pub mod queue;

@@ -21,33 +21,70 @@ use std::sync::Arc;
 
 use http::HeaderMap;
 
-use crate::route::Route;
+use crate::route::{Route, RouteKey};
 
-#[derive(Debug, Default)]
-struct PathIndex {
-    /// Path prefix with surrounding slashes trimmed (`""` for `/`) → entries in precedence order.
-    prefixes: HashMap<String, Vec<Entry>>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    route: u32,
+/// One (route, rule) at a host and path prefix.
+#[derive(Debug)]
+struct Entry<R> {
+    route: Arc<R>,
     rule: u32,
 }
 
+impl<R> Clone for Entry<R> {
+    fn clone(&self) -> Self {
+        Self { route: self.route.clone(), rule: self.rule }
+    }
+}
+
+/// Entries sharing a host and prefix, in precedence order. Shared between table versions until changed.
+type Bucket<R> = Arc<Vec<Entry<R>>>;
+
+#[derive(Debug)]
+struct PathIndex<R> {
+    /// Path prefix with surrounding slashes trimmed (`""` for `/`) → entries in precedence order.
+    prefixes: HashMap<Arc<str>, Bucket<R>>,
+}
+
+impl<R> Default for PathIndex<R> {
+    fn default() -> Self {
+        Self { prefixes: HashMap::new() }
+    }
+}
+
+impl<R> Clone for PathIndex<R> {
+    fn clone(&self) -> Self {
+        Self { prefixes: self.prefixes.clone() }
+    }
+}
+
 /// An immutable routing table over route values `R` (anything that can show its [`Route`]).
+///
+/// [`RoutingTable::apply`] and [`RoutingTable::delete`] return a new table that differs only in the buckets
+/// the changed route occupies; every other bucket is shared with the previous version, so a watch event costs
+/// work in proportion to that route, not to the table.
 #[derive(Debug)]
 pub struct RoutingTable<R> {
-    routes: Vec<Arc<R>>,
-    exact: HashMap<String, PathIndex>,
+    routes: HashMap<RouteKey, Arc<R>>,
+    exact: HashMap<Arc<str>, Arc<PathIndex<R>>>,
     /// Keyed by the suffix after `*.`.
-    wildcard: HashMap<String, PathIndex>,
-    catch_all: PathIndex,
+    wildcard: HashMap<Arc<str>, Arc<PathIndex<R>>>,
+    catch_all: Arc<PathIndex<R>>,
 }
 
 impl<R> Default for RoutingTable<R> {
     fn default() -> Self {
-        Self { routes: Vec::new(), exact: HashMap::new(), wildcard: HashMap::new(), catch_all: PathIndex::default() }
+        Self { routes: HashMap::new(), exact: HashMap::new(), wildcard: HashMap::new(), catch_all: Arc::default() }
+    }
+}
+
+impl<R> Clone for RoutingTable<R> {
+    fn clone(&self) -> Self {
+        Self {
+            routes: self.routes.clone(),
+            exact: self.exact.clone(),
+            wildcard: self.wildcard.clone(),
+            catch_all: self.catch_all.clone(),
+        }
     }
 }
 
@@ -69,51 +106,124 @@ pub fn normalize_host(host: &str) -> Cow<'_, str> {
     if h.bytes().any(|b| b.is_ascii_uppercase()) { Cow::Owned(h.to_ascii_lowercase()) } else { Cow::Borrowed(h) }
 }
 
-impl<R: AsRef<Route>> RoutingTable<R> {
-    pub fn new(routes: Vec<Arc<R>>) -> Self {
-        let mut table = RoutingTable { routes, ..Default::default() };
-        for (ri, r) in table.routes.iter().enumerate() {
-            for (rule_i, rule) in r.as_ref().as_ref().rules.iter().enumerate() {
-                let entry = Entry { route: ri as u32, rule: rule_i as u32 };
-                let default_hosts = [String::new()];
-                let hosts = if rule.hosts.is_empty() { &default_hosts[..] } else { &rule.hosts[..] };
-                let default_paths = [String::from("/")];
-                let paths = if rule.paths.is_empty() { &default_paths[..] } else { &rule.paths[..] };
-                for host in hosts {
-                    let index = if host.is_empty() || host == "*" {
-                        &mut table.catch_all
-                    } else if let Some(suffix) = host.strip_prefix("*.") {
-                        table.wildcard.entry(normalize_host(suffix).into_owned()).or_default()
-                    } else {
-                        table.exact.entry(normalize_host(host).into_owned()).or_default()
-                    };
-                    for path in paths {
-                        index.prefixes.entry(path.trim_matches('/').to_owned()).or_default().push(entry);
-                    }
-                }
+/// Where a host pattern's entries live.
+enum Slot {
+    Exact(Arc<str>),
+    Wildcard(Arc<str>),
+    CatchAll,
+}
+
+fn slot(host: &str) -> Slot {
+    if host.is_empty() || host == "*" {
+        Slot::CatchAll
+    } else if let Some(suffix) = host.strip_prefix("*.") {
+        Slot::Wildcard(normalize_host(suffix).into())
+    } else {
+        Slot::Exact(normalize_host(host).into())
+    }
+}
+
+/// Every (host slot, trimmed prefix, rule index) a route occupies.
+fn placements(route: &Route) -> Vec<(Slot, Arc<str>, u32)> {
+    let mut out = Vec::new();
+    for (i, rule) in route.rules.iter().enumerate() {
+        let default_hosts = [String::new()];
+        let hosts = if rule.hosts.is_empty() { &default_hosts[..] } else { &rule.hosts[..] };
+        let default_paths = [String::from("/")];
+        let paths = if rule.paths.is_empty() { &default_paths[..] } else { &rule.paths[..] };
+        for host in hosts {
+            for path in paths {
+                out.push((slot(host), path.trim_matches('/').into(), i as u32));
             }
         }
-        let routes = &table.routes;
-        let sort = |index: &mut PathIndex| {
-            for entries in index.prefixes.values_mut() {
-                entries.sort_by_key(|e| {
-                    let route = routes[e.route as usize].as_ref().as_ref();
-                    let headers = &route.rules[e.rule as usize].headers;
-                    let valued = headers.iter().filter(|h| h.value.is_some()).count();
-                    (
-                        Reverse(headers.len()),
-                        Reverse(valued),
-                        route.order,
-                        Reverse(route.key.namespace.clone()),
-                        Reverse(route.key.name.clone()),
-                    )
-                });
-            }
-        };
-        table.exact.values_mut().for_each(sort);
-        table.wildcard.values_mut().for_each(sort);
-        sort(&mut table.catch_all);
+    }
+    out
+}
+
+/// Precedence among entries of one bucket: more header matchers, more valued matchers, older, then
+/// namespace and name descending (upstream's order).
+fn sort_bucket<R: AsRef<Route>>(entries: &mut [Entry<R>]) {
+    entries.sort_by_key(|e| {
+        let route = e.route.as_ref().as_ref();
+        let headers = &route.rules[e.rule as usize].headers;
+        let valued = headers.iter().filter(|h| h.value.is_some()).count();
+        (
+            Reverse(headers.len()),
+            Reverse(valued),
+            route.order,
+            Reverse(route.key.namespace.clone()),
+            Reverse(route.key.name.clone()),
+        )
+    });
+}
+
+impl<R: AsRef<Route>> RoutingTable<R> {
+    pub fn new(routes: Vec<Arc<R>>) -> Self {
+        let mut table = RoutingTable::default();
+        for r in routes {
+            table.insert(r);
+        }
         table
+    }
+
+    /// This table with `route` added, or replacing the route of the same key.
+    pub fn apply(&self, route: Arc<R>) -> Self {
+        let mut next = self.clone();
+        next.insert(route);
+        next
+    }
+
+    /// This table without the route `key` (unchanged if absent).
+    pub fn delete(&self, key: &RouteKey) -> Self {
+        let mut next = self.clone();
+        next.remove(key);
+        next
+    }
+
+    fn index_mut(&mut self, slot: &Slot) -> &mut PathIndex<R> {
+        let arc = match slot {
+            Slot::Exact(h) => self.exact.entry(h.clone()).or_default(),
+            Slot::Wildcard(h) => self.wildcard.entry(h.clone()).or_default(),
+            Slot::CatchAll => &mut self.catch_all,
+        };
+        Arc::make_mut(arc)
+    }
+
+    fn insert(&mut self, route: Arc<R>) {
+        let key = route.as_ref().as_ref().key.clone();
+        self.remove(&key);
+        for (slot, prefix, rule) in placements(route.as_ref().as_ref()) {
+            let index = self.index_mut(&slot);
+            let bucket = index.prefixes.entry(prefix).or_default();
+            let entries = Arc::make_mut(bucket);
+            entries.push(Entry { route: route.clone(), rule });
+            sort_bucket(entries);
+        }
+        self.routes.insert(key, route);
+    }
+
+    fn remove(&mut self, key: &RouteKey) {
+        let Some(old) = self.routes.remove(key) else { return };
+        for (slot, prefix, _) in placements(old.as_ref().as_ref()) {
+            let index = self.index_mut(&slot);
+            if let Some(bucket) = index.prefixes.get_mut(&prefix) {
+                let entries = Arc::make_mut(bucket);
+                entries.retain(|e| &e.route.as_ref().as_ref().key != key);
+                if entries.is_empty() {
+                    index.prefixes.remove(&prefix);
+                }
+            }
+            let empty = index.prefixes.is_empty();
+            match slot {
+                Slot::Exact(h) if empty => {
+                    self.exact.remove(&h);
+                }
+                Slot::Wildcard(h) if empty => {
+                    self.wildcard.remove(&h);
+                }
+                _ => {}
+            }
+        }
     }
 
     /// Finds the route for a request. `host` is the Host header or `:authority` (a port is ignored).
@@ -134,18 +244,17 @@ impl<R: AsRef<Route>> RoutingTable<R> {
         self.match_index(&self.catch_all, path, headers)
     }
 
-    fn match_index(&self, index: &PathIndex, path: &str, headers: &HeaderMap) -> Option<&Arc<R>> {
+    fn match_index<'a>(&'a self, index: &'a PathIndex<R>, path: &str, headers: &HeaderMap) -> Option<&'a Arc<R>> {
         if index.prefixes.is_empty() {
             return None;
         }
         let mut prefix = path.trim_matches('/');
         loop {
             if let Some(entries) = index.prefixes.get(prefix) {
-                for e in entries {
-                    let route = &self.routes[e.route as usize];
-                    let rule = &route.as_ref().as_ref().rules[e.rule as usize];
+                for e in entries.iter() {
+                    let rule = &e.route.as_ref().as_ref().rules[e.rule as usize];
                     if rule.headers.iter().all(|h| h.matches(headers)) {
-                        return Some(route);
+                        return Some(&e.route);
                     }
                 }
             }
@@ -156,8 +265,13 @@ impl<R: AsRef<Route>> RoutingTable<R> {
         }
     }
 
-    pub fn routes(&self) -> &[Arc<R>] {
-        &self.routes
+    /// Every route, in no particular order.
+    pub fn routes(&self) -> impl Iterator<Item = &Arc<R>> {
+        self.routes.values()
+    }
+
+    pub fn get(&self, key: &RouteKey) -> Option<&Arc<R>> {
+        self.routes.get(key)
     }
 
     pub fn len(&self) -> usize {
@@ -325,6 +439,36 @@ mod tests {
         assert_eq!(find(&t, "c", "/only/1", &h), Some("multi"));
         assert_eq!(find(&t, "c", "/other", &h), None);
         assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn watch_events_update_the_table_incrementally_and_share_the_rest() {
+        let t0 = RoutingTable::new(vec![
+            route("a", 0, vec![rule(&["a.local"], &[], &[])]),
+            route("b", 0, vec![rule(&["b.local"], &["/api"], &[])]),
+        ]);
+        let h = HeaderMap::new();
+        // Apply: a new route.
+        let t1 = t0.apply(route("c", 0, vec![rule(&["*.local"], &[], &[])]));
+        assert_eq!(find(&t1, "x.local", "/", &h), Some("c"));
+        assert_eq!(find(&t0, "x.local", "/", &h), None, "the old snapshot is untouched");
+        assert!(Arc::ptr_eq(&t0.exact["a.local"], &t1.exact["a.local"]), "unchanged buckets are shared");
+        // Apply: a changed route moves.
+        let t2 = t1.apply(route("b", 0, vec![rule(&["b.local"], &["/v2"], &[])]));
+        assert_eq!(find(&t2, "b.local", "/api", &h), Some("c"), "old placement gone (wildcard answers)");
+        assert_eq!(find(&t2, "b.local", "/v2/x", &h), Some("b"));
+        assert_eq!(t2.len(), 3);
+        // Delete.
+        let t3 = t2.delete(&RouteKey::new("default", "b"));
+        assert_eq!(find(&t3, "b.local", "/v2/x", &h), Some("c"));
+        assert!(!t3.exact.contains_key("b.local"), "empty hosts are dropped");
+        assert_eq!(t3.len(), 2);
+        assert_eq!(t3.delete(&RouteKey::new("default", "nope")).len(), 2);
+        // Re-list: a fresh table from the same routes answers the same.
+        let relisted = RoutingTable::new(t3.routes().cloned().collect());
+        for (host, path) in [("a.local", "/"), ("x.local", "/"), ("b.local", "/v2")] {
+            assert_eq!(find(&relisted, host, path, &h), find(&t3, host, path, &h));
+        }
     }
 
     #[test]

@@ -7,7 +7,6 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -41,9 +40,7 @@ pub fn admin(shared: &Arc<Shared>, req: &Request<Incoming>) -> Response<AdminBod
             Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n"),
         },
         "/livez" => text(StatusCode::OK, "OK"),
-        "/readyz" if shared.routes.is_loaded() && !shared.draining.load(Ordering::Relaxed) => {
-            text(StatusCode::OK, "OK")
-        }
+        "/readyz" if shared.ready() => text(StatusCode::OK, "OK"),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable"),
         _ => text(StatusCode::NOT_FOUND, "Not Found\n"),
     }

@@ -17,7 +17,7 @@ use httpscale_core::telemetry::LogFormat;
     about = "httpscale interceptor: routes, counts and holds HTTP requests across scale-from-zero"
 )]
 pub struct Config {
-    /// Standalone routes file (YAML). Reloaded when it changes.
+    /// Standalone routes file (YAML). Reloaded when it changes. Without it, routes come from the cluster.
     #[arg(long, env = "HTTPSCALE_CONFIG", value_name = "HTTPSCALE_CONFIG")]
     pub config: Option<PathBuf>,
 
@@ -28,6 +28,27 @@ pub struct Config {
     /// Admin listener port (`/queue`, `/livez`, `/readyz`). Default 9090, or `adminPort` from the routes file.
     #[arg(long, env = "KEDA_HTTP_ADMIN_PORT", value_name = "KEDA_HTTP_ADMIN_PORT")]
     pub admin_port: Option<u16>,
+
+    /// Kubernetes mode: watch only this namespace (empty: all).
+    #[arg(long, env = "KEDA_HTTP_WATCH_NAMESPACE", value_name = "KEDA_HTTP_WATCH_NAMESPACE", default_value = "")]
+    pub watch_namespace: String,
+
+    /// Kubernetes mode: send requests straight to ready pod addresses instead of the Service.
+    #[arg(long, env = "KEDA_HTTP_DIRECT_POD_ROUTING", value_name = "KEDA_HTTP_DIRECT_POD_ROUTING", default_value = "false", value_parser = go_bool, action = clap::ArgAction::Set)]
+    pub direct_pod_routing: bool,
+
+    /// Kubernetes mode: `/readyz` turns 503 when a watch has been failing for longer than this.
+    #[arg(long, env = "KEDA_HTTP_ROUTING_TABLE_MAX_STALENESS", value_name = "KEDA_HTTP_ROUTING_TABLE_MAX_STALENESS", default_value = "5m", value_parser = duration)]
+    pub max_staleness: Duration,
+
+    /// Accepted for compatibility (watches are incremental; there is no periodic resync).
+    #[arg(
+        long,
+        env = "KEDA_HTTP_SCALER_CONFIG_MAP_INFORMER_RSYNC_PERIOD",
+        value_name = "KEDA_HTTP_SCALER_CONFIG_MAP_INFORMER_RSYNC_PERIOD",
+        hide = true
+    )]
+    pub informer_resync_period: Option<String>,
 
     /// Address the listeners bind to.
     #[arg(long, env = "HTTPSCALE_BIND_ADDRESS", value_name = "HTTPSCALE_BIND_ADDRESS", default_value = "0.0.0.0")]
@@ -190,12 +211,6 @@ impl Config {
         if self.max_header_bytes < 8192 {
             return Err(ConfigError { setting: "HTTPSCALE_MAX_HEADER_BYTES", message: "must be at least 8192".into() });
         }
-        if self.config.is_none() {
-            return Err(ConfigError {
-                setting: "HTTPSCALE_CONFIG",
-                message: "no route source: pass --config FILE (a standalone routes file)".into(),
-            });
-        }
         Ok(self)
     }
 
@@ -257,6 +272,16 @@ mod tests {
         let c = c.validate().unwrap();
         assert_eq!(c.readiness_timeout, Duration::from_secs(7));
         assert_eq!(c.response_header_timeout, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn kubernetes_settings_parse_as_upstream() {
+        let c = Config::try_parse_from(["interceptor"]).unwrap();
+        assert!(c.config.is_none() && !c.direct_pod_routing && c.watch_namespace.is_empty());
+        assert_eq!(c.max_staleness, Duration::from_secs(300));
+        let c = Config::try_parse_from(["interceptor", "--direct-pod-routing", "true", "--watch-namespace", "team"])
+            .unwrap();
+        assert!(c.direct_pod_routing);
     }
 
     #[test]

@@ -7,8 +7,10 @@
 //! programs started for routes are stopped, and the admin and metrics listeners stop last.
 
 pub mod admin;
+pub mod cluster;
 pub mod config;
 pub mod metrics;
+pub mod pods;
 pub mod process;
 pub mod proxy;
 pub mod readiness;
@@ -17,6 +19,7 @@ pub mod server;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -24,6 +27,7 @@ use std::time::Duration;
 use httpscale_core::Shutdown;
 use httpscale_core::admin as core_admin;
 use httpscale_core::standalone;
+use httpscale_core::telemetry::init_logging;
 use tokio::net::TcpListener;
 
 pub use config::Config;
@@ -31,7 +35,7 @@ pub use config::Config;
 use crate::metrics::Metrics;
 use crate::process::ProcessMetrics;
 use crate::readiness::{ProbeTiming, Standalone};
-use crate::routes::{Defaults, Routes};
+use crate::routes::{Addresses, Defaults, Routes};
 
 /// State shared by every layer and listener.
 pub struct Shared {
@@ -43,6 +47,23 @@ pub struct Shared {
     pub draining: AtomicBool,
     /// Fires when the listener closes: held requests answer 503 instead of waiting on.
     pub stopping: Shutdown,
+    /// Direct pod routing (Kubernetes mode with `KEDA_HTTP_DIRECT_POD_ROUTING=true`).
+    pub pods: Option<Arc<pods::PodRouter>>,
+    /// Kubernetes mode: what the watches know.
+    pub cluster: Option<Arc<cluster::Cluster>>,
+}
+
+impl Shared {
+    /// Labelled ConfigMaps' data for placeholder bodies (Kubernetes mode).
+    pub fn bodies(&self) -> Option<arc_swap::Guard<Arc<cluster::Bodies>>> {
+        self.cluster.as_ref().map(|c| c.bodies.load())
+    }
+
+    /// `/readyz`: routes loaded (Kubernetes: every watch listed once and none stale) and not draining.
+    pub fn ready(&self) -> bool {
+        let loaded = self.cluster.as_ref().map_or_else(|| self.routes.is_loaded(), |c| c.ready());
+        loaded && !self.draining.load(Ordering::Relaxed)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,16 +72,16 @@ pub enum StartError {
     ReadConfig { path: PathBuf, source: std::io::Error },
     #[error("invalid routes file {path}: {source}")]
     Config { path: PathBuf, source: standalone::ConfigError },
-    #[error("invalid routes file {path}: {source}")]
-    Route { path: PathBuf, source: routes::BuildError },
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error("cannot configure the Kubernetes client: {0}")]
+    Kube(#[from] kube::Error),
 }
 
 impl StartError {
     /// Whether this is the operator's configuration at fault (exit 64) rather than the environment.
     pub fn is_config(&self) -> bool {
-        !matches!(self, StartError::Bind { .. })
+        !matches!(self, StartError::Bind { .. } | StartError::Kube(_))
     }
 }
 
@@ -94,9 +115,15 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Start
 
 /// Loads the routes, binds every listener and starts serving.
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, StartError> {
-    let path = config.config.clone().unwrap_or_default();
-    let (text, file) = read_routes(&path).await?;
-    let timing = ProbeTiming { timeout: config.connect_timeout.max(Duration::from_millis(100)), ..Default::default() };
+    start_with(config, None, shutdown).await
+}
+
+/// [`start`], with the Kubernetes client to use in Kubernetes mode (tests pass one; `None` infers it).
+pub async fn start_with(
+    config: Config,
+    client: Option<kube::Client>,
+    shutdown: Shutdown,
+) -> Result<Running, StartError> {
     let defaults = Defaults {
         readiness_timeout: config.readiness_timeout,
         request_timeout: config.request_timeout,
@@ -104,10 +131,28 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, StartE
         max_pending: config.cold_start_max_pending_requests,
     };
     let process_metrics = ProcessMetrics::new();
-    let launcher = process::default_launcher(config.process_launcher.as_deref());
-    let readiness = Arc::new(Standalone::new(timing, process_metrics.clone(), launcher));
-    let routes = Arc::new(Routes::new(defaults, readiness));
-    routes.apply(file.routes).map_err(|source| StartError::Route { path: path.clone(), source })?;
+    // Standalone: a routes file; Kubernetes: watches. Either way the same table and data path.
+    let (routes, file, source) = match &config.config {
+        Some(path) => {
+            let (text, file) = read_routes(path).await?;
+            let timing =
+                ProbeTiming { timeout: config.connect_timeout.max(Duration::from_millis(100)), ..Default::default() };
+            let launcher = process::default_launcher(config.process_launcher.as_deref());
+            let readiness = Arc::new(Standalone::new(timing, process_metrics.clone(), launcher));
+            let routes = Arc::new(Routes::new(defaults, readiness, Arc::new(Addresses)));
+            routes.apply(file.routes.clone());
+            (routes, Some((path.clone(), text, file)), None)
+        }
+        None => {
+            let client = match client {
+                Some(c) => c,
+                None => kube::Client::try_default().await?,
+            };
+            let c = Arc::new(cluster::Cluster::new(config.max_staleness, config.direct_pod_routing));
+            let routes = Arc::new(Routes::new(defaults, c.clone(), c.clone()));
+            (routes, None, Some((c, client)))
+        }
+    };
     let shared = Arc::new(Shared {
         metrics: Arc::new(Metrics::new(routes.clone(), &process_metrics)),
         routes,
@@ -115,16 +160,18 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, StartE
         log_requests: config.log_requests,
         draining: AtomicBool::new(false),
         stopping: Shutdown::new(),
+        pods: source.as_ref().and_then(|(c, _)| c.pods.clone()),
+        cluster: source.as_ref().map(|(c, _)| c.clone()),
     });
+    let file_ports = file.as_ref().map_or((None, None), |(_, _, f)| (f.proxy_port, f.admin_port));
 
     let ip = config.bind_address;
-    let admin_listener =
-        bind("admin", SocketAddr::new(ip, config.admin_port.or(file.admin_port).unwrap_or(9090))).await?;
+    let admin_listener = bind("admin", SocketAddr::new(ip, config.admin_port.or(file_ports.1).unwrap_or(9090))).await?;
     let metrics_listener = match config.prometheus_enabled {
         true => Some(bind("metrics", SocketAddr::new(ip, config.prometheus_port)).await?),
         false => None,
     };
-    let proxy_addr = SocketAddr::new(ip, config.proxy_port.or(file.proxy_port).unwrap_or(8080));
+    let proxy_addr = SocketAddr::new(ip, config.proxy_port.or(file_ports.0).unwrap_or(8080));
     let settings = server::ServerSettings {
         threads: config.proxy_threads(),
         header_read_timeout: config.header_read_timeout,
@@ -146,10 +193,19 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, StartE
         let for_metrics = shared.clone();
         tokio::spawn(core_admin::serve(l, move |req| admin::metrics(&for_metrics, req), listeners_stop.clone()));
     }
-    let reload = shared.routes.clone();
-    tokio::spawn(standalone::watch_file(path, text, RELOAD_INTERVAL, shutdown.clone(), move |file| {
-        reload.apply(file.routes).map_err(|e| e.to_string())
-    }));
+    if let Some((path, text, _)) = file {
+        let reload = shared.routes.clone();
+        tokio::spawn(standalone::watch_file(path, text, RELOAD_INTERVAL, shutdown.clone(), move |file| {
+            reload.apply(file.routes);
+            Ok(())
+        }));
+    }
+    // The watches run until the proxy has drained, like the programs of standalone routes.
+    let cluster_stop = Shutdown::new();
+    if let Some((c, client)) = source {
+        let ns = Some(config.watch_namespace.clone()).filter(|n| !n.is_empty());
+        tokio::spawn(cluster::run(c, client, ns, shared.routes.clone(), cluster_stop.clone()));
+    }
 
     let proxy_addr = proxy.addr;
     let lifecycle = shared.clone();
@@ -163,6 +219,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, StartE
         proxy.join().await;
         // Programs started for routes stop only once nothing can reach them any more.
         lifecycle.routes.stop_readiness().await;
+        cluster_stop.trigger();
         listeners_stop.trigger();
         tracing::info!("interceptor stopped");
     });
@@ -171,3 +228,63 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, StartE
 
 /// How often the routes file is checked for changes.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
+
+const EX_CONFIG: u8 = 64;
+
+/// The `interceptor` program: parses `args` (the first is the program name), sets up logging and runs
+/// until SIGTERM/SIGINT. Exit codes: 0 after a clean shutdown, 64 for configuration errors, 1 otherwise.
+/// Also the launcher of route programs when the first argument is [`process::EXEC_ARG`].
+pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
+    let args: Vec<std::ffi::OsString> = args.into_iter().collect();
+    if args.get(1).is_some_and(|a| a == process::EXEC_ARG) {
+        return process::exec_child(&args[2..]);
+    }
+    let config = match <Config as clap::Parser>::try_parse_from(&args) {
+        Ok(c) => c,
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    let config = match config.validate() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("interceptor: invalid configuration: {e}");
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    init_logging(config.log_format, &config.log_level);
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("interceptor: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let shutdown = Shutdown::new();
+        tokio::spawn(shutdown.clone().trigger_on_signals());
+        match start(config, shutdown).await {
+            Ok(running) => {
+                tracing::info!(
+                    proxy = %running.proxy_addr,
+                    admin = %running.admin_addr,
+                    metrics = %running.metrics_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
+                    routes = running.shared.routes.table().len(),
+                    "interceptor listening"
+                );
+                running.wait().await;
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("interceptor: {e}");
+                ExitCode::from(if e.is_config() { EX_CONFIG } else { 1 })
+            }
+        }
+    })
+}

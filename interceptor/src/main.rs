@@ -1,66 +1,7 @@
-//! `interceptor`: parses the configuration, sets up logging and runs until SIGTERM/SIGINT.
-//! Exit codes: 0 after a clean shutdown, 64 for configuration errors, 1 for anything else.
+//! `interceptor`: see [`httpscale_interceptor::main_with_args`].
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use httpscale_core::Shutdown;
-use httpscale_core::telemetry::init_logging;
-use httpscale_interceptor::{Config, process, start};
-
-const EX_CONFIG: u8 = 64;
-
 fn main() -> ExitCode {
-    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if args.get(1).is_some_and(|a| a == process::EXEC_ARG) {
-        return process::exec_child(&args[2..]);
-    }
-    let config = match Config::try_parse() {
-        Ok(c) => c,
-        Err(e) if !e.use_stderr() => {
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(EX_CONFIG);
-        }
-    };
-    let config = match config.validate() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("interceptor: invalid configuration: {e}");
-            return ExitCode::from(EX_CONFIG);
-        }
-    };
-    init_logging(config.log_format, &config.log_level);
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("interceptor: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async {
-        let shutdown = Shutdown::new();
-        tokio::spawn(shutdown.clone().trigger_on_signals());
-        match start(config, shutdown).await {
-            Ok(running) => {
-                tracing::info!(
-                    proxy = %running.proxy_addr,
-                    admin = %running.admin_addr,
-                    metrics = %running.metrics_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
-                    routes = running.shared.routes.table().len(),
-                    "interceptor listening"
-                );
-                running.wait().await;
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                tracing::error!("{e}");
-                eprintln!("interceptor: {e}");
-                ExitCode::from(if e.is_config() { EX_CONFIG } else { 1 })
-            }
-        }
-    })
+    httpscale_interceptor::main_with_args(std::env::args_os())
 }

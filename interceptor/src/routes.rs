@@ -11,11 +11,12 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::uri::Authority;
 use http::{HeaderName, HeaderValue, StatusCode};
+use httpscale_core::cluster::ServiceKey;
 use httpscale_core::gate::Gate;
 use httpscale_core::queue::{Activity, QueueCounts, RouteCounters};
 use httpscale_core::route::{Placeholder, PlaceholderBody, Route, RouteKey, Rule, Target};
 use httpscale_core::spec::{Overflow, ResponseMode};
-use httpscale_core::standalone::StandaloneRoute;
+use httpscale_core::standalone::{Probe, ProcessSpec, StandaloneRoute};
 use httpscale_core::table::RoutingTable;
 
 use crate::metrics::RouteLabels;
@@ -35,14 +36,49 @@ pub struct Defaults {
 pub struct Upstream {
     pub authority: Authority,
     pub h2c: bool,
+    /// For Service targets: the Service and the port's name, so requests can go straight to ready pods.
+    pub service: Option<(ServiceKey, String)>,
 }
 
-/// A ready-to-send placeholder response.
+/// Turns a route's target into an upstream: `host:port` addresses in standalone mode, Service ports on
+/// Kubernetes. An error is answered as 500 when a request needs that upstream (upstream's behaviour for an
+/// unresolvable `portName`).
+pub trait Resolve: Send + Sync + 'static {
+    fn resolve(&self, target: &Target, h2c: bool) -> Result<Upstream, String>;
+}
+
+/// Standalone resolution: the target is a `host:port` address.
+pub struct Addresses;
+
+impl Resolve for Addresses {
+    fn resolve(&self, target: &Target, h2c: bool) -> Result<Upstream, String> {
+        match target {
+            Target::Address(a) => {
+                let authority = a.parse::<Authority>().map_err(|e| format!("upstream {a:?}: {e}"))?;
+                Ok(Upstream { authority, h2c, service: None })
+            }
+            Target::Service { .. } => Err(format!("service target {target} needs Kubernetes mode")),
+        }
+    }
+}
+
+/// A ready-to-send placeholder or static response.
 #[derive(Debug, Clone)]
 pub struct PreparedPlaceholder {
     pub status: StatusCode,
     pub headers: Vec<(HeaderName, HeaderValue)>,
-    pub body: Bytes,
+    pub body: PreparedBody,
+}
+
+#[derive(Debug, Clone)]
+pub enum PreparedBody {
+    Inline(Bytes),
+    /// Read at request time from a labelled ConfigMap in the route's namespace.
+    ConfigMap {
+        namespace: String,
+        name: String,
+        key: Option<String>,
+    },
 }
 
 /// A static route ready to answer.
@@ -53,14 +89,14 @@ pub struct PreparedStatic {
     pub mode: ResponseMode,
 }
 
-fn prepare(p: &Placeholder, key: &RouteKey) -> Result<PreparedPlaceholder, BuildError> {
+fn prepare(p: &Placeholder, key: &RouteKey) -> PreparedPlaceholder {
     let body = match &p.body {
-        PlaceholderBody::Inline(b) => Bytes::from(b.clone()),
-        PlaceholderBody::ConfigMap { .. } => {
-            return Err(BuildError { key: key.clone(), message: "bodyFromConfigMap needs Kubernetes mode".into() });
+        PlaceholderBody::Inline(b) => PreparedBody::Inline(Bytes::from(b.clone())),
+        PlaceholderBody::ConfigMap { name, key: k } => {
+            PreparedBody::ConfigMap { namespace: key.namespace.clone(), name: name.clone(), key: k.clone() }
         }
     };
-    Ok(PreparedPlaceholder { status: p.status, headers: p.headers.clone(), body })
+    PreparedPlaceholder { status: p.status, headers: p.headers.clone(), body }
 }
 
 /// A route with everything the data path needs, resolved once per table build.
@@ -71,8 +107,11 @@ pub struct RouteState {
     pub counters: Arc<RouteCounters>,
     pub gate: Arc<Gate>,
     pub pending: Arc<AtomicUsize>,
-    pub upstream: Upstream,
-    pub fallback: Option<Upstream>,
+    pub upstream: Result<Upstream, String>,
+    pub fallback: Option<Result<Upstream, String>>,
+    /// How standalone mode learns the target is ready, and the program behind it (if any).
+    pub probe: Probe,
+    pub process: Option<ProcessSpec>,
     /// `None` = wait as long as the request may.
     pub readiness_timeout: Option<Duration>,
     pub request_timeout: Option<Duration>,
@@ -87,30 +126,6 @@ impl AsRef<Route> for RouteState {
     fn as_ref(&self) -> &Route {
         &self.route
     }
-}
-
-/// Why a route cannot be served by this interceptor.
-#[derive(Debug, thiserror::Error)]
-#[error("route {key}: {message}")]
-pub struct BuildError {
-    key: RouteKey,
-    message: String,
-}
-
-fn upstream_of(target: &Target, h2c: bool, key: &RouteKey) -> Result<Upstream, BuildError> {
-    let text = match target {
-        Target::Address(a) => a.clone(),
-        Target::Service { .. } => {
-            return Err(BuildError {
-                key: key.clone(),
-                message: format!("service target {target} needs Kubernetes mode"),
-            });
-        }
-    };
-    let authority = text
-        .parse::<Authority>()
-        .map_err(|e| BuildError { key: key.clone(), message: format!("upstream {text:?}: {e}") })?;
-    Ok(Upstream { authority, h2c })
 }
 
 fn non_zero(d: Duration) -> Option<Duration> {
@@ -131,18 +146,20 @@ pub struct Routes {
     carried: Mutex<Carried>,
     defaults: Defaults,
     readiness: Arc<dyn ReadinessSource>,
+    resolver: Arc<dyn Resolve>,
     /// Poked when a route's concurrency leaves or reaches zero (drives `/queue/stream`).
     pub activity: Arc<Activity>,
 }
 
 impl Routes {
-    pub fn new(defaults: Defaults, readiness: Arc<dyn ReadinessSource>) -> Self {
+    pub fn new(defaults: Defaults, readiness: Arc<dyn ReadinessSource>, resolver: Arc<dyn Resolve>) -> Self {
         Self {
             table: ArcSwap::from_pointee(RoutingTable::default()),
             loaded: AtomicBool::new(false),
             carried: Mutex::new(Carried::default()),
             defaults,
             readiness,
+            resolver,
             activity: Arc::new(Activity::default()),
         }
     }
@@ -157,87 +174,129 @@ impl Routes {
         self.loaded.load(Ordering::Acquire)
     }
 
-    /// Builds and publishes a new table. Nothing changes if any route cannot be built.
-    pub fn apply(&self, routes: Vec<StandaloneRoute>) -> Result<(), BuildError> {
-        let mut carried = self.carried.lock().unwrap_or_else(|p| p.into_inner());
-        let mut next = Carried::default();
+    fn lock(&self) -> std::sync::MutexGuard<'_, Carried> {
+        self.carried.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Resolves and prepares one route, reusing its counters, hold count and its target's gate.
+    fn build(&self, carried: &mut Carried, r: StandaloneRoute) -> Arc<RouteState> {
+        let StandaloneRoute { route, probe, process } = r;
+        let key = route.key.clone();
+        let upstream = self.resolver.resolve(&route.target, route.h2c);
+        let fallback = route.fallback.as_ref().map(|f| self.resolver.resolve(f, route.h2c));
+        let counters = carried
+            .counters
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(RouteCounters::with_activity(self.activity.clone())))
+            .clone();
+        let pending = carried.pending.entry(key.clone()).or_default().clone();
+        let gate = carried.gates.entry(route.target.clone()).or_insert_with(|| Arc::new(Gate::new(false))).clone();
+        let d = &self.defaults;
+        let readiness = route.timeouts.readiness.unwrap_or(d.readiness_timeout);
+        // Upstream: with a fallback, "no readiness deadline" becomes 30s so the fallback is ever used.
+        let readiness_timeout = match (non_zero(readiness), &fallback) {
+            (None, Some(_)) => Some(Duration::from_secs(30)),
+            (r, _) => r,
+        };
+        let placeholder = route.placeholder.as_ref().map(|p| prepare(p, &key));
+        let statics = route
+            .statics
+            .iter()
+            .map(|s| PreparedStatic { rules: s.rules.clone(), response: prepare(&s.response, &key), mode: s.mode })
+            .collect();
+        Arc::new(RouteState {
+            labels: RouteLabels::new(&key),
+            counters,
+            gate,
+            pending,
+            upstream,
+            fallback,
+            probe,
+            process,
+            readiness_timeout,
+            request_timeout: non_zero(route.timeouts.request.unwrap_or(d.request_timeout)),
+            response_header_timeout: non_zero(route.timeouts.response_header.unwrap_or(d.response_header_timeout)),
+            max_pending: route.max_pending.unwrap_or(d.max_pending),
+            placeholder,
+            statics,
+            route,
+        })
+    }
+
+    /// Replaces every route (standalone mode: the routes file).
+    pub fn apply(&self, routes: Vec<StandaloneRoute>) {
+        let mut carried = self.lock();
+        let mut next = Carried { counters: HashMap::new(), pending: HashMap::new(), gates: HashMap::new() };
         let mut states = Vec::with_capacity(routes.len());
+        for r in routes {
+            let key = r.route.key.clone();
+            // Carry what the previous table had for this key and target.
+            if let Some(c) = carried.counters.get(&key) {
+                next.counters.insert(key.clone(), c.clone());
+            }
+            if let Some(p) = carried.pending.get(&key) {
+                next.pending.insert(key.clone(), p.clone());
+            }
+            if let Some(g) = carried.gates.get(&r.route.target) {
+                next.gates.entry(r.route.target.clone()).or_insert_with(|| g.clone());
+            }
+            states.push(self.build(&mut next, r));
+        }
+        *carried = next;
+        // `publish` takes the lock again.
+        drop(carried);
+        self.publish(RoutingTable::new(states));
+    }
+
+    /// Adds or replaces one route (Kubernetes mode: a watch event). Only that route's buckets change.
+    pub fn upsert(&self, route: Route) {
+        let state = {
+            let mut carried = self.lock();
+            self.build(&mut carried, StandaloneRoute { route, probe: Probe::Tcp, process: None })
+        };
+        self.publish(self.table().apply(state));
+    }
+
+    /// Removes one route (Kubernetes mode).
+    pub fn remove(&self, key: &RouteKey) {
+        {
+            let mut carried = self.lock();
+            carried.counters.remove(key);
+            carried.pending.remove(key);
+        }
+        self.publish(self.table().delete(key));
+    }
+
+    /// Marks the table loaded without routes (an empty cluster is a valid first sync).
+    pub fn mark_loaded(&self) {
+        self.loaded.store(true, Ordering::Release);
+    }
+
+    /// Publishes a table and tells the readiness source which targets it now uses.
+    fn publish(&self, table: RoutingTable<RouteState>) {
         let mut tracked: HashMap<Target, Tracked> = HashMap::new();
-        let mut counters_by_target: HashMap<Target, Vec<Arc<RouteCounters>>> = HashMap::new();
-        for StandaloneRoute { route, probe, process } in routes {
-            let key = route.key.clone();
-            let upstream = upstream_of(&route.target, route.h2c, &key)?;
-            let fallback = route.fallback.as_ref().map(|f| upstream_of(f, route.h2c, &key)).transpose()?;
-            let counters = carried
-                .counters
-                .get(&key)
-                .cloned()
-                .unwrap_or_else(|| Arc::new(RouteCounters::with_activity(self.activity.clone())));
-            let pending = carried.pending.get(&key).cloned().unwrap_or_default();
-            let gate = next
-                .gates
-                .get(&route.target)
-                .or_else(|| carried.gates.get(&route.target))
-                .cloned()
-                .unwrap_or_else(|| Arc::new(Gate::new(false)));
-            next.counters.insert(key.clone(), counters.clone());
-            next.pending.insert(key.clone(), pending.clone());
-            next.gates.insert(route.target.clone(), gate.clone());
-            let t = tracked.entry(route.target.clone()).or_insert_with(|| Tracked {
-                target: route.target.clone(),
-                gate: gate.clone(),
-                probe: probe.clone(),
+        for r in table.routes() {
+            let t = tracked.entry(r.route.target.clone()).or_insert_with(|| Tracked {
+                target: r.route.target.clone(),
+                gate: r.gate.clone(),
+                probe: r.probe.clone(),
                 process: None,
             });
-            if let Some(spec) = process {
+            if let Some(spec) = &r.process {
                 // The route that owns the program decides how it is probed.
-                t.probe = probe;
-                t.process = Some(TrackedProcess { key: key.clone(), spec, counters: Vec::new() });
+                t.probe = r.probe.clone();
+                t.process = Some(TrackedProcess { key: r.route.key.clone(), spec: spec.clone(), counters: Vec::new() });
             }
-            counters_by_target.entry(route.target.clone()).or_default().push(counters.clone());
-            let d = &self.defaults;
-            let readiness = route.timeouts.readiness.unwrap_or(d.readiness_timeout);
-            // Upstream: with a fallback, "no readiness deadline" becomes 30s so the fallback is ever used.
-            let readiness_timeout = match (non_zero(readiness), &fallback) {
-                (None, Some(_)) => Some(Duration::from_secs(30)),
-                (r, _) => r,
-            };
-            let placeholder = route.placeholder.as_ref().map(|p| prepare(p, &key)).transpose()?;
-            let statics = route
-                .statics
-                .iter()
-                .map(|s| {
-                    Ok(PreparedStatic { rules: s.rules.clone(), response: prepare(&s.response, &key)?, mode: s.mode })
-                })
-                .collect::<Result<Vec<_>, BuildError>>()?;
-            states.push(Arc::new(RouteState {
-                labels: RouteLabels::new(&key),
-                counters,
-                gate,
-                pending,
-                upstream,
-                fallback,
-                readiness_timeout,
-                request_timeout: non_zero(route.timeouts.request.unwrap_or(d.request_timeout)),
-                response_header_timeout: non_zero(route.timeouts.response_header.unwrap_or(d.response_header_timeout)),
-                max_pending: route.max_pending.unwrap_or(d.max_pending),
-                placeholder,
-                statics,
-                route,
-            }));
         }
-        let table = RoutingTable::new(states);
-        *carried = next;
+        for r in table.routes() {
+            if let Some(p) = tracked.get_mut(&r.route.target).and_then(|t| t.process.as_mut()) {
+                p.counters.push(r.counters.clone());
+            }
+        }
+        self.lock().gates.retain(|target, _| tracked.contains_key(target));
         self.table.store(Arc::new(table));
         self.loaded.store(true, Ordering::Release);
-        drop(carried);
-        for (target, t) in tracked.iter_mut() {
-            if let Some(p) = t.process.as_mut() {
-                p.counters = counters_by_target.remove(target).unwrap_or_default();
-            }
-        }
         self.readiness.track(tracked.into_values().collect());
-        Ok(())
     }
 
     /// Stops the readiness source (and any program it started); resolves when done.
@@ -247,7 +306,7 @@ impl Routes {
 
     /// The `/queue` body: every known route, in key order.
     pub fn queue_counts(&self) -> QueueCounts {
-        self.table().routes().iter().map(|r| (r.route.key.to_string(), r.counters.snapshot())).collect()
+        self.table().routes().map(|r| (r.route.key.to_string(), r.counters.snapshot())).collect()
     }
 }
 

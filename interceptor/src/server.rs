@@ -124,7 +124,8 @@ where
 }
 
 async fn serve(listener: TcpListener, settings: ServerSettings, shared: Arc<Shared>, stop: Shutdown) {
-    let stack = proxy::stack(shared.clone(), Forward::new(settings.connect_timeout, settings.max_idle_per_host));
+    let forward = Forward::new(settings.connect_timeout, settings.max_idle_per_host, shared.pods.clone());
+    let stack = proxy::stack(shared.clone(), forward);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()

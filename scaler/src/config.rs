@@ -8,6 +8,8 @@ use clap::Parser;
 use httpscale_core::settings::{duration, go_bool};
 use httpscale_core::telemetry::LogFormat;
 
+use crate::kubernetes::AdminService;
+
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "scaler",
@@ -121,6 +123,24 @@ pub struct Config {
     pub zap_stacktrace_level: Option<String>,
 }
 
+/// Where the scaler learns which interceptors exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InterceptorSource {
+    /// `--interceptors` (standalone mode).
+    Static(Vec<String>),
+    /// The EndpointSlices of the interceptor admin Service (Kubernetes mode).
+    Kubernetes(AdminService),
+}
+
+/// Where the route specs come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteSource {
+    /// `--config`: the interceptors' routes file, reloaded when it changes.
+    File(PathBuf),
+    /// Every HTTPScaledObject and InterceptorRoute in the cluster (Kubernetes mode without `--config`).
+    Cluster,
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("{setting}: {message}")]
 pub struct ConfigError {
@@ -129,7 +149,9 @@ pub struct ConfigError {
 }
 
 impl Config {
-    pub fn validate(self) -> Result<Self, ConfigError> {
+    pub fn validate(mut self) -> Result<Self, ConfigError> {
+        // `HTTPSCALE_INTERCEPTORS=""` (or a trailing comma) lists nothing, as in Kubernetes mode.
+        self.interceptors.retain(|a| !a.trim().is_empty());
         if self.tick.is_zero() {
             return Err(ConfigError { setting: "KEDA_HTTP_QUEUE_TICK_DURATION", message: "must be above 0".into() });
         }
@@ -150,18 +172,88 @@ impl Config {
             });
         }
         if self.interceptors.is_empty() {
-            return Err(ConfigError {
-                setting: "HTTPSCALE_INTERCEPTORS",
-                message: "no interceptors to read: pass --interceptors HOST:PORT[,HOST:PORT...]".into(),
-            });
+            let present = |v: &Option<String>| v.as_deref().is_some_and(|v| !v.is_empty());
+            match (present(&self.target_admin_service), present(&self.target_admin_namespace)) {
+                (false, false) => {
+                    return Err(ConfigError {
+                        setting: "HTTPSCALE_INTERCEPTORS",
+                        message: "no interceptors to read: pass --interceptors HOST:PORT[,HOST:PORT...], or set \
+                                  KEDA_HTTP_SCALER_TARGET_ADMIN_SERVICE and KEDA_HTTP_SCALER_TARGET_ADMIN_NAMESPACE \
+                                  to discover them in Kubernetes"
+                            .into(),
+                    });
+                }
+                (false, true) => {
+                    return Err(ConfigError {
+                        setting: "KEDA_HTTP_SCALER_TARGET_ADMIN_SERVICE",
+                        message: "not set: Kubernetes mode needs the interceptor admin Service's name \
+                                  (or pass --interceptors HOST:PORT[,HOST:PORT...])"
+                            .into(),
+                    });
+                }
+                (true, false) => {
+                    return Err(ConfigError {
+                        setting: "KEDA_HTTP_SCALER_TARGET_ADMIN_NAMESPACE",
+                        message: "not set: Kubernetes mode needs the interceptor admin Service's namespace \
+                                  (or pass --interceptors HOST:PORT[,HOST:PORT...])"
+                            .into(),
+                    });
+                }
+                (true, true) if self.target_admin_port == 0 => {
+                    return Err(ConfigError {
+                        setting: "KEDA_HTTP_SCALER_TARGET_ADMIN_PORT",
+                        message: "must be above 0".into(),
+                    });
+                }
+                (true, true) => {}
+            }
         }
-        if self.config.is_none() {
+        if self.route_source().is_none() {
             return Err(ConfigError {
                 setting: "HTTPSCALE_CONFIG",
-                message: "no route source: pass --config FILE".into(),
+                message: "no route source: pass --config FILE (route specs come from the cluster only in \
+                          Kubernetes mode, without --interceptors)"
+                    .into(),
             });
         }
         Ok(self)
+    }
+
+    /// The interceptor admin Service, in Kubernetes mode: no `--interceptors`, and the admin Service's name and
+    /// namespace set.
+    pub fn admin_service(&self) -> Option<AdminService> {
+        if self.interceptors.iter().any(|a| !a.trim().is_empty()) {
+            return None;
+        }
+        let name = self.target_admin_service.clone().filter(|s| !s.is_empty())?;
+        let namespace = self.target_admin_namespace.clone().filter(|s| !s.is_empty())?;
+        Some(AdminService { namespace, name, port: self.target_admin_port })
+    }
+
+    /// Where the interceptors are: the static list, else (Kubernetes mode) the admin Service's EndpointSlices.
+    pub fn interceptor_source(&self) -> Option<InterceptorSource> {
+        match self.admin_service() {
+            Some(svc) => Some(InterceptorSource::Kubernetes(svc)),
+            None if self.interceptors.iter().any(|a| !a.trim().is_empty()) => Some(InterceptorSource::Static(
+                self.interceptors.iter().filter(|a| !a.trim().is_empty()).cloned().collect(),
+            )),
+            None => None,
+        }
+    }
+
+    /// Where the route specs come from: the routes file when one is given, else (Kubernetes mode only) the
+    /// cluster's HTTPScaledObjects and InterceptorRoutes.
+    pub fn route_source(&self) -> Option<RouteSource> {
+        match (&self.config, self.admin_service()) {
+            (Some(path), _) => Some(RouteSource::File(path.clone())),
+            (None, Some(_)) => Some(RouteSource::Cluster),
+            (None, None) => None,
+        }
+    }
+
+    /// Whether a Kubernetes client is needed.
+    pub fn needs_cluster(&self) -> bool {
+        self.admin_service().is_some()
     }
 
     pub fn fetch_timeout(&self) -> Duration {
@@ -177,6 +269,19 @@ impl Config {
         let mut c = Config::parse_from(["scaler", "--port", "0", "--prometheus-port", "0"]);
         c.config = Some(routes.into());
         c.interceptors = interceptors;
+        c.bind_address = IpAddr::from([127, 0, 0, 1]);
+        c
+    }
+
+    /// A config for tests in Kubernetes mode: interceptors from `svc`'s EndpointSlices, route specs from the
+    /// cluster, ports chosen by the OS.
+    pub fn for_kubernetes_tests(svc: &AdminService) -> Self {
+        let mut c = Config::parse_from(["scaler", "--port", "0", "--prometheus-port", "0"]);
+        c.config = None;
+        c.interceptors = Vec::new();
+        c.target_admin_namespace = Some(svc.namespace.clone());
+        c.target_admin_service = Some(svc.name.clone());
+        c.target_admin_port = svc.port;
         c.bind_address = IpAddr::from([127, 0, 0, 1]);
         c
     }
@@ -206,5 +311,62 @@ mod tests {
         assert_eq!(c.clone().validate().unwrap_err().setting, "HTTPSCALE_INTERCEPTORS");
         c.interceptors = vec!["127.0.0.1:9090".into()];
         c.validate().unwrap();
+    }
+
+    fn bare() -> Config {
+        let mut c = Config::for_tests("r.yaml", Vec::new());
+        c.config = None;
+        c.target_admin_namespace = None;
+        c.target_admin_service = None;
+        c
+    }
+
+    #[test]
+    fn neither_source_is_refused_naming_the_settings() {
+        let e = bare().validate().unwrap_err();
+        assert_eq!(e.setting, "HTTPSCALE_INTERCEPTORS");
+        for named in
+            ["--interceptors", "KEDA_HTTP_SCALER_TARGET_ADMIN_SERVICE", "KEDA_HTTP_SCALER_TARGET_ADMIN_NAMESPACE"]
+        {
+            assert!(e.message.contains(named), "{e}");
+        }
+        let mut c = bare();
+        c.target_admin_namespace = Some("keda".into());
+        assert_eq!(c.clone().validate().unwrap_err().setting, "KEDA_HTTP_SCALER_TARGET_ADMIN_SERVICE");
+        c.target_admin_service = Some(String::new());
+        assert_eq!(c.validate().unwrap_err().setting, "KEDA_HTTP_SCALER_TARGET_ADMIN_SERVICE", "empty is unset");
+        let mut c = bare();
+        c.target_admin_service = Some("admin".into());
+        assert_eq!(c.validate().unwrap_err().setting, "KEDA_HTTP_SCALER_TARGET_ADMIN_NAMESPACE");
+        let mut c = bare();
+        c.interceptors = vec!["127.0.0.1:9090".into()];
+        assert_eq!(c.validate().unwrap_err().setting, "HTTPSCALE_CONFIG", "a static list needs a routes file");
+    }
+
+    #[test]
+    fn kubernetes_mode_needs_no_routes_file_and_the_static_list_wins() {
+        let svc = AdminService { namespace: "keda".into(), name: "admin".into(), port: 9090 };
+        let mut c = Config::for_kubernetes_tests(&svc);
+        c.interceptors = vec![String::new()]; // HTTPSCALE_INTERCEPTORS=""
+        assert_eq!(c.interceptor_source(), Some(InterceptorSource::Kubernetes(svc.clone())));
+        let c = c.validate().unwrap();
+        assert_eq!(c.interceptor_source(), Some(InterceptorSource::Kubernetes(svc.clone())));
+        assert_eq!(c.route_source(), Some(RouteSource::Cluster));
+        assert!(c.needs_cluster());
+        let mut c = Config::for_kubernetes_tests(&svc);
+        c.config = Some("r.yaml".into());
+        let c = c.validate().unwrap();
+        assert_eq!(c.route_source(), Some(RouteSource::File("r.yaml".into())), "a routes file wins over the cluster");
+        assert!(c.needs_cluster(), "interceptors still come from the EndpointSlices");
+        let mut c = Config::for_kubernetes_tests(&svc);
+        c.target_admin_port = 0;
+        assert_eq!(c.validate().unwrap_err().setting, "KEDA_HTTP_SCALER_TARGET_ADMIN_PORT");
+
+        let mut c = Config::for_tests("r.yaml", vec!["127.0.0.1:9090".into()]);
+        c.target_admin_namespace = Some("keda".into());
+        c.target_admin_service = Some("admin".into());
+        let c = c.validate().unwrap();
+        assert_eq!(c.interceptor_source(), Some(InterceptorSource::Static(vec!["127.0.0.1:9090".into()])));
+        assert!(!c.needs_cluster(), "standalone mode never needs a cluster");
     }
 }

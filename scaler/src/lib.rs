@@ -3,15 +3,18 @@
 //! answers KEDA's `externalscaler.ExternalScaler` gRPC calls, telling every open `StreamIsActive` stream within
 //! milliseconds when an idle route gets its first request.
 //!
-//! Layout along the data flow: [`discovery`] (which interceptors) → [`collect`] (pull and push) →
-//! [`aggregate`] and [`window`] (pure counting) → [`state`] and [`triggers`] (what a trigger means) →
-//! [`grpc`] (the wire).
+//! Layout along the data flow: [`discovery`] (which interceptors: a static list, or in Kubernetes mode the
+//! interceptor admin Service's EndpointSlices, [`kubernetes`]) → [`collect`] (pull and push) → [`aggregate`] and
+//! [`window`] (pure counting) → [`state`] (route specs from the routes file or, in Kubernetes mode, from the
+//! cluster's HTTPScaledObjects and InterceptorRoutes) and [`triggers`] (what a trigger means) → [`grpc`] (the
+//! wire).
 
 pub mod aggregate;
 pub mod collect;
 pub mod config;
 pub mod discovery;
 pub mod grpc;
+pub mod kubernetes;
 pub mod metrics;
 pub mod proto;
 pub mod state;
@@ -34,8 +37,10 @@ use tokio::net::TcpListener;
 pub use config::Config;
 
 use crate::collect::CollectSettings;
+use crate::config::{InterceptorSource, RouteSource};
 use crate::discovery::{Discovery, StaticList};
 use crate::grpc::ScalerService;
+use crate::kubernetes::EndpointSlices;
 use crate::proto::externalscaler::external_scaler_server::ExternalScalerServer;
 use crate::state::State;
 
@@ -47,11 +52,15 @@ pub enum StartError {
     Config { path: PathBuf, source: standalone::ConfigError },
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error("cannot configure the Kubernetes client: {0}")]
+    Kubernetes(#[source] kube::Error),
+    #[error("no interceptor source and no route source (Config::validate refuses this configuration)")]
+    NoSource,
 }
 
 impl StartError {
     pub fn is_config(&self) -> bool {
-        !matches!(self, StartError::Bind { .. })
+        !matches!(self, StartError::Bind { .. } | StartError::Kubernetes(_))
     }
 }
 
@@ -86,11 +95,55 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, Start
     TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
 }
 
-/// Loads the routes, binds every listener and starts collecting and serving.
+/// Loads the routes, binds every listener and starts collecting and serving. In Kubernetes mode the client is
+/// configured from the in-cluster service account or `KUBECONFIG`; standalone mode never builds one.
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, StartError> {
-    let path = config.config.clone().unwrap_or_default();
-    let (text, file) = read_routes(&path).await?;
-    let state = Arc::new(State::new(specs_of(&file), config.stream_interval(), shutdown.clone()));
+    start_with_client(config, None, shutdown).await
+}
+
+/// Where route specs come from, resolved.
+enum Routes {
+    File { path: PathBuf, text: String },
+    Cluster(kube::Client),
+}
+
+/// Where the interceptors are, resolved.
+enum Fleet {
+    Static(Vec<String>),
+    Slices(kube::Client, kubernetes::AdminService),
+}
+
+/// [`start`], with a Kubernetes client to use in Kubernetes mode (tests point one at a fake API server). When
+/// `client` is `None` and the configuration needs one, it is built with `kube::Client::try_default()`.
+pub async fn start_with_client(
+    config: Config,
+    client: Option<kube::Client>,
+    shutdown: Shutdown,
+) -> Result<Running, StartError> {
+    let (Some(interceptors), Some(routes)) = (config.interceptor_source(), config.route_source()) else {
+        return Err(StartError::NoSource);
+    };
+    let client = match (config.needs_cluster(), client) {
+        (false, _) => None,
+        (true, Some(c)) => Some(c),
+        (true, None) => Some(kube::Client::try_default().await.map_err(StartError::Kubernetes)?),
+    };
+    let mut specs = HashMap::new();
+    let routes = match (routes, &client) {
+        (RouteSource::File(path), _) => {
+            let (text, file) = read_routes(&path).await?;
+            specs = specs_of(&file);
+            Routes::File { path, text }
+        }
+        (RouteSource::Cluster, Some(c)) => Routes::Cluster(c.clone()),
+        (RouteSource::Cluster, None) => return Err(StartError::NoSource),
+    };
+    let fleet = match (interceptors, client) {
+        (InterceptorSource::Static(list), _) => Fleet::Static(list),
+        (InterceptorSource::Kubernetes(svc), Some(c)) => Fleet::Slices(c, svc),
+        (InterceptorSource::Kubernetes(_), None) => return Err(StartError::NoSource),
+    };
+    let state = Arc::new(State::new(specs, config.stream_interval(), shutdown.clone()));
 
     let grpc_listener = bind("gRPC", SocketAddr::new(config.bind_address, config.port)).await?;
     let grpc_addr = grpc_listener.local_addr().map_err(|source| StartError::Bind {
@@ -115,14 +168,24 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, StartE
         ));
     }
 
-    let reload = state.clone();
-    tokio::spawn(standalone::watch_file(path, text, Duration::from_secs(1), shutdown.clone(), move |file| {
-        reload.specs.store(Arc::new(specs_of(&file)));
-        reload.bump();
-        Ok(())
-    }));
-
-    let discovery = StaticList::new(config.interceptors.iter().cloned());
+    match routes {
+        Routes::File { path, text } => {
+            let reload = state.clone();
+            tokio::spawn(standalone::watch_file(path, text, Duration::from_secs(1), shutdown.clone(), move |file| {
+                reload.specs.store(Arc::new(specs_of(&file)));
+                reload.bump();
+                Ok(())
+            }));
+        }
+        Routes::Cluster(client) => {
+            tracing::info!("route specs from the cluster's HTTPScaledObjects and InterceptorRoutes");
+            tokio::spawn(kubernetes::watch_routes(client, state.clone(), shutdown.clone()));
+        }
+    }
+    let discovery: Box<dyn Discovery> = match fleet {
+        Fleet::Static(list) => Box::new(StaticList::new(list)),
+        Fleet::Slices(client, svc) => Box::new(EndpointSlices::start(client, svc, shutdown.clone())),
+    };
     let (health, health_service) = tonic_health::server::health_reporter();
     let settings = CollectSettings {
         tick: config.tick,

@@ -33,6 +33,8 @@ enum Inner {
 pub struct ProxyBody {
     inner: Inner,
     in_flight: Option<InFlight>,
+    /// Anything else that must live until the response ends (a pod's in-flight place).
+    kept: Option<Box<dyn Send + Sync>>,
     on_finish: Option<Box<dyn OnFinish>>,
     deadline: Option<Pin<Box<Sleep>>>,
 }
@@ -62,12 +64,17 @@ impl ProxyBody {
     }
 
     fn with(inner: Inner) -> Self {
-        Self { inner, in_flight: None, on_finish: None, deadline: None }
+        Self { inner, in_flight: None, kept: None, on_finish: None, deadline: None }
     }
 
     /// Keeps the route's request counted until this body ends or is dropped.
     pub fn hold_in_flight(&mut self, in_flight: InFlight) {
         self.in_flight = Some(in_flight);
+    }
+
+    /// Keeps `value` alive until this body ends or is dropped.
+    pub fn keep(&mut self, value: Box<dyn Send + Sync>) {
+        self.kept = Some(value);
     }
 
     pub fn on_finish(&mut self, f: Box<dyn OnFinish>) {
@@ -83,6 +90,7 @@ impl ProxyBody {
 
     fn done(&mut self, completed: bool) {
         self.in_flight = None;
+        self.kept = None;
         self.deadline = None;
         if let Some(f) = self.on_finish.take() {
             f.finish(completed);

@@ -111,12 +111,12 @@ where
             if let Some(p) = &route.placeholder {
                 // Nobody waits, but the backend is wanted (a standalone program starts on this).
                 route.gate.nudge();
-                return Ok(fixed_response(p));
+                return fixed_response(p, req.uri().path(), &shared);
             }
             let Some(slot) = HoldSlot::take(&route.pending, route.max_pending) else {
                 shared.metrics.cold_start_rejections.get_or_create(&route.labels).inc();
                 if let Some(p) = route.overflow_placeholder() {
-                    return Ok(fixed_response(p));
+                    return fixed_response(p, req.uri().path(), &shared);
                 }
                 return Err(ProxyError::HoldQueueFull { route: route.route.key.to_string(), max: route.max_pending });
             };
@@ -149,7 +149,7 @@ where
                 return inner.call(req).await;
             }
             Err(ProxyError::ReadinessTimeout {
-                upstream: route.upstream.authority.to_string(),
+                upstream: route.route.target.to_string(),
                 timeout: route.readiness_timeout.unwrap_or_default(),
             })
         })

@@ -26,6 +26,10 @@ pub enum ProxyError {
     HoldQueueFull { route: String, max: usize },
     #[error("interceptor is shutting down")]
     ShuttingDown,
+    #[error("cannot resolve the route's upstream: {0}")]
+    Unresolvable(String),
+    #[error("placeholder body: {0}")]
+    PlaceholderBody(String),
     #[error("{0}")]
     BackendFailed(String),
     #[error("{0}")]
@@ -62,6 +66,7 @@ impl ProxyError {
             | Self::ResponseHeaderTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::Upstream { .. } | Self::BodyLost { .. } | Self::BackendFailed(_) => StatusCode::BAD_GATEWAY,
             Self::BackendStartTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::Unresolvable(_) | Self::PlaceholderBody(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 

@@ -35,7 +35,8 @@ use tower::{Service, ServiceBuilder};
 pub use body::ProxyBody;
 pub use error::ProxyError;
 
-use crate::routes::{PreparedPlaceholder, RouteState};
+use crate::cluster;
+use crate::routes::{PreparedBody, PreparedPlaceholder, RouteState};
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 pub type ProxyResponse = Response<ProxyBody>;
@@ -55,14 +56,65 @@ pub struct Routed {
 #[derive(Debug, Clone, Copy)]
 pub struct UseFallback;
 
-/// A fixed answer (placeholder or static route).
-pub fn fixed_response(p: &PreparedPlaceholder) -> ProxyResponse {
-    let mut resp = Response::new(ProxyBody::full(p.body.clone()));
+/// The `Content-Type` of a ConfigMap body, from its key's extension.
+fn content_type_of(key: &str) -> &'static str {
+    match key.rsplit_once('.').map(|(_, ext)| ext.to_ascii_lowercase()).as_deref() {
+        Some("html" | "htm") => "text/html; charset=utf-8",
+        Some("json") => "application/json",
+        Some("css") => "text/css; charset=utf-8",
+        Some("js") => "text/javascript; charset=utf-8",
+        Some("svg") => "image/svg+xml",
+        Some("xml") => "application/xml",
+        Some("txt") => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
+
+/// A fixed answer (placeholder or static route). A ConfigMap body is read now, as upstream: the key is
+/// the explicit one, or the request path without its leading `/` (`index.html` for `/`); a missing
+/// ConfigMap or explicit key is a 500, a missing path-derived key an empty body.
+pub fn fixed_response(
+    p: &PreparedPlaceholder,
+    path: &str,
+    shared: &crate::Shared,
+) -> Result<ProxyResponse, ProxyError> {
+    let (body, inferred) = match &p.body {
+        PreparedBody::Inline(b) => (b.clone(), None),
+        PreparedBody::ConfigMap { namespace, name, key } => {
+            let bodies = shared.bodies();
+            let data = bodies.as_deref().and_then(|b| b.get(&(namespace.clone(), name.clone()))).ok_or_else(|| {
+                ProxyError::PlaceholderBody(format!(
+                    "ConfigMap {namespace}/{name} labelled {}=true not found",
+                    cluster::BODY_LABEL
+                ))
+            })?;
+            let (k, explicit) = match key {
+                Some(k) => (k.clone(), true),
+                None => match path.trim_start_matches('/') {
+                    "" => ("index.html".to_owned(), false),
+                    p => (p.to_owned(), false),
+                },
+            };
+            match data.get(&k) {
+                Some(v) => (bytes::Bytes::from(v.clone()), Some(content_type_of(&k))),
+                None if explicit => {
+                    return Err(ProxyError::PlaceholderBody(format!("ConfigMap {namespace}/{name} has no key {k:?}")));
+                }
+                None => (bytes::Bytes::new(), None),
+            }
+        }
+    };
+    let mut resp = Response::new(ProxyBody::full(body));
     *resp.status_mut() = p.status;
     for (k, v) in &p.headers {
         resp.headers_mut().insert(k.clone(), v.clone());
     }
-    resp
+    if let Some(ct) = inferred
+        && !resp.headers().contains_key(http::header::CONTENT_TYPE)
+    {
+        resp.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    }
+    Ok(resp)
 }
 
 /// Builds the whole pipeline around a forwarder.
@@ -80,7 +132,7 @@ pub fn stack(
     ServiceBuilder::new()
         .layer(metrics::MetricsLayer::new(shared.clone()))
         .layer(route::RouteLayer::new(shared.clone()))
-        .layer(statics::StaticLayer::new(forward.clone()))
+        .layer(statics::StaticLayer::new(shared.clone(), forward.clone()))
         .layer(count::CountLayer)
         .layer(cold_start::ColdStartLayer::new(shared))
         .service(forward)

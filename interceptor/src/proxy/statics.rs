@@ -3,6 +3,7 @@
 //! endpoint and otherwise forwards the request directly, skipping counting, holding and the cold-start header,
 //! as upstream does (static traffic does not scale the backend). Requests matching no entry go on.
 
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::Request;
@@ -12,28 +13,31 @@ use tower::{Layer, Service};
 
 use super::forward::Forward;
 use super::{BoxFuture, ProxyError, ProxyResponse, Routed, fixed_response};
+use crate::Shared;
 
 #[derive(Clone)]
 pub struct StaticLayer {
+    shared: Arc<Shared>,
     forward: Forward,
 }
 
 impl StaticLayer {
-    pub fn new(forward: Forward) -> Self {
-        Self { forward }
+    pub fn new(shared: Arc<Shared>, forward: Forward) -> Self {
+        Self { shared, forward }
     }
 }
 
 impl<S> Layer<S> for StaticLayer {
     type Service = StaticService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        StaticService { inner, forward: self.forward.clone() }
+        StaticService { inner, shared: self.shared.clone(), forward: self.forward.clone() }
     }
 }
 
 #[derive(Clone)]
 pub struct StaticService<S> {
     inner: S,
+    shared: Arc<Shared>,
     forward: Forward,
 }
 
@@ -67,8 +71,8 @@ where
             None => self.inner.call(req),
             Some(s) if s.mode == ResponseMode::WhenUnavailable && route.gate.is_open() => self.forward.call(req),
             Some(s) => {
-                let resp = fixed_response(&s.response);
-                Box::pin(async move { Ok(resp) })
+                let resp = fixed_response(&s.response, req.uri().path(), &self.shared);
+                Box::pin(async move { resp })
             }
         }
     }

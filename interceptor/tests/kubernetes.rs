@@ -1,0 +1,261 @@
+//! Kubernetes mode end to end: the interceptor (in-process) against kmock's in-memory API server, with real
+//! backends on loopback addresses. Routes and readiness come only from watched objects.
+//! Needs `scripts/setup-test-peers.sh` (the README's test command runs it).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use http::{Response, StatusCode};
+use httpscale_core::Shutdown;
+use httpscale_core::spec::{HTTPScaledObject, InterceptorRoute};
+use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn kmock() -> (Killed, kube::Client) {
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let python = repo.join(".peers/venv/bin/python");
+    assert!(python.exists(), "test peers missing: run scripts/setup-test-peers.sh");
+    let mut child = Command::new(python)
+        .arg(repo.join("tests/peers/kmock_apiserver.py"))
+        .args(["--realistic", "--port", "0"])
+        .args(["--resource", "http.keda.sh/v1alpha1/httpscaledobjects=HTTPScaledObject"])
+        .args(["--resource", "http.keda.sh/v1beta1/interceptorroutes=InterceptorRoute"])
+        .args(["--resource", "discovery.k8s.io/v1/endpointslices=EndpointSlice"])
+        .args(["--resource", "v1/services=Service"])
+        .args(["--resource", "v1/configmaps=ConfigMap"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let port: u16 = line.trim().strip_prefix("READY ").expect("READY").parse().unwrap();
+    let client =
+        kube::Client::try_from(kube::Config::new(format!("http://127.0.0.1:{port}").parse().unwrap())).unwrap();
+    (Killed(child), client)
+}
+
+async fn start(client: kube::Client, direct: bool) -> (httpscale_interceptor::Running, Shutdown) {
+    let mut config = httpscale_interceptor::Config::for_file("unused");
+    config.config = None;
+    config.shutdown_delay = Duration::ZERO;
+    config.proxy_threads = 1;
+    config.direct_pod_routing = direct;
+    let shutdown = Shutdown::new();
+    let running =
+        httpscale_interceptor::start_with(config.validate().unwrap(), Some(client), shutdown.clone()).await.unwrap();
+    (running, shutdown)
+}
+
+fn service(name: &str) -> Service {
+    serde_json::from_value(
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": "default"},
+        "spec": {"ports": [{"name": "http", "port": 80}]}}),
+    )
+    .unwrap()
+}
+
+fn slice(name: &str, svc: &str, endpoints: &[(&str, bool)], port: u16) -> EndpointSlice {
+    serde_json::from_value(json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+        "metadata": {"name": name, "namespace": "default", "labels": {"kubernetes.io/service-name": svc}},
+        "endpoints": endpoints.iter().map(|(ip, ready)| json!({"addresses": [ip], "conditions": {"ready": ready}})).collect::<Vec<_>>(),
+        "ports": [{"name": "http", "port": port, "protocol": "TCP"}]
+    }))
+    .unwrap()
+}
+
+fn httpso(name: &str, host: &str) -> HTTPScaledObject {
+    serde_yaml::from_str(&format!(
+        "apiVersion: http.keda.sh/v1alpha1\nkind: HTTPScaledObject\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  hosts: [{host}]\n  scaleTargetRef: {{name: {name}, service: {name}, port: 80}}\n"
+    ))
+    .unwrap()
+}
+
+async fn ready(admin: SocketAddr) -> bool {
+    get(admin, "admin", "/readyz").await.0 == StatusCode::OK
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn routes_and_readiness_come_from_the_cluster() {
+    let (_apiserver, client) = kmock();
+    let backend_addr = free_addr().await;
+    let (running, shutdown) = start(client.clone(), true).await;
+    let (proxy, admin) = (running.proxy_addr, running.admin_addr);
+    eventually(Duration::from_secs(10), "first full sync", || ready(admin)).await;
+
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    let httpsos: Api<HTTPScaledObject> = Api::namespaced(client.clone(), "default");
+    services.create(&PostParams::default(), &service("app")).await.unwrap();
+    slices
+        .create(&PostParams::default(), &slice("app-1", "app", &[("127.0.0.1", false)], backend_addr.port()))
+        .await
+        .unwrap();
+    httpsos.create(&PostParams::default(), &httpso("app", "app.local")).await.unwrap();
+    eventually(Duration::from_secs(10), "route from the HTTPScaledObject", || async {
+        queue(admin).await.get("default/app").is_some()
+    })
+    .await;
+
+    // Not ready: the request is held.
+    let _backend = backend_on(backend_addr, |_| Response::new(full("from the pod"))).await;
+    let held = tokio::spawn(async move { get(proxy, "app.local", "/").await });
+    eventually(Duration::from_secs(5), "held", || async { concurrency(admin, "default/app").await == 1 }).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!held.is_finished(), "held while the slice says not ready, although the backend listens");
+    // The slice turns ready: released on the event.
+    slices
+        .replace("app-1", &PostParams::default(), &slice("app-1", "app", &[("127.0.0.1", true)], backend_addr.port()))
+        .await
+        .unwrap();
+    let (status, headers, body) = tokio::time::timeout(Duration::from_secs(5), held).await.unwrap().unwrap();
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "from the pod"));
+    assert_eq!(headers["x-keda-http-cold-start"], "true");
+
+    // An InterceptorRoute of the same name wins over the HTTPScaledObject.
+    let irs: Api<InterceptorRoute> = Api::namespaced(client.clone(), "default");
+    let ir: InterceptorRoute = serde_yaml::from_str(
+        "apiVersion: http.keda.sh/v1beta1\nkind: InterceptorRoute\nmetadata: {name: app, namespace: default}\nspec:\n  target: {service: app, portName: http}\n  rules: [{hosts: [ir.local]}]\n  scalingMetric: {concurrency: {targetValue: 10}}\n",
+    )
+    .unwrap();
+    irs.create(&PostParams::default(), &ir).await.unwrap();
+    eventually(Duration::from_secs(5), "IR wins", || async {
+        get(proxy, "app.local", "/").await.0 == StatusCode::NOT_FOUND
+    })
+    .await;
+    assert_eq!(get(proxy, "ir.local", "/").await.2, "from the pod", "portName resolved through the Service");
+    irs.delete("app", &DeleteParams::default()).await.unwrap();
+    eventually(Duration::from_secs(5), "HTTPSO back", || async {
+        get(proxy, "app.local", "/").await.0 == StatusCode::OK
+    })
+    .await;
+
+    // Deleting the route: 404, never forwarded.
+    httpsos.delete("app", &DeleteParams::default()).await.unwrap();
+    eventually(Duration::from_secs(5), "route gone", || async {
+        get(proxy, "app.local", "/").await.0 == StatusCode::NOT_FOUND
+    })
+    .await;
+    assert!(queue(admin).await.get("default/app").is_none());
+    shutdown.trigger();
+    running.wait().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn direct_pod_routing_shares_load_by_in_flight_count_and_skips_a_dead_pod() {
+    let (_apiserver, client) = kmock();
+    let port = free_addr().await.port();
+    // Two pods on two loopback addresses with the same port; a third address has nothing listening.
+    let a = backend_on(format!("127.0.0.1:{port}").parse().unwrap(), |_| delayed(300, "a")).await;
+    let b = backend_on(format!("127.0.0.2:{port}").parse().unwrap(), |_| delayed(300, "b")).await;
+    let (running, shutdown) = start(client.clone(), true).await;
+    let (proxy, admin) = (running.proxy_addr, running.admin_addr);
+    eventually(Duration::from_secs(10), "first full sync", || ready(admin)).await;
+    Api::<Service>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &service("pods"))
+        .await
+        .unwrap();
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    slices
+        .create(&PostParams::default(), &slice("pods-1", "pods", &[("127.0.0.1", true), ("127.0.0.2", true)], port))
+        .await
+        .unwrap();
+    Api::<HTTPScaledObject>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &httpso("pods", "pods.local"))
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "route", || async { queue(admin).await.get("default/pods").is_some() }).await;
+    eventually(Duration::from_secs(5), "warm", || async { get(proxy, "pods.local", "/").await.0 == StatusCode::OK })
+        .await;
+    let (before_a, before_b) = (a.seen().len(), b.seen().len());
+
+    let burst: Vec<_> = (0..10).map(|_| tokio::spawn(async move { get(proxy, "pods.local", "/").await })).collect();
+    for r in burst {
+        assert_eq!(r.await.unwrap().0, StatusCode::OK);
+    }
+    let (na, nb) = (a.seen().len() - before_a, b.seen().len() - before_b);
+    assert_eq!(na + nb, 10);
+    assert!(na.abs_diff(nb) <= 1, "by in-flight count, not at random: a={na} b={nb}");
+
+    // A dead pod in the slice: connections to it are refused and retried on the others at once.
+    slices
+        .replace(
+            "pods-1",
+            &PostParams::default(),
+            &slice("pods-1", "pods", &[("127.0.0.1", true), ("127.0.0.2", true), ("127.0.0.3", true)], port),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let burst: Vec<_> = (0..9).map(|_| tokio::spawn(async move { get(proxy, "pods.local", "/").await })).collect();
+    for r in burst {
+        let (status, _, body) = r.await.unwrap();
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    assert!(!metrics_of(&running).await.contains("code=\"502\""));
+    shutdown.trigger();
+    running.wait().await;
+}
+
+async fn metrics_of(r: &httpscale_interceptor::Running) -> String {
+    get(r.metrics_addr.unwrap(), "m", "/metrics").await.2
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn placeholder_bodies_come_from_labelled_config_maps() {
+    let (_apiserver, client) = kmock();
+    let (running, shutdown) = start(client.clone(), false).await;
+    let (proxy, admin) = (running.proxy_addr, running.admin_addr);
+    eventually(Duration::from_secs(10), "first full sync", || ready(admin)).await;
+    let cm: ConfigMap = serde_json::from_value(json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "page", "namespace": "default", "labels": {"http.keda.sh/response-body": "true"}},
+        "data": {"index.html": "<h1>Warming up</h1>", "status.json": "{\"ready\":false}"}}))
+    .unwrap();
+    Api::<ConfigMap>::namespaced(client.clone(), "default").create(&PostParams::default(), &cm).await.unwrap();
+    let ir: InterceptorRoute = serde_yaml::from_str(
+        "apiVersion: http.keda.sh/v1beta1\nkind: InterceptorRoute\nmetadata: {name: web, namespace: default}\nspec:\n  target: {service: web, port: 80}\n  rules: [{hosts: [web.local]}]\n  scalingMetric: {concurrency: {targetValue: 10}}\n  coldStart:\n    placeholder: {response: {statusCode: 503, bodyFromConfigMap: {name: page}}}\n",
+    )
+    .unwrap();
+    let irs: Api<InterceptorRoute> = Api::namespaced(client.clone(), "default");
+    irs.create(&PostParams::default(), &ir).await.unwrap();
+    eventually(Duration::from_secs(10), "route", || async { queue(admin).await.get("default/web").is_some() }).await;
+    eventually(Duration::from_secs(5), "ConfigMap seen", || async {
+        get(proxy, "web.local", "/").await.2.contains("Warming up")
+    })
+    .await;
+    let (status, headers, body) = get(proxy, "web.local", "/").await;
+    assert_eq!((status, body.as_str()), (StatusCode::SERVICE_UNAVAILABLE, "<h1>Warming up</h1>"));
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8", "inferred from the key");
+    let (_, headers, body) = get(proxy, "web.local", "/status.json").await;
+    assert_eq!(body, "{\"ready\":false}");
+    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(get(proxy, "web.local", "/missing.txt").await.2, "", "a missing path-derived key is an empty body");
+    // An explicit key that does not exist is a 500.
+    irs.patch("web", &PatchParams::default(), &Patch::Merge(json!({"spec": {"coldStart": {"placeholder": {"response": {"bodyFromConfigMap": {"name": "page", "key": "nope.html"}}}}}})))
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(5), "500 for a missing explicit key", || async {
+        get(proxy, "web.local", "/").await.0 == StatusCode::INTERNAL_SERVER_ERROR
+    })
+    .await;
+    shutdown.trigger();
+    running.wait().await;
+}

@@ -1,0 +1,112 @@
+//! httpscale's load generator and benchmark scenarios.
+//!
+//! - [`load`]: the generator: open-loop (fixed rate) or closed-loop (fixed concurrency) HTTP/1.1 and h2c over
+//!   raw hyper client connections, one current-thread runtime per client thread, HDR-histogram latencies and
+//!   errors by kind.
+//! - [`backend`]: the tiny hyper backends the scenarios start as child processes (`200 ok`, NDJSON streams).
+//! - [`procs`]: child processes (stopped by PID when dropped), nginx configurations, `/proc` readings.
+//! - [`scenarios`]: `overhead`, `cold-burst`, `streaming`, `many-routes`, `ceiling`.
+//!
+//! Load only ever targets 127.0.0.1 ([`ensure_loopback`]); every run is bounded in time.
+
+pub mod backend;
+pub mod load;
+pub mod procs;
+pub mod report;
+pub mod scenarios;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+static ABORT: AtomicBool = AtomicBool::new(false);
+
+/// Set by SIGINT/SIGTERM: runs end early and scenarios stop what they started.
+pub fn aborted() -> bool {
+    ABORT.load(Ordering::Relaxed)
+}
+
+pub fn set_aborted() {
+    ABORT.store(true, Ordering::Relaxed);
+}
+
+/// Refuses any target that is not a loopback address.
+pub fn ensure_loopback(addr: SocketAddr) -> anyhow::Result<()> {
+    anyhow::ensure!(addr.ip().is_loopback(), "refusing to load {addr}: only loopback (127.0.0.1) may be targeted");
+    Ok(())
+}
+
+/// A loopback port with nothing listening on it (chosen by the OS, then released).
+pub fn free_port() -> anyhow::Result<u16> {
+    let l = TcpListener::bind("127.0.0.1:0")?;
+    Ok(l.local_addr()?.port())
+}
+
+/// Parses `500ms`, `5s`, `1m`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    httpscale_core::duration::parse_go_duration(s)
+        .or_else(|_| s.parse::<f64>().map(Duration::from_secs_f64).map_err(|e| e.to_string()))
+        .map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+/// Median, minimum and maximum of a set of measurements.
+#[derive(Debug, Clone, Copy, serde::Serialize, PartialEq)]
+pub struct Spread {
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+    pub n: usize,
+}
+
+impl Spread {
+    pub fn of(values: &[f64]) -> Spread {
+        let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+        if v.is_empty() {
+            return Spread { median: f64::NAN, min: f64::NAN, max: f64::NAN, n: 0 };
+        }
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 };
+        Spread { median, min: v[0], max: v[n - 1], n }
+    }
+
+    /// `median (min–max)` with `digits` decimals.
+    pub fn show(&self, digits: usize) -> String {
+        if self.n == 0 {
+            return "–".into();
+        }
+        if self.n == 1 {
+            return format!("{:.digits$}", self.median);
+        }
+        format!("{:.digits$} ({:.digits$}–{:.digits$})", self.median, self.min, self.max)
+    }
+
+    /// Half the range relative to the median, in percent.
+    pub fn spread_pct(&self) -> f64 {
+        if self.n < 2 || self.median == 0.0 { 0.0 } else { (self.max - self.min) / 2.0 / self.median * 100.0 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_median_of_odd_and_even() {
+        assert_eq!(Spread::of(&[3.0, 1.0, 2.0]).median, 2.0);
+        assert_eq!(Spread::of(&[4.0, 1.0, 2.0, 3.0]).median, 2.5);
+        let s = Spread::of(&[10.0, 12.0, 8.0]);
+        assert_eq!((s.min, s.max), (8.0, 12.0));
+        assert!((s.spread_pct() - 20.0).abs() < 1e-9);
+        assert_eq!(Spread::of(&[]).n, 0);
+    }
+
+    #[test]
+    fn durations_and_loopback() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert!(parse_duration("x").is_err());
+        assert!(ensure_loopback("127.0.0.1:80".parse().unwrap()).is_ok());
+        assert!(ensure_loopback("10.0.0.1:80".parse().unwrap()).is_err());
+    }
+}

@@ -1,0 +1,7 @@
+//! The benchmark scenarios; each is one `loadtest` subcommand.
+
+pub mod ceiling;
+pub mod cold_burst;
+pub mod many_routes;
+pub mod overhead;
+pub mod streaming;

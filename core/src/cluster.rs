@@ -237,6 +237,15 @@ impl EndpointIndex {
         self.slices.values().any(|s| &s.service == svc && !s.ready.is_empty())
     }
 
+    /// Distinct ready endpoint addresses of the Service.
+    pub fn ready_count(&self, svc: &ServiceKey) -> usize {
+        let mut ips: Vec<&String> =
+            self.slices.values().filter(|s| &s.service == svc).flat_map(|s| s.ready.iter()).collect();
+        ips.sort();
+        ips.dedup();
+        ips.len()
+    }
+
     /// Ready `ip:port` addresses for every port of the Service.
     pub fn all_ready_addresses(&self, svc: &ServiceKey) -> Vec<String> {
         let mut out: Vec<String> = self

@@ -44,6 +44,22 @@ pub struct Gate {
     waiting: AtomicUsize,
     /// Wakes the readiness source when a request starts waiting or asks for the target.
     demand: Notify,
+    /// Ready endpoints behind the target (0 = unknown; counts as one while open).
+    endpoints: AtomicUsize,
+    /// Requests admitted under a per-endpoint limit, and the signal that a place freed up.
+    admitted: AtomicUsize,
+    freed: Notify,
+}
+
+/// One admitted request's place under a per-endpoint limit; given back on drop.
+#[derive(Debug)]
+pub struct Admission(Arc<Gate>);
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.0.admitted.fetch_sub(1, Ordering::AcqRel);
+        self.0.freed.notify_one();
+    }
 }
 
 impl Gate {
@@ -124,6 +140,35 @@ impl Gate {
         self.demand.notify_one();
         // The sender only disappears with the gate itself; treat that like an open gate.
         ticket.await.unwrap_or(Ok(()))
+    }
+
+    /// How many ready endpoints stand behind the target (readiness sources that know it set it). More room
+    /// wakes requests waiting for admission.
+    pub fn set_endpoints(&self, n: usize) {
+        if self.endpoints.swap(n, Ordering::AcqRel) < n {
+            self.freed.notify_waiters();
+        }
+    }
+
+    /// Waits for a place among at most `per_endpoint` requests per ready endpoint (`coldStart.maxConcurrentPerPod`),
+    /// so a fresh pod is not flooded with every held request at once. Cancel-safe.
+    pub async fn admit(self: &Arc<Self>, per_endpoint: usize) -> Admission {
+        loop {
+            let freed = self.freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            let capacity = self.endpoints.load(Ordering::Acquire).max(1) * per_endpoint.max(1);
+            let current = self.admitted.load(Ordering::Acquire);
+            if current < capacity
+                && self.admitted.compare_exchange(current, current + 1, Ordering::AcqRel, Ordering::Acquire).is_ok()
+            {
+                return Admission(self.clone());
+            }
+            if current < capacity {
+                continue; // lost a race; look again
+            }
+            freed.await;
+        }
     }
 
     /// Asks the readiness source to act now: a connect failed, or a request wants the target without
@@ -211,6 +256,26 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(1), g.demanded()).await.unwrap();
         g.set_open(true);
         waiter.await.unwrap().unwrap();
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn admission_limits_in_flight_per_endpoint_and_grows_with_endpoints() {
+        let g = Arc::new(Gate::new(true));
+        let a = g.admit(1).await;
+        let g2 = g.clone();
+        let mut second = tokio::spawn(async move { g2.admit(1).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!second.is_finished(), "one pod, one place");
+        g.set_endpoints(2);
+        let b = tokio::time::timeout(Duration::from_secs(1), &mut second).await.unwrap().unwrap();
+        let g3 = g.clone();
+        let mut third = tokio::spawn(async move { g3.admit(1).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!third.is_finished(), "two pods, two places");
+        drop(a);
+        let _c = tokio::time::timeout(Duration::from_secs(1), &mut third).await.unwrap().unwrap();
+        drop(b);
+        assert_eq!(g.admitted.load(Ordering::Acquire), 1);
     }
 
     #[tokio::test(flavor = "current_thread")]

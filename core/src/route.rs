@@ -172,6 +172,8 @@ pub struct Route {
     pub timeouts: RouteTimeouts,
     /// Cap on held requests for this route on one interceptor; `None` = the interceptor-wide default.
     pub max_pending: Option<usize>,
+    /// At most this many in-flight requests per ready endpoint (`coldStart.maxConcurrentPerPod`).
+    pub max_concurrent_per_pod: Option<usize>,
     pub overflow: Overflow,
     pub scaling: Scaling,
     /// Speak HTTP/2 cleartext to the target (Service port `appProtocol: kubernetes.io/h2c`).
@@ -400,6 +402,7 @@ pub fn from_http_scaled_object(key: RouteKey, spec: &HttpScaledObjectSpec, order
         placeholder: None,
         timeouts,
         max_pending: None,
+        max_concurrent_per_pod: None,
         overflow: Overflow::Reject,
         h2c: false,
         statics: Vec::new(),
@@ -425,6 +428,7 @@ pub(crate) fn rules(field: &str, rules: &[RoutingRule]) -> Result<Vec<Rule>, Rou
 pub(crate) struct ColdStartParts {
     pub placeholder: Option<Placeholder>,
     pub max_pending: Option<usize>,
+    pub max_concurrent_per_pod: Option<usize>,
     pub overflow: Overflow,
 }
 
@@ -437,7 +441,12 @@ pub(crate) fn cold_start_parts(field: &str, cs: Option<&ColdStartSpec>) -> Resul
     if overflow == Overflow::Placeholder && placeholder.is_none() {
         return Err(route_err(format!("{field}.overflow"), "Placeholder needs coldStart.placeholder"));
     }
-    Ok(ColdStartParts { placeholder, max_pending: max_pending(field, cs)?, overflow })
+    let max_concurrent_per_pod = match cs.and_then(|c| c.max_concurrent_per_pod) {
+        None => None,
+        Some(n) if n >= 1 => Some(n as usize),
+        Some(n) => return Err(route_err(format!("{field}.maxConcurrentPerPod"), format!("{n} must be at least 1"))),
+    };
+    Ok(ColdStartParts { placeholder, max_pending: max_pending(field, cs)?, max_concurrent_per_pod, overflow })
 }
 
 pub(crate) fn route_timeouts(t: Option<&crate::spec::RouteTimeoutsSpec>) -> RouteTimeouts {
@@ -478,6 +487,7 @@ pub fn from_interceptor_route(key: RouteKey, spec: &InterceptorRouteSpec, order:
         placeholder: parts.placeholder,
         timeouts: route_timeouts(spec.timeouts.as_ref()),
         max_pending: parts.max_pending,
+        max_concurrent_per_pod: parts.max_concurrent_per_pod,
         overflow: parts.overflow,
         h2c: false,
         statics: static_entries("spec.staticRoutes", &spec.static_routes)?,

@@ -309,7 +309,7 @@ pub struct PathMatch {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.fallback) || has(self.placeholder) || has(self.maxPendingRequests)").message("at least one of 'fallback', 'placeholder' or 'maxPendingRequests' must be set"))]
+#[x_kube(validation = Rule::new("has(self.fallback) || has(self.placeholder) || has(self.maxPendingRequests) || has(self.maxConcurrentPerPod)").message("at least one of 'fallback', 'placeholder' or 'maxPendingRequests' must be set"))]
 pub struct ColdStartSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback: Option<FallbackSpec>,
@@ -319,6 +319,10 @@ pub struct ColdStartSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_pending_requests: Option<i32>,
+    /// At most this many requests in flight per ready pod; the rest stay held (httpscale; upstream #1038).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_concurrent_per_pod: Option<i32>,
     /// What an over-cap request gets: `Reject` (503) or `Placeholder`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overflow: Option<Overflow>,

@@ -238,6 +238,8 @@ struct RawColdStart {
     #[serde(default)]
     max_pending_requests: Option<i32>,
     #[serde(default)]
+    max_concurrent_per_pod: Option<i32>,
+    #[serde(default)]
     overflow: Option<Overflow>,
 }
 
@@ -318,6 +320,7 @@ impl TryFrom<RawRoute> for IndexedRoute {
             fallback: None,
             placeholder: cs.placeholder.clone(),
             max_pending_requests: cs.max_pending_requests,
+            max_concurrent_per_pod: cs.max_concurrent_per_pod,
             overflow: cs.overflow,
         });
         let parts = route::cold_start_parts("coldStart", cold_start.as_ref())?;
@@ -354,6 +357,7 @@ impl TryFrom<RawRoute> for IndexedRoute {
             placeholder: parts.placeholder,
             timeouts: route::route_timeouts(raw.timeouts.as_ref()),
             max_pending: parts.max_pending,
+            max_concurrent_per_pod: parts.max_concurrent_per_pod,
             overflow: parts.overflow,
             scaling,
             h2c,

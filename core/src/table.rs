@@ -305,6 +305,7 @@ mod tests {
             placeholder: None,
             timeouts: RouteTimeouts::default(),
             max_pending: None,
+            max_concurrent_per_pod: None,
             overflow: Overflow::Reject,
             scaling: Scaling {
                 concurrency_target: Some(100.0),

@@ -73,9 +73,12 @@ impl Cluster {
     }
 
     fn set_gates(&self, svc: &ServiceKey) {
-        let ready = self.endpoints.load().ready(svc);
+        let endpoints = self.endpoints.load();
+        let ready = endpoints.ready(svc);
+        let count = endpoints.ready_count(svc);
         if let Some(gates) = self.gates.lock().unwrap_or_else(|p| p.into_inner()).get(svc) {
             for g in gates {
+                g.set_endpoints(count);
                 if g.set_open(ready) {
                     tracing::info!(service = %format!("{}/{}", svc.namespace, svc.name), ready, "service readiness changed");
                 }

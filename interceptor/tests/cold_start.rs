@@ -243,3 +243,49 @@ async fn static_routes_answer_without_counting_and_forward_when_the_backend_is_r
     assert_eq!(queue(h.admin()).await["default/app"]["RequestCount"].as_i64().unwrap(), count, "neither was counted");
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn max_concurrent_per_pod_keeps_a_fresh_backend_from_being_flooded() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // A backend that remembers how many requests it served at once.
+    let (now, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (n, p) = (now.clone(), peak.clone());
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let (n, p) = (n.clone(), p.clone());
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |_| {
+                    let (n, p) = (n.clone(), p.clone());
+                    async move {
+                        let c = n.fetch_add(1, Ordering::SeqCst) + 1;
+                        p.fetch_max(c, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(150)).await;
+                        n.fetch_sub(1, Ordering::SeqCst);
+                        Ok::<_, std::convert::Infallible>(Response::new(full("ok")))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    let h = interceptor(&route_to("gpu", "gpu.local", addr, "    coldStart: {maxConcurrentPerPod: 1}\n")).await;
+    eventually(Duration::from_secs(5), "warm", || async { get(h.proxy(), "gpu.local", "/").await.0 == StatusCode::OK })
+        .await;
+    peak.store(0, Ordering::SeqCst);
+    let proxy = h.proxy();
+    let burst: Vec<_> = (0..4).map(|_| tokio::spawn(async move { get(proxy, "gpu.local", "/").await })).collect();
+    eventually(Duration::from_secs(2), "all four counted while waiting", || async {
+        concurrency(h.admin(), "default/gpu").await == 4
+    })
+    .await;
+    for r in burst {
+        assert_eq!(r.await.unwrap().0, StatusCode::OK);
+    }
+    assert_eq!(peak.load(Ordering::SeqCst), 1, "one request at a time reached the single pod");
+    h.stop().await;
+}

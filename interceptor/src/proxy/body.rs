@@ -33,8 +33,8 @@ enum Inner {
 pub struct ProxyBody {
     inner: Inner,
     in_flight: Option<InFlight>,
-    /// Anything else that must live until the response ends (a pod's in-flight place).
-    kept: Option<Box<dyn Send + Sync>>,
+    /// Anything else that must live until the response ends (a pod's in-flight place, an admission).
+    kept: Vec<Box<dyn Send + Sync>>,
     on_finish: Option<Box<dyn OnFinish>>,
     deadline: Option<Pin<Box<Sleep>>>,
 }
@@ -64,7 +64,7 @@ impl ProxyBody {
     }
 
     fn with(inner: Inner) -> Self {
-        Self { inner, in_flight: None, kept: None, on_finish: None, deadline: None }
+        Self { inner, in_flight: None, kept: Vec::new(), on_finish: None, deadline: None }
     }
 
     /// Keeps the route's request counted until this body ends or is dropped.
@@ -74,7 +74,7 @@ impl ProxyBody {
 
     /// Keeps `value` alive until this body ends or is dropped.
     pub fn keep(&mut self, value: Box<dyn Send + Sync>) {
-        self.kept = Some(value);
+        self.kept.push(value);
     }
 
     pub fn on_finish(&mut self, f: Box<dyn OnFinish>) {
@@ -90,7 +90,7 @@ impl ProxyBody {
 
     fn done(&mut self, completed: bool) {
         self.in_flight = None;
-        self.kept = None;
+        self.kept.clear();
         self.deadline = None;
         if let Some(f) = self.on_finish.take() {
             f.finish(completed);

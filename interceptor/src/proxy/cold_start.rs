@@ -6,6 +6,8 @@
 //!   already counted, so it still wakes the backend). As upstream, the placeholder wins over a fallback.
 //! - *refused*: the route already holds its cap of requests; 503 with `Retry-After` (or the placeholder
 //!   with `overflow: Placeholder`), and `interceptor_cold_start_rejections_total` counts it.
+//! - *admitted*: with `coldStart.maxConcurrentPerPod`, a request for a ready backend also waits (held, unsent)
+//!   until fewer than that many requests per ready pod are in flight, so a fresh pod is not flooded.
 //! - *held*: the request waits, unsent, in arrival order, until the gate opens
 //!   (`X-KEDA-HTTP-Cold-Start: true`), the readiness timeout passes (504, or the fallback upstream), the
 //!   interceptor stops (503, `Connection: close`), the readiness source refuses (a program that crashed or
@@ -24,6 +26,7 @@ use tower::{Layer, Service};
 
 use super::{BoxFuture, ProxyError, ProxyResponse, Routed, UseFallback, fixed_response};
 use crate::Shared;
+use crate::routes::RouteState;
 use httpscale_core::gate::RefusalKind;
 
 pub const COLD_START_HEADER: &str = "x-keda-http-cold-start";
@@ -72,6 +75,33 @@ impl Drop for HoldSlot<'_> {
     }
 }
 
+/// Sends a request on once the route's per-pod limit (if any) admits it; the place is kept until the
+/// response ends. Waiting for admission counts as being held.
+async fn admitted<S>(
+    route: &Arc<RouteState>,
+    shared: &Shared,
+    inner: &mut S,
+    req: Request<Incoming>,
+    cold: bool,
+) -> Result<ProxyResponse, ProxyError>
+where
+    S: Service<Request<Incoming>, Response = ProxyResponse, Error = ProxyError>,
+{
+    let admission = match route.route.max_concurrent_per_pod {
+        None => None,
+        Some(per_pod) => Some(tokio::select! {
+            a = route.gate.admit(per_pod) => a,
+            _ = shared.stopping.triggered() => return Err(ProxyError::ShuttingDown),
+        }),
+    };
+    let mut resp = inner.call(req).await?;
+    if let Some(a) = admission {
+        resp.body_mut().keep(Box::new(a));
+    }
+    mark(&mut resp, shared.cold_start_header, cold);
+    Ok(resp)
+}
+
 fn mark(resp: &mut ProxyResponse, enabled: bool, cold: bool) {
     if enabled {
         let v = if cold { "true" } else { "false" };
@@ -97,7 +127,7 @@ where
         let Some(route) = req.extensions().get::<Routed>().map(|r| r.route.clone()) else {
             return Box::pin(self.inner.call(req));
         };
-        if route.gate.is_open() {
+        if route.gate.is_open() && route.route.max_concurrent_per_pod.is_none() {
             let fut = self.inner.call(req);
             return Box::pin(async move {
                 let mut resp = fut.await?;
@@ -108,6 +138,10 @@ where
         let mut inner = self.inner.clone();
         let shared = self.shared.clone();
         Box::pin(async move {
+            if route.gate.is_open() {
+                // Warm, but admitted per ready pod (`coldStart.maxConcurrentPerPod`).
+                return admitted(&route, &shared, &mut inner, req, false).await;
+            }
             if let Some(p) = &route.placeholder {
                 // Nobody waits, but the backend is wanted (a standalone program starts on this).
                 route.gate.nudge();
@@ -140,9 +174,7 @@ where
             }
             if waited.is_some() {
                 shared.metrics.cold_start_wait.get_or_create(&route.labels).observe(started.elapsed().as_secs_f64());
-                let mut resp = inner.call(req).await?;
-                mark(&mut resp, header, true);
-                return Ok(resp);
+                return admitted(&route, &shared, &mut inner, req, true).await;
             }
             if route.fallback.is_some() {
                 req.extensions_mut().insert(UseFallback);

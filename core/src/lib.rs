@@ -6,6 +6,7 @@
 //! here except `admin`, `shutdown` and `telemetry` is pure.
 
 pub mod admin;
+pub mod cli;
 pub mod cluster;
 pub mod duration;
 pub mod gate;

@@ -39,3 +39,35 @@ pub fn init_logging(format: LogFormat, level: &str) {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
 }
+
+/// Upstream's zap logging flags, shared by every binary's configuration (`#[command(flatten)]`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogArgs {
+    /// Log level (upstream's zap flag): debug, info, warn, error. `RUST_LOG` wins when set.
+    #[arg(long = "zap-log-level", env = "HTTPSCALE_LOG_LEVEL", value_name = "LEVEL", default_value = "info")]
+    pub level: String,
+
+    /// Log encoding (upstream's zap flag): console or json.
+    #[arg(
+        long = "zap-encoder",
+        env = "HTTPSCALE_LOG_FORMAT",
+        value_name = "ENCODER",
+        value_enum,
+        default_value = "console"
+    )]
+    pub format: LogFormat,
+
+    /// Accepted for compatibility with upstream's zap flags; has no effect.
+    #[arg(long = "zap-time-encoding", hide = true)]
+    pub time_encoding: Option<String>,
+
+    /// Accepted for compatibility with upstream's zap flags; has no effect.
+    #[arg(long = "zap-stacktrace-level", hide = true)]
+    pub stacktrace_level: Option<String>,
+}
+
+impl LogArgs {
+    pub fn init(&self) {
+        init_logging(self.format, &self.level);
+    }
+}

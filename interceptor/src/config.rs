@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use httpscale_core::settings::{duration, go_bool};
-use httpscale_core::telemetry::LogFormat;
+use httpscale_core::telemetry::LogArgs;
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -158,27 +158,8 @@ pub struct Config {
     #[arg(long, env = "HTTPSCALE_PROCESS_LAUNCHER", value_name = "HTTPSCALE_PROCESS_LAUNCHER", hide = true)]
     pub process_launcher: Option<PathBuf>,
 
-    /// Log level (upstream's zap flag): debug, info, warn, error. `RUST_LOG` wins when set.
-    #[arg(long = "zap-log-level", env = "HTTPSCALE_LOG_LEVEL", value_name = "LEVEL", default_value = "info")]
-    pub log_level: String,
-
-    /// Log encoding (upstream's zap flag): console or json.
-    #[arg(
-        long = "zap-encoder",
-        env = "HTTPSCALE_LOG_FORMAT",
-        value_name = "ENCODER",
-        value_enum,
-        default_value = "console"
-    )]
-    pub log_format: LogFormat,
-
-    /// Accepted for compatibility with upstream's zap flags; has no effect.
-    #[arg(long = "zap-time-encoding", hide = true)]
-    pub zap_time_encoding: Option<String>,
-
-    /// Accepted for compatibility with upstream's zap flags; has no effect.
-    #[arg(long = "zap-stacktrace-level", hide = true)]
-    pub zap_stacktrace_level: Option<String>,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 /// A setting that parsed but cannot be used.

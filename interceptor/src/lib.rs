@@ -26,8 +26,8 @@ use std::time::Duration;
 
 use httpscale_core::Shutdown;
 use httpscale_core::admin as core_admin;
+use httpscale_core::cli;
 use httpscale_core::standalone;
-use httpscale_core::telemetry::init_logging;
 use tokio::net::TcpListener;
 
 pub use config::Config;
@@ -229,8 +229,6 @@ pub async fn start_with(
 /// How often the routes file is checked for changes.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
-const EX_CONFIG: u8 = 64;
-
 /// The `interceptor` program: parses `args` (the first is the program name), sets up logging and runs
 /// until SIGTERM/SIGINT. Exit codes: 0 after a clean shutdown, 64 for configuration errors, 1 otherwise.
 /// Also the launcher of route programs when the first argument is [`process::EXEC_ARG`].
@@ -239,35 +237,12 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exi
     if args.get(1).is_some_and(|a| a == process::EXEC_ARG) {
         return process::exec_child(&args[2..]);
     }
-    let config = match <Config as clap::Parser>::try_parse_from(&args) {
+    let config = match cli::parse("interceptor", args, Config::validate) {
         Ok(c) => c,
-        Err(e) if !e.use_stderr() => {
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(EX_CONFIG);
-        }
+        Err(code) => return code,
     };
-    let config = match config.validate() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("interceptor: invalid configuration: {e}");
-            return ExitCode::from(EX_CONFIG);
-        }
-    };
-    init_logging(config.log_format, &config.log_level);
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("interceptor: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async {
-        let shutdown = Shutdown::new();
-        tokio::spawn(shutdown.clone().trigger_on_signals());
+    config.log.init();
+    cli::run("interceptor", None, |shutdown| async move {
         match start(config, shutdown).await {
             Ok(running) => {
                 tracing::info!(
@@ -283,7 +258,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exi
             Err(e) => {
                 tracing::error!("{e}");
                 eprintln!("interceptor: {e}");
-                ExitCode::from(if e.is_config() { EX_CONFIG } else { 1 })
+                ExitCode::from(if e.is_config() { cli::EX_CONFIG } else { 1 })
             }
         }
     })

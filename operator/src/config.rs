@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use httpscale_core::settings::{duration, go_bool};
-use httpscale_core::telemetry::LogFormat;
+use httpscale_core::telemetry::LogArgs;
 
 use crate::desired::ScalerAddress;
 
@@ -80,23 +80,8 @@ pub struct Config {
     #[arg(long, hide = true)]
     pub profiling_bind_address: Option<String>,
 
-    #[arg(long = "zap-log-level", env = "HTTPSCALE_LOG_LEVEL", value_name = "LEVEL", default_value = "info")]
-    pub log_level: String,
-
-    #[arg(
-        long = "zap-encoder",
-        env = "HTTPSCALE_LOG_FORMAT",
-        value_name = "ENCODER",
-        value_enum,
-        default_value = "console"
-    )]
-    pub log_format: LogFormat,
-
-    #[arg(long = "zap-time-encoding", hide = true)]
-    pub zap_time_encoding: Option<String>,
-
-    #[arg(long = "zap-stacktrace-level", hide = true)]
-    pub zap_stacktrace_level: Option<String>,
+    #[command(flatten)]
+    pub log: LogArgs,
 }
 
 #[derive(Debug, Clone, Subcommand)]

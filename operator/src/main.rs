@@ -4,25 +4,14 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use httpscale_core::Shutdown;
-use httpscale_core::telemetry::init_logging;
+use httpscale_core::cli;
 use httpscale_operator::config::Command;
 use httpscale_operator::{Config, run};
 
-const EX_CONFIG: u8 = 64;
-
 fn main() -> ExitCode {
-    let config = match Config::try_parse() {
+    let config = match cli::parse("operator", std::env::args_os(), Ok::<Config, std::convert::Infallible>) {
         Ok(c) => c,
-        Err(e) if !e.use_stderr() => {
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(EX_CONFIG);
-        }
+        Err(code) => return code,
     };
     if let Some(Command::Crds) = config.command {
         return match httpscale_core::spec::crds_yaml() {
@@ -36,24 +25,15 @@ fn main() -> ExitCode {
             }
         };
     }
-    init_logging(config.log_format, &config.log_level);
+    config.log.init();
     let resolved = match config.resolve() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("operator: invalid configuration: {e}");
-            return ExitCode::from(EX_CONFIG);
+            return ExitCode::from(cli::EX_CONFIG);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("operator: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async {
-        let shutdown = Shutdown::new();
-        tokio::spawn(shutdown.clone().trigger_on_signals());
+    cli::run("operator", Some(2), |shutdown| async move {
         let client = match kube::Client::try_default().await {
             Ok(c) => c,
             Err(e) => {

@@ -3,43 +3,16 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use httpscale_core::Shutdown;
-use httpscale_core::telemetry::init_logging;
+use httpscale_core::cli;
 use httpscale_scaler::{Config, start};
 
-const EX_CONFIG: u8 = 64;
-
 fn main() -> ExitCode {
-    let config = match Config::try_parse() {
+    let config = match cli::parse("scaler", std::env::args_os(), Config::validate) {
         Ok(c) => c,
-        Err(e) if !e.use_stderr() => {
-            let _ = e.print();
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            let _ = e.print();
-            return ExitCode::from(EX_CONFIG);
-        }
+        Err(code) => return code,
     };
-    let config = match config.validate() {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("scaler: invalid configuration: {e}");
-            return ExitCode::from(EX_CONFIG);
-        }
-    };
-    init_logging(config.log_format, &config.log_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("scaler: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async {
-        let shutdown = Shutdown::new();
-        tokio::spawn(shutdown.clone().trigger_on_signals());
+    config.log.init();
+    cli::run("scaler", Some(2), |shutdown| async move {
         match start(config, shutdown).await {
             Ok(running) => {
                 tracing::info!(
@@ -53,7 +26,7 @@ fn main() -> ExitCode {
             Err(e) => {
                 tracing::error!("{e}");
                 eprintln!("scaler: {e}");
-                ExitCode::from(if e.is_config() { EX_CONFIG } else { 1 })
+                ExitCode::from(if e.is_config() { cli::EX_CONFIG } else { 1 })
             }
         }
     })

@@ -263,6 +263,10 @@ pub async fn supervise(s: Supervised, gate: Arc<Gate>, stop: Shutdown) {
             _ = gate.demanded() => {}
             _ = stop.triggered() => return,
         }
+        if probe_once(&s.address, &Probe::Tcp, Duration::from_millis(200)).await.is_ok() {
+            // Readiness probes would see that process, not ours: say so before it confuses anyone.
+            tracing::warn!(route = %key, upstream = %s.address, "something already listens on the upstream before the program starts; requests may reach it instead");
+        }
         let started = Instant::now();
         let mut program = match Program::spawn(&s) {
             Ok(p) => p,

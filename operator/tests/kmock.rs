@@ -149,6 +149,16 @@ async fn the_tutorial_httpscaledobject_becomes_a_keda_scaled_object() {
     })
     .await;
 
+    // A manual edit of the ScaledObject is reverted (the operator watches the ScaledObjects it owns).
+    sos.patch("ollama", &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"maxReplicaCount": 99}})))
+        .await
+        .unwrap();
+    eventually("manual edit reverted", || async {
+        let so = sos.get("ollama").await.ok()?;
+        (so.spec.max_replica_count == Some(4)).then_some(())
+    })
+    .await;
+
     // An InterceptorRoute turns Ready.
     let irs: Api<InterceptorRoute> = Api::namespaced(client.clone(), "default");
     let ir: InterceptorRoute = serde_yaml::from_str(

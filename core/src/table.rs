@@ -270,10 +270,6 @@ impl<R: AsRef<Route>> RoutingTable<R> {
         self.routes.values()
     }
 
-    pub fn get(&self, key: &RouteKey) -> Option<&Arc<R>> {
-        self.routes.get(key)
-    }
-
     pub fn len(&self) -> usize {
         self.routes.len()
     }

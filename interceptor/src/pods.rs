@@ -67,11 +67,6 @@ impl PodRouter {
         });
         Some((best.clone(), guard))
     }
-
-    /// Whether the Service has any ready address for the port.
-    pub fn has_candidates(&self, svc: &ServiceKey, port_name: &str) -> bool {
-        !self.endpoints.load().ready_addresses(svc, port_name).is_empty()
-    }
 }
 
 #[cfg(test)]

@@ -53,10 +53,6 @@ impl Aggregator {
         }
     }
 
-    pub fn interceptors(&self) -> impl Iterator<Item = &String> {
-        self.interceptors.keys()
-    }
-
     /// Latest counts from one interceptor. Returns true if some route's concurrency changed.
     pub fn observe(&mut self, addr: &str, counts: QueueCounts, now: Instant, changed_us: u64) -> bool {
         let before: BTreeMap<String, i64> = counts.keys().map(|k| (k.clone(), self.concurrency(k))).collect();

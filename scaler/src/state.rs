@@ -2,7 +2,7 @@
 //! every open `StreamIsActive` stream.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -113,6 +113,3 @@ impl State {
         }
     }
 }
-
-/// Shared handle.
-pub type SharedState = Arc<State>;

@@ -31,8 +31,11 @@ use crate::pods::PodRouter;
 const RETRY_INTERVAL: Duration = Duration::from_millis(50);
 const RETRY_BUDGET: Duration = Duration::from_secs(60);
 
+/// The forwarder of one proxy thread; cloning it per request costs one reference count.
 #[derive(Clone)]
-pub struct Forward {
+pub struct Forward(Arc<Clients>);
+
+pub struct Clients {
     http1: Client<HttpConnector, AttemptBody>,
     h2c: Client<HttpConnector, AttemptBody>,
     /// Set with direct pod routing.
@@ -56,7 +59,7 @@ impl Forward {
             .pool_idle_timeout(Duration::from_secs(90))
             .http2_only(true)
             .build(connector);
-        Self { http1, h2c, pods }
+        Self(Arc::new(Clients { http1, h2c, pods }))
     }
 }
 
@@ -74,7 +77,7 @@ impl Service<Request<Incoming>> for Forward {
     }
 }
 
-async fn forward(clients: Forward, mut req: Request<Incoming>) -> Result<ProxyResponse, ProxyError> {
+async fn forward(Forward(clients): Forward, mut req: Request<Incoming>) -> Result<ProxyResponse, ProxyError> {
     let Some(routed) = req.extensions_mut().remove::<Routed>() else {
         return Err(ProxyError::MissingHost);
     };

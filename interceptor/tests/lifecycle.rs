@@ -236,3 +236,57 @@ async fn the_queue_stream_pushes_a_held_request_at_once() {
     assert!(update.changed_us > 0);
     h.stop().await;
 }
+
+#[test]
+fn request_logging_writes_one_line_per_request() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let backend = rt.block_on(named_backend("app"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("routes.yaml");
+    std::fs::write(&file, one_route(&backend.authority())).unwrap();
+    let mut child = binary()
+        .env("KEDA_HTTP_LOG_REQUESTS", "true")
+        .env("KEDA_HTTP_SHUTDOWN_DELAY", "0s")
+        .env("OTEL_PROM_EXPORTER_ENABLED", "false")
+        .args(["--config", file.to_str().unwrap(), "--proxy-port", "0", "--admin-port", "0", "--zap-encoder", "json"])
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let mut log = String::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let proxy = loop {
+        assert!(Instant::now() < deadline, "no start-up line: {log}");
+        let n = stderr.read(&mut buf).unwrap();
+        log.push_str(&String::from_utf8_lossy(&buf[..n]));
+        if let Some(line) = log.lines().find(|l| l.contains("interceptor listening")) {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            break v["proxy"].as_str().unwrap().to_owned();
+        }
+    };
+    let proxy: std::net::SocketAddr = proxy.replace("0.0.0.0", "127.0.0.1").parse().unwrap();
+    rt.block_on(async {
+        eventually(Duration::from_secs(5), "served", || async {
+            get(proxy, "app.local", "/hello?x=1").await.0 == StatusCode::OK
+        })
+        .await;
+        assert_eq!(get(proxy, "nobody.local", "/").await.0, StatusCode::NOT_FOUND);
+    });
+    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    child.wait().unwrap();
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    log.push_str(&rest);
+    let requests: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["message"] == "request")
+        .collect();
+    let ok = requests.iter().find(|v| v["status"] == 200).expect("a line for the proxied request");
+    assert_eq!(
+        (ok["method"].as_str(), ok["route"].as_str(), ok["host"].as_str()),
+        (Some("GET"), Some("default/app"), Some("app.local"))
+    );
+    assert!(ok["uri"].as_str().unwrap().ends_with("/hello?x=1"));
+    assert!(requests.iter().any(|v| v["status"] == 404 && v["route"] == ""), "unmatched requests are logged too");
+}

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The end-to-end suite on a real Kubernetes control plane and the real KEDA (needs root: it makes a network
+# namespace). Builds or reuses the Go programs (scripts/e2e-build.sh), builds our binaries, then runs every
+# scenario of e2e/scenarios.py inside a fresh network namespace, and removes it again, also on Ctrl-C.
+#
+#   bash scripts/e2e.sh [--only SCENARIO ...]
+#
+# Prints one line per scenario and `N passed, M failed` last; writes target/e2e/report.json and the logs of
+# every process under target/e2e/run/logs/.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+[[ $(id -u) == 0 ]] || { echo "scripts/e2e.sh needs root (it creates a network namespace)" >&2; exit 1; }
+
+# shellcheck source=../e2e/versions.env
+source e2e/versions.env
+echo "pinned: Kubernetes $K8S_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION, KEDA $KEDA_VERSION," \
+    "KEDA HTTP add-on $HTTP_ADDON_VERSION" >&2
+CACHE=$(bash scripts/e2e-build.sh | tail -1)
+bash scripts/setup-test-peers.sh >/dev/null
+bash charts/tests/install-peers.sh >/dev/null
+PROFILE=${HTTPSCALE_E2E_PROFILE:-debug}
+cargo build --locked --bins $([[ $PROFILE == release ]] && echo --release) -p httpscale-interceptor \
+    -p httpscale-scaler -p httpscale-operator
+
+NS=hs-e2e-$$
+cleanup() {
+    local pids
+    pids=$(ip netns pids "$NS" 2>/dev/null || true)
+    [[ -n $pids ]] && kill -9 $pids 2>/dev/null || true
+    ip netns del "$NS" 2>/dev/null || true
+    rm -rf "/etc/netns/$NS"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+ip netns add "$NS"
+ip -n "$NS" link set lo up
+# Service IPs, pod IPs and the harness's own processes: all local addresses inside the namespace only.
+for range in 10.96.0.0/16 10.244.0.0/16 10.245.0.0/16; do ip -n "$NS" route add local "$range" dev lo; done
+# `ip netns exec` bind-mounts this file over /etc/hosts: the cluster's DNS (e2e/backends.py keeps it current).
+mkdir -p "/etc/netns/$NS"
+printf '127.0.0.1 localhost\n::1 localhost\n' >"/etc/netns/$NS/hosts"
+
+ip netns exec "$NS" "$ROOT/.peers/venv/bin/python" e2e/run.py --go-bins "$CACHE" \
+    --rust-bins "target/$PROFILE" --helm "$ROOT/.peers/bin/helm" "$@"

@@ -4,14 +4,13 @@ with the scenarios' timing.
 
 PodBackends: when a pod annotated `e2e.httpscale.io/backend` gets its IP, start that real backend program on the
 pod's IP and container port, mark the pod Ready only once the backend answers, and stop the backend when the pod
-is deleted. ServiceProxy: a userspace kube-proxy that makes every Service's ClusterIP:port reach one of its ready
-endpoints (and refuse connections while it has none), and keeps /etc/hosts (this namespace's own) naming every
+is deleted. ServiceProxy: kube-proxy's iptables rules that make every Service's ClusterIP:port reach one of its
+ready endpoints (and refuse connections while it has none), and /etc/hosts (this namespace's own) naming every
 Service as `<svc>.<ns>[.svc[.cluster.local]]`.
 """
-import asyncio
-import itertools
 import json
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -31,6 +30,8 @@ def backend_argv(kind, ip, port, extra):
         return [sys.executable, REPO / "tests/peers/fake_ollama.py", "--host", ip, "--port", port, *extra]
     if kind == "http":
         return [sys.executable, REPO / "e2e/echo_backend.py", "--host", ip, "--port", port, *extra]
+    if kind == "grpc":
+        return [sys.executable, REPO / "e2e/grpc_backend.py", "--host", ip, "--port", port]
     raise ValueError(f"unknown backend kind {kind!r}")
 
 
@@ -109,21 +110,27 @@ class PodBackends:
 
 
 class ServiceProxy:
-    """A userspace kube-proxy plus cluster DNS through /etc/hosts, for every Service in the cluster."""
+    """kube-proxy in iptables mode, plus cluster DNS through /etc/hosts, for every Service in the cluster.
+
+    Each Service port's ClusterIP:port is DNATed (nat OUTPUT) to one of its ready endpoints, picked at random per
+    connection, and refused with a TCP reset while it has none, as kube-proxy does. No socket is held on a
+    ClusterIP, so programs that bind 0.0.0.0 (the Go add-on's) never collide with it.
+    """
+
+    NAT, FILTER = "HS-SERVICES", "HS-NO-ENDPOINTS"
 
     def __init__(self, kube, hosts_file="/etc/hosts"):
         self.kube, self.hosts_file = kube, hosts_file
         self.services = {}  # "ns/name" -> Service
         self.slices = {}  # "ns/slice" -> EndpointSlice
-        self.listeners = {}  # (ip, port) -> asyncio.Server
-        self.rr = itertools.count()
         self.stop = threading.Event()
         self.sync_lock = threading.Lock()
-        self.loop = asyncio.new_event_loop()
         self.base_hosts = "127.0.0.1 localhost\n::1 localhost\n"
 
     def start(self):
-        threading.Thread(target=self.loop.run_forever, name="service-proxy", daemon=True).start()
+        for table, chain in (("nat", self.NAT), ("filter", self.FILTER)):
+            subprocess.run(["iptables", "-t", table, "-N", chain], check=True)
+            subprocess.run(["iptables", "-t", table, "-A", "OUTPUT", "-j", chain], check=True)
         threading.Thread(target=self._watch, args=("Service", self.services), daemon=True).start()
         threading.Thread(target=self._watch, args=("EndpointSlice", self.slices), daemon=True).start()
         return self
@@ -137,7 +144,8 @@ class ServiceProxy:
                 store.pop(key, None)
             else:
                 store[key] = obj
-            self._sync()
+            with self.sync_lock:
+                self._sync()
 
     def endpoints(self, namespace, service, port):
         """Ready (ip, port) pairs of a Service port, from its EndpointSlices."""
@@ -152,14 +160,10 @@ class ServiceProxy:
             for ep in s.get("endpoints") or []:
                 if ep.get("conditions", {}).get("ready", True):
                     out += [(a, number) for a in ep["addresses"]]
-        return out
+        return sorted(out)
 
     def _sync(self):
-        with self.sync_lock:
-            self._sync_locked()
-
-    def _sync_locked(self):
-        hosts, wanted = [self.base_hosts], {}
+        hosts, nat, reject = [self.base_hosts], [], []
         for svc in list(self.services.values()):
             ip = svc["spec"].get("clusterIP")
             if not ip or ip == "None":
@@ -167,57 +171,22 @@ class ServiceProxy:
             ns, name = svc["metadata"]["namespace"], svc["metadata"]["name"]
             hosts.append(f"{ip} {name}.{ns} {name}.{ns}.svc {name}.{ns}.svc.cluster.local\n")
             for port in svc["spec"].get("ports", []):
-                if self.endpoints(ns, name, port):
-                    wanted[(ip, port["port"])] = (ns, name, port)
+                match = f"-d {ip}/32 -p tcp --dport {port['port']}"
+                eps = self.endpoints(ns, name, port)
+                if not eps:
+                    reject.append(f"-A {self.FILTER} {match} -j REJECT --reject-with tcp-reset")
+                # Rule i takes 1/(n-i) of what the rules before it left: an even random choice, as kube-proxy.
+                for i, (addr, number) in enumerate(eps):
+                    odds = "" if i == len(eps) - 1 else f"-m statistic --mode random --probability {1 / (len(eps) - i):.5f} "
+                    nat.append(f"-A {self.NAT} {match} {odds}-j DNAT --to-destination {addr}:{number}")
+        rules = "\n".join(["*nat", f":{self.NAT} - [0:0]", *nat, "COMMIT",
+                           "*filter", f":{self.FILTER} - [0:0]", *reject, "COMMIT", ""])
+        subprocess.run(["iptables-restore", "--noflush"], input=rules.encode(), check=True)
         with open(self.hosts_file, "w") as f:  # in place: /etc/hosts is a bind mount of this namespace's file
             f.writelines(hosts)
-        asyncio.run_coroutine_threadsafe(self._listen(wanted), self.loop).result(timeout=10)
-
-    async def _listen(self, wanted):
-        for key in [k for k in self.listeners if k not in wanted]:
-            self.listeners.pop(key).close()
-        for key, (ns, name, port) in wanted.items():
-            if key not in self.listeners:
-                handler = self._handler(ns, name, port)
-                try:
-                    self.listeners[key] = await asyncio.start_server(handler, key[0], key[1], reuse_address=True)
-                except OSError as e:
-                    print(f"service proxy: cannot listen on {key}: {e}", file=sys.stderr)
-
-    def _handler(self, ns, name, port):
-        async def handle(reader, writer):
-            eps = self.endpoints(ns, name, port)
-            if not eps:
-                writer.close()
-                return
-            ip, number = eps[next(self.rr) % len(eps)]
-            try:
-                up_reader, up_writer = await asyncio.open_connection(ip, number)
-            except OSError:
-                writer.close()
-                return
-            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
-
-        return handle
 
     def close(self):
         self.stop.set()
-        for server in self.listeners.values():
-            self.loop.call_soon_threadsafe(server.close)
-
-
-async def pipe(reader, writer):
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except (OSError, asyncio.IncompleteReadError):
-        pass
-    finally:
-        try:
-            writer.write_eof()
-        except (OSError, RuntimeError):
-            writer.close()
 
 
 def main():

@@ -118,8 +118,9 @@ class Pki:
         return crt, key
 
 
-def kubeconfig(path, ca, cert=None, key=None, token=None, server=f"https://{APISERVER_IP}:{APISERVER_PORT}"):
-    user = {"token": token} if token else {"client-certificate": str(cert), "client-key": str(key)}
+def kubeconfig(path, ca, cert, key, server=f"https://{APISERVER_IP}:{APISERVER_PORT}"):
+    """A kubeconfig with a client certificate (for the control plane's own programs and KEDA)."""
+    user = {"client-certificate": str(cert), "client-key": str(key)}
     cfg = {"apiVersion": "v1", "kind": "Config", "current-context": "e2e",
            "clusters": [{"name": "e2e", "cluster": {"server": server, "certificate-authority": str(ca)}}],
            "users": [{"name": "e2e", "user": user}],
@@ -216,11 +217,16 @@ class ControlPlane:
                                              "spec": {"expirationSeconds": seconds}})
         return tr["status"]["token"]
 
-    def service_account_kubeconfig(self, namespace, service_account):
-        """A kubeconfig and a client for a chart ServiceAccount: the identity a pod of that chart would have."""
+    def service_account(self, namespace, service_account):
+        """What a pod of a ServiceAccount gets mounted at /var/run/secrets/kubernetes.io/serviceaccount (a
+        TokenRequest token, the cluster CA, the namespace), as a directory; and a client with that identity."""
+        d = self.dir / "serviceaccounts" / f"{namespace}-{service_account}"
+        d.mkdir(parents=True, exist_ok=True)
         token = self.token(namespace, service_account)
-        path = kubeconfig(self.dir / f"{service_account}.kubeconfig", self.pki.ca, token=token)
-        return path, Kube(APISERVER_IP, APISERVER_PORT, str(self.pki.ca), token=token)
+        (d / "token").write_text(token)
+        (d / "ca.crt").write_bytes(self.pki.ca.read_bytes())
+        (d / "namespace").write_text(namespace)
+        return d, Kube(APISERVER_IP, APISERVER_PORT, str(self.pki.ca), token=token)
 
 
 class Keda:

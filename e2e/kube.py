@@ -116,16 +116,16 @@ class Kube:
                 return None
             raise
 
-    def create(self, obj, dry_run=False):
+    def create(self, obj, dry_run=False, validation="Strict"):
         """A create with strict field validation, as `kubectl apply -f` of a new object; dry_run keeps nothing."""
-        url = path(obj["kind"], obj["metadata"].get("namespace")) + "?fieldValidation=Strict"
+        url = path(obj["kind"], obj["metadata"].get("namespace")) + f"?fieldValidation={validation}"
         return self.request("POST", url + ("&dryRun=All" if dry_run else ""), obj)
 
-    def apply(self, obj, manager="httpscale-e2e", force=True):
+    def apply(self, obj, manager="httpscale-e2e", force=True, validation="Strict"):
         """Server-side apply, as `kubectl apply --server-side` does."""
         md = obj["metadata"]
         url = path(obj["kind"], md.get("namespace"), md["name"])
-        url += f"?fieldManager={manager}&fieldValidation=Strict" + ("&force=true" if force else "")
+        url += f"?fieldManager={manager}&fieldValidation={validation}" + ("&force=true" if force else "")
         return self.request("PATCH", url, obj, content_type="application/apply-patch+yaml")
 
     def merge_patch(self, kind, namespace, name, patch, subresource=None):

@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cluster import ControlPlane, Keda, Proc  # noqa: E402
-from httpscale import Httpscale  # noqa: E402
+from addons import Httpscale, Upstream  # noqa: E402
 from scenarios import SCENARIOS, Context, activation_medians  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -38,6 +38,23 @@ def go_bins(cache, v):
             "kube-scheduler": k8s / "kube-scheduler", "kwok": Path(cache) / f"kwok-{v['KWOK_VERSION']}/bin/kwok"}
 
 
+def run_differential(a, ctx, v, results):
+    """Installs the add-on, runs the corpus, writes target/e2e/differential-<add-on>.json."""
+    import differential
+    ctx.hs.install()
+    ctx.hs.start()
+    ctx.interceptor_url = f"http://{ctx.hs.interceptors[0].ip}:8080"
+    t = time.monotonic()
+    out, rejected = differential.run(ctx)
+    version = v["HTTP_ADDON_VERSION"] if a.differential == "upstream" else "httpscale"
+    path = Path(a.report).parent / f"differential-{a.differential}.json"
+    path.write_text(json.dumps({"add_on": a.differential, "version": version, "refused_setup": rejected,
+                                "results": out}, indent=1) + "\n")
+    print(f"{len(out)} requests sent to {a.differential} in {time.monotonic() - t:.0f}s; results in {path}", flush=True)
+    results.append({"name": f"differential-{a.differential}", "passed": True, "seconds": round(time.monotonic() - t, 1)})
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--go-bins", required=True, help="the cache directory scripts/e2e-build.sh printed")
@@ -47,6 +64,9 @@ def main():
     ap.add_argument("--report", default=str(REPO / "target/e2e/report.json"))
     ap.add_argument("--only", nargs="*", help="run only these scenarios (and the ones before them they need)")
     ap.add_argument("--pause", action="store_true", help="keep the cluster up after the scenarios until Ctrl-C")
+    ap.add_argument("--differential", choices=["httpscale", "upstream"],
+                    help="instead of the scenarios, run the differential corpus against this add-on")
+    ap.add_argument("--upstream-dir", help="the KEDA HTTP add-on's cache directory (bin/, crds/)")
     a = ap.parse_args()
     v = versions()
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -72,10 +92,13 @@ def main():
         # The kubelet and kube-proxy stand-ins run in a process of their own (e2e/backends.py).
         node = Proc("node", [sys.executable, REPO / "e2e/backends.py", "--workdir", workdir], plane.logs).start()
         plane.procs["node"] = node
-        hs = Httpscale(plane, a.rust_bins, a.helm)
+        hs = Upstream(plane, a.upstream_dir, a.helm) if a.differential == "upstream" else Httpscale(
+            plane, a.rust_bins, a.helm)
         ctx = Context(plane, keda, hs)
         print(f"cluster up in {time.monotonic() - t:.0f}s: Kubernetes {report['kubernetes_version']}, "
               f"KEDA {report['keda_version']}", flush=True)
+        if a.differential:
+            return run_differential(a, ctx, v, results)
         failed_before = None
         for name, fn in SCENARIOS:
             if a.only and name not in a.only and name not in ("install", "rbac"):
@@ -111,6 +134,8 @@ def main():
         if hs:
             hs.stop()
         plane.down()
+    if a.differential:
+        return 0 if results and all(r["passed"] for r in results) else 1
     report["scenarios"] = results
     report["activation_ms"] = activation_medians(ctx) if ctx else None
     Path(a.report).parent.mkdir(parents=True, exist_ok=True)

@@ -55,7 +55,7 @@ class Context:
         self.kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
         wait_for(f"ServiceAccount {name}/default", lambda: self.kube.find("ServiceAccount", name, "default"))
 
-    def workload(self, namespace, name, port, backend="fake-ollama", replicas=0, args=()):
+    def workload(self, namespace, name, port, backend="fake-ollama", replicas=0, args=(), app_protocol=None):
         """A Deployment whose pods run a real backend (started by PodBackends) and its Service."""
         labels = {"app": name}
         self.kube.apply({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": namespace},
@@ -67,7 +67,8 @@ class Context:
                                                       "ports": [{"name": "http", "containerPort": port}]}],
                                       "terminationGracePeriodSeconds": 1}}}})
         self.kube.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "namespace": namespace},
-                         "spec": {"selector": labels, "ports": [{"name": "http", "port": port, "targetPort": port}]}})
+                         "spec": {"selector": labels, "ports": [{"name": "http", "port": port, "targetPort": port}
+                                                                | ({"appProtocol": app_protocol} if app_protocol else {})]}})
 
     def replicas(self, namespace, name):
         return self.kube.get("Deployment", namespace, name)["spec"].get("replicas", 1)
@@ -119,7 +120,7 @@ def rbac(ctx):
              .get("spec", {}).get("holderIdentity"), timeout=60)
     # Authorization is really enforced: a ServiceAccount without bindings may not read our routes.
     ctx.kube.apply({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "e2e-nobody", "namespace": "keda"}})
-    _, nobody = ctx.plane.service_account_kubeconfig("keda", "e2e-nobody")
+    _, nobody = ctx.plane.service_account("keda", "e2e-nobody")
     try:
         nobody.get("HTTPScaledObject")
         raise AssertionError("a ServiceAccount with no RoleBinding listed HTTPScaledObjects: RBAC is not enforced")

@@ -250,3 +250,20 @@ fn request_logging_writes_one_line_per_request() {
     assert!(ok["uri"].as_str().unwrap().ends_with("/hello?x=1"));
     assert!(requests.iter().any(|v| v["status"] == 404 && v["route"] == ""), "unmatched requests are logged too");
 }
+
+/// Regression: the admin listener's start-up errors named the proxy's address instead of its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_busy_admin_port_is_reported_with_the_admin_address() {
+    let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("routes.yaml");
+    std::fs::write(&file, one_route("127.0.0.1:9")).unwrap();
+    let mut config = httpscale_interceptor::Config::for_file(&file);
+    config.admin_port = Some(admin.port());
+    let shutdown = httpscale_core::Shutdown::new();
+    let Err(e) = httpscale_interceptor::start(config.validate().unwrap(), shutdown).await else {
+        panic!("started on a busy admin port");
+    };
+    assert!(e.to_string().starts_with(&format!("cannot listen on {admin} (admin)")), "{e}");
+}

@@ -8,7 +8,8 @@
 //! - [`interceptor`] and [`scaler`]: the interceptor and scaler started in-process on ports the OS picks;
 //! - [`process`]: child processes stopped when dropped, and the real binaries, whose bound ports are read
 //!   from their JSON start-up log line;
-//! - [`kmock`]: the in-memory Kubernetes API server (`tests/peers/kmock_apiserver.py`).
+//! - [`kmock`]: the in-memory Kubernetes API server (`tests/peers/kmock_apiserver.py`);
+//! - [`structure`]: the workspace's structure checks (no import cycles, no long functions).
 //!
 //! Helpers fail the calling test by panicking, as test code does.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -20,6 +21,7 @@ pub mod kmock;
 pub mod net;
 pub mod process;
 pub mod scaler;
+pub mod structure;
 pub mod wait;
 
 pub use backend::{

@@ -4,6 +4,9 @@
 //!
 //! Each (round, N) uses a fresh interceptor so its resident memory before the burst is a clean baseline.
 
+// Hold and release times of real processes are wall-clock measurements.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 

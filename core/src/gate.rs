@@ -208,13 +208,13 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn open_gate_passes_at_once() {
         let g = Gate::new(true);
         tokio::time::timeout(Duration::from_millis(10), g.wait_open()).await.unwrap().unwrap();
     }
 
-    #[tokio::test(flavor = "current_thread")]
+    #[tokio::test(start_paused = true)]
     async fn opening_releases_all_waiters_in_arrival_order() {
         let g = Arc::new(Gate::new(false));
         let order = Arc::new(Mutex::new(Vec::new()));
@@ -237,7 +237,7 @@ mod tests {
         assert_eq!(g.waiting(), 0);
     }
 
-    #[tokio::test(flavor = "current_thread")]
+    #[tokio::test(start_paused = true)]
     async fn a_waiter_that_gives_up_frees_its_place() {
         let g = Arc::new(Gate::new(false));
         for _ in 0..200 {
@@ -248,7 +248,7 @@ mod tests {
         assert!(g.lock().queue.len() <= 64, "dead tickets are pruned");
     }
 
-    #[tokio::test(flavor = "current_thread")]
+    #[tokio::test(start_paused = true)]
     async fn waiting_wakes_the_readiness_source() {
         let g = Arc::new(Gate::new(false));
         let g2 = g.clone();
@@ -258,7 +258,7 @@ mod tests {
         waiter.await.unwrap().unwrap();
     }
 
-    #[tokio::test(flavor = "current_thread")]
+    #[tokio::test(start_paused = true)]
     async fn admission_limits_in_flight_per_endpoint_and_grows_with_endpoints() {
         let g = Arc::new(Gate::new(true));
         let a = g.admit(1).await;
@@ -278,7 +278,7 @@ mod tests {
         assert_eq!(g.admitted.load(Ordering::Acquire), 1);
     }
 
-    #[tokio::test(flavor = "current_thread")]
+    #[tokio::test(start_paused = true)]
     async fn a_refusal_answers_waiters_and_newcomers_until_cleared() {
         let g = Arc::new(Gate::new(false));
         let g2 = g.clone();

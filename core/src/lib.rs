@@ -1,23 +1,29 @@
-//! Shared httpscale building blocks, split along the data flow: the upstream CRD spec types ([`spec`]), the
-//! normalised route ([`route`]) and the routing table over it ([`table`]), the standalone routes file
-//! ([`standalone`]), readiness gates that hold requests ([`gate`]), per-route counts and the `/queue` wire
-//! type ([`queue`]), Go-style durations ([`duration`]), the process shutdown signal ([`shutdown`]) and log
-//! set-up ([`telemetry`]), and the small admin/metrics listener every binary serves ([`admin`]). Everything
-//! here except `admin`, `shutdown` and `telemetry` is pure.
+//! Shared httpscale building blocks, split along the data flow:
+//!
+//! - pure: the upstream CRD spec types ([`spec`]), host and path matching ([`host`]), the normalised route
+//!   ([`route`]) and the routing table over it ([`table`]), the standalone routes file ([`standalone`]), the
+//!   indexes derived from watched objects ([`index`]), per-route counts and the `/queue` wire type ([`queue`]),
+//!   Go-style durations ([`duration`]) and setting parsers ([`settings`]);
+//! - with a clock or I/O: readiness gates that hold requests ([`gate`], async), watch events turned into steps
+//!   ([`watch`]), the process shutdown signal ([`shutdown`]), what the binaries do to start ([`startup`]:
+//!   configuration, routes file, listeners, exit codes), log set-up ([`telemetry`]), and the small
+//!   admin/metrics listener every binary serves ([`admin`]).
 
 pub mod admin;
-pub mod cli;
-pub mod cluster;
 pub mod duration;
 pub mod gate;
+pub mod host;
+pub mod index;
 pub mod queue;
 pub mod route;
 pub mod settings;
 pub mod shutdown;
 pub mod spec;
 pub mod standalone;
+pub mod startup;
 pub mod table;
 pub mod telemetry;
+pub mod watch;
 
 pub use duration::{GoDuration, parse_go_duration};
 pub use route::{Route, RouteKey, Target};

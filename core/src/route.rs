@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, StatusCode};
 
+use crate::host::{HostPattern, normalize_host, prefix_matches};
 use crate::spec::{
     ColdStartSpec, HeaderMatch, HttpScaledObjectSpec, InterceptorRouteSpec, Overflow, ResponseMode, RoutingRule,
     ScalingMetric, StaticResponse, StaticRoute,
 };
-use crate::table::normalize_host;
 
 /// `<namespace>/<name>`: the key of a route in `/queue` and in the scaler.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -89,22 +89,8 @@ impl Rule {
     /// any depth, `*`; none = any), any path prefix per segment (none = any), and every header matcher.
     pub fn matches(&self, host: &str, path: &str, headers: &http::HeaderMap) -> bool {
         let host = normalize_host(host);
-        let host_ok = self.hosts.is_empty()
-            || self.hosts.iter().any(|pattern| match pattern.as_str() {
-                "" | "*" => true,
-                p => match p.strip_prefix("*.") {
-                    Some(suffix) => {
-                        host.len() > suffix.len() + 1 && host.ends_with(&format!(".{}", normalize_host(suffix)))
-                    }
-                    None => normalize_host(p) == host,
-                },
-            });
-        let path = path.trim_matches('/');
-        let path_ok = self.paths.is_empty()
-            || self.paths.iter().any(|p| {
-                let p = p.trim_matches('/');
-                p.is_empty() || path == p || path.strip_prefix(p).is_some_and(|rest| rest.starts_with('/'))
-            });
+        let host_ok = self.hosts.is_empty() || self.hosts.iter().any(|p| HostPattern::parse(p).matches(&host));
+        let path_ok = self.paths.is_empty() || self.paths.iter().any(|p| prefix_matches(p, path));
         host_ok && path_ok && self.headers.iter().all(|h| h.matches(headers))
     }
 }

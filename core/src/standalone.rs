@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 use crate::duration::GoDuration;
-use crate::route::{self, Route, RouteError, RouteKey, Scaling, Target, route_err};
+use crate::route::{self, Route, RouteError, RouteKey, Rule, Scaling, Target, route_err};
 use crate::spec::{
     ColdStartSpec, HeaderMatch, Overflow, PlaceholderSpec, RouteTimeoutsSpec, RoutingRule, ScalingMetric, StaticRoute,
 };
@@ -110,12 +110,12 @@ struct RawFile {
     proxy_port: Option<u16>,
     #[serde(default)]
     admin_port: Option<u16>,
-    routes: Vec<IndexedRoute>,
+    routes: Vec<CheckedRoute>,
 }
 
 #[derive(Deserialize)]
 #[serde(try_from = "RawRoute")]
-struct IndexedRoute(StandaloneRoute);
+struct CheckedRoute(StandaloneRoute);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
@@ -262,82 +262,17 @@ pub fn parse_upstream(field: &str, value: &str) -> Result<String, RouteError> {
     Ok(value.to_owned())
 }
 
-impl TryFrom<RawRoute> for IndexedRoute {
+impl TryFrom<RawRoute> for CheckedRoute {
     type Error = RouteError;
 
     fn try_from(mut raw: RawRoute) -> Result<Self, RouteError> {
-        if raw.name.is_empty() || raw.name.contains('/') {
-            return Err(route_err("name", format!("{:?} must be non-empty and contain no '/'", raw.name)));
-        }
-        if raw.namespace.is_empty() || raw.namespace.contains('/') {
-            return Err(route_err("namespace", format!("{:?} must be non-empty and contain no '/'", raw.namespace)));
-        }
-        let rules = match raw.rules {
-            Some(rules) => {
-                if !(raw.hosts.is_empty() && raw.path_prefixes.is_empty() && raw.headers.is_empty()) {
-                    return Err(route_err("rules", "use either rules or hosts/pathPrefixes/headers, not both"));
-                }
-                route::rules("rules", &rules)?
-            }
-            None => route::rules(
-                "",
-                &[RoutingRule {
-                    hosts: raw.hosts,
-                    paths: raw.path_prefixes.into_iter().map(|value| crate::spec::PathMatch { value }).collect(),
-                    headers: raw.headers,
-                }],
-            )
-            .map_err(|e| route_err(strip_rule_prefix(&e.field), e.message))?,
-        };
-        let h2c = match raw.app_protocol.as_deref() {
-            None | Some("http") | Some("kubernetes.io/http") => false,
-            Some("h2c") | Some("kubernetes.io/h2c") => true,
-            Some(other) => {
-                return Err(route_err("appProtocol", format!("{other:?} is not one of http, h2c, kubernetes.io/h2c")));
-            }
-        };
+        check_name("name", &raw.name)?;
+        check_name("namespace", &raw.namespace)?;
+        let rules = rules_of(&mut raw)?;
+        let h2c = h2c_of(raw.app_protocol.as_deref())?;
         let process_readiness = raw.process.as_mut().and_then(|p| p.readiness.take());
-        let readiness = match (raw.readiness, process_readiness) {
-            (Some(_), Some(_)) => {
-                return Err(route_err("process.readiness", "set readiness on the route or in process, not both"));
-            }
-            (a, b) => a.or(b),
-        };
-        let probe = match readiness {
-            None => Probe::Tcp,
-            Some(RawProbe { http_get: Some(path), tcp: None | Some(false) }) => {
-                if !path.starts_with('/') {
-                    return Err(route_err("readiness.httpGet", format!("{path:?} must start with /")));
-                }
-                Probe::HttpGet(path)
-            }
-            Some(RawProbe { http_get: None, .. }) => Probe::Tcp,
-            Some(_) => {
-                return Err(route_err("readiness", "set either httpGet or tcp, not both"));
-            }
-        };
-        let cold_start = raw.cold_start.as_ref().map(|cs| ColdStartSpec {
-            fallback: None,
-            placeholder: cs.placeholder.clone(),
-            max_pending_requests: cs.max_pending_requests,
-            max_concurrent_per_pod: cs.max_concurrent_per_pod,
-            overflow: cs.overflow,
-        });
-        let parts = route::cold_start_parts("coldStart", cold_start.as_ref())?;
-        if let Some(p) = &parts.placeholder
-            && matches!(p.body, route::PlaceholderBody::ConfigMap { .. })
-        {
-            return Err(route_err(
-                "coldStart.placeholder.response.bodyFromConfigMap",
-                "needs Kubernetes; use body in standalone mode",
-            ));
-        }
-        if let Some(i) = raw.static_routes.iter().position(|s| s.response.body_from_config_map.is_some()) {
-            return Err(route_err(
-                format!("staticRoutes[{i}].response.bodyFromConfigMap"),
-                "needs Kubernetes; use body in standalone mode",
-            ));
-        }
+        let probe = probe_of(raw.readiness.take(), process_readiness)?;
+        let parts = cold_start_of(raw.cold_start.as_ref(), &raw.static_routes)?;
         let fallback = raw
             .cold_start
             .as_ref()
@@ -350,23 +285,103 @@ impl TryFrom<RawRoute> for IndexedRoute {
             Some(m) => route::scaling("scalingMetric", Some(m), false, None)?,
         };
         let route = Route {
+            target: Target::Address(parse_upstream("upstream", &raw.upstream)?),
+            timeouts: route::route_timeouts(raw.timeouts.as_ref()),
+            statics: route::static_entries("staticRoutes", &raw.static_routes)?,
             key: RouteKey::new(raw.namespace, raw.name),
             rules,
-            target: Target::Address(parse_upstream("upstream", &raw.upstream)?),
+            h2c,
             fallback,
             placeholder: parts.placeholder,
-            timeouts: route::route_timeouts(raw.timeouts.as_ref()),
             max_pending: parts.max_pending,
             max_concurrent_per_pod: parts.max_concurrent_per_pod,
             overflow: parts.overflow,
             scaling,
-            h2c,
-            statics: route::static_entries("staticRoutes", &raw.static_routes)?,
             order: 0,
         };
         let process = raw.process.map(process_spec).transpose()?;
-        Ok(IndexedRoute(StandaloneRoute { route, probe, process }))
+        Ok(CheckedRoute(StandaloneRoute { route, probe, process }))
     }
+}
+
+fn check_name(field: &str, value: &str) -> Result<(), RouteError> {
+    if value.is_empty() || value.contains('/') {
+        return Err(route_err(field, format!("{value:?} must be non-empty and contain no '/'")));
+    }
+    Ok(())
+}
+
+/// `rules`, or the flat `hosts` / `pathPrefixes` / `headers` as one rule (never both).
+fn rules_of(raw: &mut RawRoute) -> Result<Vec<Rule>, RouteError> {
+    let (hosts, paths, headers) =
+        (std::mem::take(&mut raw.hosts), std::mem::take(&mut raw.path_prefixes), std::mem::take(&mut raw.headers));
+    match raw.rules.take() {
+        Some(rules) => {
+            if !(hosts.is_empty() && paths.is_empty() && headers.is_empty()) {
+                return Err(route_err("rules", "use either rules or hosts/pathPrefixes/headers, not both"));
+            }
+            route::rules("rules", &rules)
+        }
+        None => route::rules(
+            "",
+            &[RoutingRule {
+                hosts,
+                paths: paths.into_iter().map(|value| crate::spec::PathMatch { value }).collect(),
+                headers,
+            }],
+        )
+        .map_err(|e| route_err(strip_rule_prefix(&e.field), e.message)),
+    }
+}
+
+fn h2c_of(app_protocol: Option<&str>) -> Result<bool, RouteError> {
+    match app_protocol {
+        None | Some("http") | Some("kubernetes.io/http") => Ok(false),
+        Some("h2c") | Some("kubernetes.io/h2c") => Ok(true),
+        Some(other) => Err(route_err("appProtocol", format!("{other:?} is not one of http, h2c, kubernetes.io/h2c"))),
+    }
+}
+
+/// The readiness probe, set on the route or in its `process` section (not both).
+fn probe_of(route: Option<RawProbe>, process: Option<RawProbe>) -> Result<Probe, RouteError> {
+    let readiness = match (route, process) {
+        (Some(_), Some(_)) => {
+            return Err(route_err("process.readiness", "set readiness on the route or in process, not both"));
+        }
+        (a, b) => a.or(b),
+    };
+    match readiness {
+        None | Some(RawProbe { http_get: None, .. }) => Ok(Probe::Tcp),
+        Some(RawProbe { http_get: Some(path), tcp: None | Some(false) }) => {
+            if !path.starts_with('/') {
+                return Err(route_err("readiness.httpGet", format!("{path:?} must start with /")));
+            }
+            Ok(Probe::HttpGet(path))
+        }
+        Some(_) => Err(route_err("readiness", "set either httpGet or tcp, not both")),
+    }
+}
+
+/// `coldStart` as an InterceptorRoute has it, minus what needs Kubernetes (ConfigMap bodies).
+fn cold_start_of(cs: Option<&RawColdStart>, statics: &[StaticRoute]) -> Result<route::ColdStartParts, RouteError> {
+    let spec = cs.map(|cs| ColdStartSpec {
+        fallback: None,
+        placeholder: cs.placeholder.clone(),
+        max_pending_requests: cs.max_pending_requests,
+        max_concurrent_per_pod: cs.max_concurrent_per_pod,
+        overflow: cs.overflow,
+    });
+    let parts = route::cold_start_parts("coldStart", spec.as_ref())?;
+    let needs_kubernetes = "needs Kubernetes; use body in standalone mode";
+    if let Some(p) = &parts.placeholder
+        && matches!(p.body, route::PlaceholderBody::ConfigMap { .. })
+    {
+        return Err(route_err("coldStart.placeholder.response.bodyFromConfigMap", needs_kubernetes));
+    }
+    if let Some(i) = statics.iter().position(|s| s.response.body_from_config_map.is_some()) {
+        return Err(route_err(format!("staticRoutes[{i}].response.bodyFromConfigMap"), needs_kubernetes));
+    }
+    Ok(parts)
 }
 
 /// `[0].hosts[1]` → `hosts[1]`: flat standalone fields have no rule index.
@@ -376,7 +391,7 @@ fn strip_rule_prefix(field: &str) -> String {
 
 /// Why a routes file was rejected.
 #[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
+pub enum RoutesError {
     #[error("{0}")]
     Parse(#[from] serde_yaml::Error),
     #[error("routes[{second}]: route {key} is already defined by routes[{first}]")]
@@ -388,20 +403,20 @@ pub enum ConfigError {
 }
 
 /// Parses a routes file's text.
-pub fn parse(text: &str) -> Result<StandaloneConfig, ConfigError> {
+pub fn parse(text: &str) -> Result<StandaloneConfig, RoutesError> {
     let raw: RawFile = serde_yaml::from_str(text)?;
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut processes: HashMap<String, usize> = HashMap::new();
     let mut routes = Vec::with_capacity(raw.routes.len());
-    for (i, IndexedRoute(mut r)) in raw.routes.into_iter().enumerate() {
+    for (i, CheckedRoute(mut r)) in raw.routes.into_iter().enumerate() {
         let key = r.route.key.to_string();
         if let Some(first) = seen.insert(key.clone(), i) {
-            return Err(ConfigError::Duplicate { key, first, second: i });
+            return Err(RoutesError::Duplicate { key, first, second: i });
         }
         if r.process.is_some() {
             let upstream = r.route.target.to_string();
             if let Some(first) = processes.insert(upstream.clone(), i) {
-                return Err(ConfigError::SharedProcess { upstream, first, second: i });
+                return Err(RoutesError::SharedProcess { upstream, first, second: i });
             }
         }
         // Earlier in the file = older: wins among otherwise equal matches.
@@ -409,38 +424,6 @@ pub fn parse(text: &str) -> Result<StandaloneConfig, ConfigError> {
         routes.push(r);
     }
     Ok(StandaloneConfig { proxy_port: raw.proxy_port, admin_port: raw.admin_port, routes })
-}
-
-/// Re-reads `path` every `interval` until `stop` fires and hands each changed, valid content to `apply`.
-/// An unreadable or invalid file keeps what is applied and logs why (once per change).
-pub async fn watch_file(
-    path: PathBuf,
-    mut last: String,
-    interval: Duration,
-    stop: crate::Shutdown,
-    apply: impl Fn(StandaloneConfig) -> Result<(), String>,
-) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = stop.triggered() => return,
-        }
-        let text = match tokio::fs::read_to_string(&path).await {
-            Ok(t) if t == last => continue,
-            Ok(t) => t,
-            Err(e) => {
-                tracing::warn!(path = %path.display(), cause = %e, "cannot read routes file; keeping the current routes");
-                continue;
-            }
-        };
-        match parse(&text).map_err(|e| e.to_string()).and_then(&apply) {
-            Ok(()) => tracing::info!(path = %path.display(), "routes file reloaded"),
-            Err(e) => {
-                tracing::error!(path = %path.display(), cause = %e, "invalid routes file; keeping the current routes")
-            }
-        }
-        last = text;
-    }
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
 //! The routing table: an immutable index from (host, path, headers) to a route, rebuilt as a whole
 //! value and published by pointer swap, so a lookup never waits on a writer.
 //!
-//! Matching is upstream's (`pkg/routing`, reference §3.3): exact host (port stripped), then `*.suffix`
-//! wildcards from most to least specific at any depth, then the catch-all (`*`, empty or no hosts). Within a
-//! host, path prefixes match per segment (`/api` matches `/api/x`, not `/apix`) and the longest wins;
+//! Matching is upstream's (`pkg/routing`, reference §3.3), built on [`crate::host`]'s primitives: exact host
+//! (port stripped), then `*.suffix` wildcards from most to least specific at any depth, then the catch-all
+//! (`*`, empty or no hosts). Within a host, path prefixes match per segment (`/api` matches `/api/x`, not
+//! `/apix`) and the longest wins;
 //! header matchers are AND'ed and a value-less matcher means "present". Entries sharing a host and prefix are
 //! ordered: more header matchers, then more valued matchers, then older, then namespace and name descending.
 //!
@@ -14,13 +15,13 @@
 //!
 //! Lookups allocate only when the request's host has upper-case letters or a trailing dot.
 
-use std::borrow::Cow;
 use std::cmp::Reverse;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use http::HeaderMap;
 
+use crate::host::{HostPattern, normalize_host, parent_domains, path_prefixes, trim_path};
 use crate::route::{Route, RouteKey};
 
 /// One (route, rule) at a host and path prefix.
@@ -88,24 +89,6 @@ impl<R> Clone for RoutingTable<R> {
     }
 }
 
-/// Removes a `:port` suffix, keeping bracketed IPv6 literals whole.
-pub fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host.find(']').map_or(host, |end| &host[..=end]);
-    }
-    match host.rfind(':') {
-        Some(i) if host[..i].find(':').is_none() => &host[..i],
-        _ => host,
-    }
-}
-
-/// The comparable form of a host: port removed, trailing dot removed, lower-case.
-pub fn normalize_host(host: &str) -> Cow<'_, str> {
-    let h = strip_port(host);
-    let h = h.strip_suffix('.').unwrap_or(h);
-    if h.bytes().any(|b| b.is_ascii_uppercase()) { Cow::Owned(h.to_ascii_lowercase()) } else { Cow::Borrowed(h) }
-}
-
 /// Where a host pattern's entries live.
 enum Slot {
     Exact(Arc<str>),
@@ -114,12 +97,10 @@ enum Slot {
 }
 
 fn slot(host: &str) -> Slot {
-    if host.is_empty() || host == "*" {
-        Slot::CatchAll
-    } else if let Some(suffix) = host.strip_prefix("*.") {
-        Slot::Wildcard(normalize_host(suffix).into())
-    } else {
-        Slot::Exact(normalize_host(host).into())
+    match HostPattern::parse(host) {
+        HostPattern::Any => Slot::CatchAll,
+        HostPattern::Below(suffix) => Slot::Wildcard(suffix.into()),
+        HostPattern::Exact(h) => Slot::Exact(h.into()),
     }
 }
 
@@ -133,7 +114,7 @@ fn placements(route: &Route) -> Vec<(Slot, Arc<str>, u32)> {
         let paths = if rule.paths.is_empty() { &default_paths[..] } else { &rule.paths[..] };
         for host in hosts {
             for path in paths {
-                out.push((slot(host), path.trim_matches('/').into(), i as u32));
+                out.push((slot(host), trim_path(path).into(), i as u32));
             }
         }
     }
@@ -233,10 +214,8 @@ impl<R: AsRef<Route>> RoutingTable<R> {
             return Some(found);
         }
         if !self.wildcard.is_empty() {
-            let mut rest: &str = &host;
-            while let Some(dot) = rest.find('.') {
-                rest = &rest[dot + 1..];
-                if let Some(found) = self.wildcard.get(rest).and_then(|idx| self.match_index(idx, path, headers)) {
+            for suffix in parent_domains(&host) {
+                if let Some(found) = self.wildcard.get(suffix).and_then(|idx| self.match_index(idx, path, headers)) {
                     return Some(found);
                 }
             }
@@ -248,21 +227,15 @@ impl<R: AsRef<Route>> RoutingTable<R> {
         if index.prefixes.is_empty() {
             return None;
         }
-        let mut prefix = path.trim_matches('/');
-        loop {
-            if let Some(entries) = index.prefixes.get(prefix) {
-                for e in entries.iter() {
+        path_prefixes(path)
+            .filter_map(|prefix| index.prefixes.get(prefix))
+            .find_map(|entries| {
+                entries.iter().find(|e| {
                     let rule = &e.route.as_ref().as_ref().rules[e.rule as usize];
-                    if rule.headers.iter().all(|h| h.matches(headers)) {
-                        return Some(&e.route);
-                    }
-                }
-            }
-            if prefix.is_empty() {
-                return None;
-            }
-            prefix = prefix.rfind('/').map_or("", |i| &prefix[..i]);
-        }
+                    rule.headers.iter().all(|h| h.matches(headers))
+                })
+            })
+            .map(|e| &e.route)
     }
 
     /// Every route, in no particular order.
@@ -282,6 +255,7 @@ impl<R: AsRef<Route>> RoutingTable<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::host::strip_port;
     use crate::route::{HeaderMatcher, RouteKey, RouteTimeouts, Rule, Scaling, Target};
     use crate::spec::Overflow;
 

@@ -18,20 +18,36 @@ use httpscale_core::admin::{self, AdminBody, full, text};
 use httpscale_core::queue::QueueUpdate;
 use hyper::body::Incoming;
 
-use crate::Shared;
+use crate::metrics::Metrics;
+use crate::proxy::rescue::Draining;
+use crate::routes::Routes;
+
+/// What the admin and metrics listeners answer from.
+pub struct AdminState {
+    pub routes: Arc<Routes>,
+    pub draining: Draining,
+    pub metrics: Arc<Metrics>,
+}
+
+impl AdminState {
+    /// `/readyz`: routes loaded, the readiness source current, and not draining.
+    pub fn ready(&self) -> bool {
+        self.routes.ready() && !self.draining.is_draining()
+    }
+}
 
 /// Minimum spacing and maximum silence between `/queue/stream` lines.
 pub const STREAM_MIN_SPACING: Duration = Duration::from_millis(5);
 pub const STREAM_HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// Answers one admin request.
-pub fn admin(shared: &Arc<Shared>, req: &Request<Incoming>) -> Response<AdminBody> {
+pub fn admin(state: &AdminState, req: &Request<Incoming>) -> Response<AdminBody> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n");
     }
     match req.uri().path() {
-        "/queue/stream" => queue_stream(shared.clone()),
-        "/queue" => match serde_json::to_vec(&shared.routes.queue_counts()) {
+        "/queue/stream" => queue_stream(state.routes.clone()),
+        "/queue" => match serde_json::to_vec(&state.routes.queue_counts()) {
             Ok(body) => {
                 let mut r = Response::new(full(body));
                 r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -40,23 +56,23 @@ pub fn admin(shared: &Arc<Shared>, req: &Request<Incoming>) -> Response<AdminBod
             Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n"),
         },
         "/livez" => text(StatusCode::OK, "OK"),
-        "/readyz" if shared.ready() => text(StatusCode::OK, "OK"),
+        "/readyz" if state.ready() => text(StatusCode::OK, "OK"),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable"),
         _ => text(StatusCode::NOT_FOUND, "Not Found\n"),
     }
 }
 
-fn update_line(shared: &Shared, changed_us: u64) -> Bytes {
-    let update = QueueUpdate { changed_us, queue: shared.routes.queue_counts() };
+fn update_line(routes: &Routes, changed_us: u64) -> Bytes {
+    let update = QueueUpdate { changed_us, queue: routes.queue_counts() };
     let mut line = serde_json::to_vec(&update).unwrap_or_default();
     line.push(b'\n');
     Bytes::from(line)
 }
 
 /// The push stream (see the module docs).
-fn queue_stream(shared: Arc<Shared>) -> Response<AdminBody> {
-    let rx = shared.routes.activity.subscribe();
-    let lines = futures_util::stream::unfold((shared, rx, true), |(shared, mut rx, first)| async move {
+fn queue_stream(routes: Arc<Routes>) -> Response<AdminBody> {
+    let rx = routes.activity.subscribe();
+    let lines = futures_util::stream::unfold((routes, rx, true), |(routes, mut rx, first)| async move {
         if !first {
             tokio::time::sleep(STREAM_MIN_SPACING).await;
             if tokio::time::timeout(STREAM_HEARTBEAT, rx.changed()).await.is_ok_and(|r| r.is_err()) {
@@ -65,8 +81,8 @@ fn queue_stream(shared: Arc<Shared>) -> Response<AdminBody> {
             }
         }
         let changed_us = *rx.borrow_and_update();
-        let line = update_line(&shared, changed_us);
-        Some((Ok::<_, Infallible>(Frame::data(line)), (shared, rx, false)))
+        let line = update_line(&routes, changed_us);
+        Some((Ok::<_, Infallible>(Frame::data(line)), (routes, rx, false)))
     });
     let mut r = Response::new(StreamBody::new(lines).boxed_unsync());
     r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
@@ -74,9 +90,36 @@ fn queue_stream(shared: Arc<Shared>) -> Response<AdminBody> {
 }
 
 /// Answers one metrics request.
-pub fn metrics(shared: &Arc<Shared>, req: &Request<Incoming>) -> Response<AdminBody> {
+pub fn metrics(state: &AdminState, req: &Request<Incoming>) -> Response<AdminBody> {
     if req.uri().path() != "/metrics" {
         return text(StatusCode::NOT_FOUND, "Not Found\n");
     }
-    admin::metrics(shared.metrics.encode())
+    admin::metrics(state.metrics.encode())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::Instant;
+
+    async fn next_line(body: &mut AdminBody) -> QueueUpdate {
+        let frame = body.frame().await.unwrap().unwrap();
+        serde_json::from_slice(frame.data_ref().unwrap()).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_queue_stream_pushes_a_change_within_the_spacing_and_beats_every_second() {
+        let routes =
+            crate::proxy::testing::routes("routes:\n  - {name: app, hosts: [app.local], upstream: '127.0.0.1:1'}\n");
+        let mut body = queue_stream(routes.clone()).into_body();
+        assert_eq!(next_line(&mut body).await.queue["default/app"].concurrency, 0, "a line at once");
+        let route = routes.table().routes().next().unwrap().clone();
+        let t = Instant::now();
+        let _in_flight = route.counters.begin();
+        assert_eq!(next_line(&mut body).await.queue["default/app"].concurrency, 1);
+        assert_eq!(t.elapsed(), STREAM_MIN_SPACING, "pushed, not left for the heartbeat");
+        let t = Instant::now();
+        assert_eq!(next_line(&mut body).await.queue["default/app"].concurrency, 1);
+        assert_eq!(t.elapsed(), STREAM_MIN_SPACING + STREAM_HEARTBEAT, "nothing changed: the heartbeat");
+    }
 }

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use clap::Parser;
 use httpscale_core::settings::{duration, go_bool};
+use httpscale_core::startup::ConfigError;
 use httpscale_core::telemetry::LogArgs;
+
+use crate::server::ServerSettings;
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -162,14 +165,6 @@ pub struct Config {
     pub log: LogArgs,
 }
 
-/// A setting that parsed but cannot be used.
-#[derive(Debug, thiserror::Error)]
-#[error("{setting}: {message}")]
-pub struct ConfigError {
-    pub setting: &'static str,
-    pub message: String,
-}
-
 impl Config {
     /// Cross-field checks and upstream's deprecated overrides. Runs before anything is bound.
     pub fn validate(mut self) -> Result<Self, ConfigError> {
@@ -180,17 +175,16 @@ impl Config {
             self.response_header_timeout = d;
         }
         if self.proxy_tls_enabled {
-            return Err(ConfigError {
-                setting: "KEDA_HTTP_PROXY_TLS_ENABLED",
-                message: "the TLS listener is not supported by this version; terminate TLS in front of the interceptor"
-                    .into(),
-            });
+            return Err(ConfigError::new(
+                "KEDA_HTTP_PROXY_TLS_ENABLED",
+                "the TLS listener is not supported by this version; terminate TLS in front of the interceptor",
+            ));
         }
         if self.connect_timeout.is_zero() {
-            return Err(ConfigError { setting: "KEDA_HTTP_CONNECT_TIMEOUT", message: "must be above 0".into() });
+            return Err(ConfigError::new("KEDA_HTTP_CONNECT_TIMEOUT", "must be above 0"));
         }
         if self.max_header_bytes < 8192 {
-            return Err(ConfigError { setting: "HTTPSCALE_MAX_HEADER_BYTES", message: "must be at least 8192".into() });
+            return Err(ConfigError::new("HTTPSCALE_MAX_HEADER_BYTES", "must be at least 8192"));
         }
         Ok(self)
     }
@@ -200,6 +194,18 @@ impl Config {
             self.proxy_threads
         } else {
             std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+
+    /// The proxy listener's settings.
+    pub fn server_settings(&self) -> ServerSettings {
+        ServerSettings {
+            threads: self.proxy_threads(),
+            header_read_timeout: self.header_read_timeout,
+            max_header_bytes: self.max_header_bytes,
+            drain_timeout: self.drain_timeout,
+            connect_timeout: self.connect_timeout,
+            max_idle_per_host: self.max_idle_conns_per_host,
         }
     }
 

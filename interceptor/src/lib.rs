@@ -1,96 +1,61 @@
 //! The httpscale interceptor: a reverse proxy that routes by host, path and headers, counts requests for the
 //! scaler, and holds requests while a backend scales up from zero.
 //!
-//! [`start`] binds every listener, loads the routes and returns a [`Running`] handle (so tests know the
-//! ports); the process's one [`Shutdown`] signal then drives the drain: `/readyz` turns 503, serving goes on
-//! for the shutdown delay, the listener closes, held requests get 503, in-flight ones get the drain timeout,
-//! programs started for routes are stopped, and the admin and metrics listeners stop last.
+//! This file is the composition root: it builds the routing table from the routes file ([`standalone`]) or
+//! the cluster ([`cluster`]), hands each part of the proxy ([`proxy`], served by [`server`]) and the admin
+//! listener ([`admin`]) only what it uses, and sequences the shutdown. [`start`] binds every listener and
+//! returns a [`Running`] handle (so tests know the ports); the process's one [`Shutdown`] signal then drives
+//! the drain: `/readyz` turns 503, serving goes on for the shutdown delay, the listener closes, held requests
+//! get 503, in-flight ones get the drain timeout, programs started for routes are stopped, and the admin and
+//! metrics listeners stop last.
 
 pub mod admin;
 pub mod cluster;
 pub mod config;
+pub mod gates;
+pub mod labels;
 pub mod metrics;
-pub mod pods;
-pub mod process;
+pub mod placeholder;
 pub mod proxy;
 pub mod readiness;
 pub mod routes;
 pub mod server;
+pub mod standalone;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use httpscale_core::Shutdown;
 use httpscale_core::admin as core_admin;
-use httpscale_core::cli;
-use httpscale_core::standalone;
+use httpscale_core::startup::{self, StartError, bind, read_routes, watch_routes_file};
 use tokio::net::TcpListener;
 
 pub use config::Config;
 
+use crate::admin::AdminState;
+use crate::cluster::Cluster;
+use crate::cluster::watch::{Follower, watches};
+use crate::gates::Gates;
 use crate::metrics::Metrics;
-use crate::process::ProcessMetrics;
-use crate::readiness::{ProbeTiming, Standalone};
-use crate::routes::{Addresses, Defaults, Routes};
-
-/// State shared by every layer and listener.
-pub struct Shared {
-    pub routes: Arc<Routes>,
-    pub metrics: Arc<Metrics>,
-    pub cold_start_header: bool,
-    pub log_requests: bool,
-    /// Set on SIGTERM: `/readyz` answers 503 and HTTP/1 responses carry `Connection: close`.
-    pub draining: AtomicBool,
-    /// Fires when the listener closes: held requests answer 503 instead of waiting on.
-    pub stopping: Shutdown,
-    /// Direct pod routing (Kubernetes mode with `KEDA_HTTP_DIRECT_POD_ROUTING=true`).
-    pub pods: Option<Arc<pods::PodRouter>>,
-    /// Kubernetes mode: what the watches know.
-    pub cluster: Option<Arc<cluster::Cluster>>,
-}
-
-impl Shared {
-    /// Labelled ConfigMaps' data for placeholder bodies (Kubernetes mode).
-    pub fn bodies(&self) -> Option<arc_swap::Guard<Arc<cluster::Bodies>>> {
-        self.cluster.as_ref().map(|c| c.bodies.load())
-    }
-
-    /// `/readyz`: routes loaded (Kubernetes: every watch listed once and none stale) and not draining.
-    pub fn ready(&self) -> bool {
-        let loaded = self.cluster.as_ref().map_or_else(|| self.routes.is_loaded(), |c| c.ready());
-        loaded && !self.draining.load(Ordering::Relaxed)
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("cannot read routes file {path}: {source}")]
-    ReadConfig { path: PathBuf, source: std::io::Error },
-    #[error("invalid routes file {path}: {source}")]
-    Config { path: PathBuf, source: standalone::ConfigError },
-    #[error("cannot listen on {addr} ({what}): {source}")]
-    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
-    #[error("cannot configure the Kubernetes client: {0}")]
-    Kube(#[from] kube::Error),
-}
-
-impl StartError {
-    /// Whether this is the operator's configuration at fault (exit 64) rather than the environment.
-    pub fn is_config(&self) -> bool {
-        !matches!(self, StartError::Bind { .. } | StartError::Kube(_))
-    }
-}
+use crate::placeholder::Bodies;
+use crate::proxy::cold_start::ColdStartParams;
+use crate::proxy::rescue::Draining;
+use crate::proxy::stack::StackParams;
+use crate::routes::{Addresses, ConcurrencyCollector, Defaults, Routes};
+use crate::standalone::Standalone;
+use crate::standalone::probe::ProbeTiming;
+use crate::standalone::program::{EXEC_ARG, Launcher, default_launcher, exec_child};
+use crate::standalone::supervisor::ProcessMetrics;
 
 /// A started interceptor.
 pub struct Running {
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub metrics_addr: Option<SocketAddr>,
-    pub shared: Arc<Shared>,
+    pub routes: Arc<Routes>,
     done: tokio::task::JoinHandle<()>,
 }
 
@@ -101,16 +66,120 @@ impl Running {
     }
 }
 
-async fn read_routes(path: &Path) -> Result<(String, standalone::StandaloneConfig), StartError> {
-    let text = tokio::fs::read_to_string(path)
-        .await
-        .map_err(|source| StartError::ReadConfig { path: path.to_owned(), source })?;
-    let parsed = standalone::parse(&text).map_err(|source| StartError::Config { path: path.to_owned(), source })?;
-    Ok((text, parsed))
+/// Where the routes come from.
+enum Source {
+    /// A routes file, reloaded when it changes; it may set the ports.
+    File { path: PathBuf, text: String, proxy_port: Option<u16>, admin_port: Option<u16> },
+    /// The cluster's objects, followed by watches.
+    Cluster { cluster: Arc<Cluster>, client: kube::Client },
 }
 
-async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
+impl Source {
+    fn bodies(&self) -> Bodies {
+        match self {
+            Source::File { .. } => None,
+            Source::Cluster { cluster, .. } => Some(cluster.clone()),
+        }
+    }
+}
+
+/// The routing table and its source, for either mode.
+async fn routes_for(
+    config: &Config,
+    client: Option<kube::Client>,
+    process: &ProcessMetrics,
+) -> Result<(Arc<Routes>, Source), StartError> {
+    let defaults = Defaults {
+        readiness_timeout: config.readiness_timeout,
+        request_timeout: config.request_timeout,
+        response_header_timeout: config.response_header_timeout,
+        max_pending: config.cold_start_max_pending_requests,
+    };
+    let gates = Arc::new(Gates::default());
+    match &config.config {
+        Some(path) => {
+            let (text, file) = read_routes(path).await?;
+            let timing =
+                ProbeTiming { timeout: config.connect_timeout.max(Duration::from_millis(100)), ..Default::default() };
+            let launcher = Launcher(default_launcher(config.process_launcher.as_deref()));
+            let readiness = Arc::new(Standalone::new(timing, process.clone(), launcher));
+            let routes = Arc::new(Routes::new(defaults, readiness, Arc::new(Addresses), gates));
+            routes.apply(file.routes);
+            let (proxy_port, admin_port) = (file.proxy_port, file.admin_port);
+            Ok((routes, Source::File { path: path.clone(), text, proxy_port, admin_port }))
+        }
+        None => {
+            let client = match client {
+                Some(c) => c,
+                None => kube::Client::try_default().await?,
+            };
+            let cluster = Arc::new(Cluster::new(gates.clone(), config.max_staleness, config.direct_pod_routing));
+            let routes = Arc::new(Routes::new(defaults, cluster.clone(), cluster.clone(), gates));
+            Ok((routes, Source::Cluster { cluster, client }))
+        }
+    }
+}
+
+/// The admin and metrics listeners, bound before anything serves.
+struct Listeners {
+    admin: (TcpListener, SocketAddr),
+    metrics: Option<(TcpListener, SocketAddr)>,
+}
+
+impl Listeners {
+    async fn bind(config: &Config, file_admin_port: Option<u16>) -> Result<Self, StartError> {
+        let ip = config.bind_address;
+        let admin = bind("admin", SocketAddr::new(ip, config.admin_port.or(file_admin_port).unwrap_or(9090))).await?;
+        let metrics = match config.prometheus_enabled {
+            true => Some(bind("metrics", SocketAddr::new(ip, config.prometheus_port)).await?),
+            false => None,
+        };
+        Ok(Self { admin, metrics })
+    }
+
+    /// Serves both until `stop` fires.
+    fn serve(self, state: Arc<AdminState>, stop: &Shutdown) {
+        let for_admin = state.clone();
+        tokio::spawn(core_admin::serve(self.admin.0, move |req| admin::admin(&for_admin, req), stop.clone()));
+        if let Some((l, _)) = self.metrics {
+            tokio::spawn(core_admin::serve(l, move |req| admin::metrics(&state, req), stop.clone()));
+        }
+    }
+}
+
+/// The registry, with the families of the data path, the per-route concurrency and the programs' metrics.
+fn metrics_for(routes: &Arc<Routes>, process: &ProcessMetrics) -> Metrics {
+    let mut metrics = Metrics::new();
+    metrics.registry_mut().register_collector(Box::new(ConcurrencyCollector(routes.clone())));
+    process.register(metrics.registry_mut());
+    metrics
+}
+
+/// What the shutdown sequence acts on.
+struct Drain {
+    draining: Draining,
+    delay: Duration,
+    stopping: Shutdown,
+    proxy: server::ProxyThreads,
+    routes: Arc<Routes>,
+    followers: Shutdown,
+    listeners: Shutdown,
+}
+
+impl Drain {
+    async fn run(self, shutdown: Shutdown) {
+        shutdown.triggered().await;
+        self.draining.start();
+        tracing::info!(delay = ?self.delay, "draining: /readyz answers 503; still serving until the shutdown delay ends");
+        tokio::time::sleep(self.delay).await;
+        self.stopping.trigger();
+        self.proxy.join().await;
+        // Programs started for routes stop only once nothing can reach them any more.
+        self.routes.stop_readiness().await;
+        self.followers.trigger();
+        self.listeners.trigger();
+        tracing::info!("interceptor stopped");
+    }
 }
 
 /// Loads the routes, binds every listener and starts serving.
@@ -124,142 +193,94 @@ pub async fn start_with(
     client: Option<kube::Client>,
     shutdown: Shutdown,
 ) -> Result<Running, StartError> {
-    let defaults = Defaults {
-        readiness_timeout: config.readiness_timeout,
-        request_timeout: config.request_timeout,
-        response_header_timeout: config.response_header_timeout,
-        max_pending: config.cold_start_max_pending_requests,
+    let process = ProcessMetrics::default();
+    let (routes, source) = routes_for(&config, client, &process).await?;
+    let (file_proxy_port, file_admin_port) = match &source {
+        Source::File { proxy_port, admin_port, .. } => (*proxy_port, *admin_port),
+        Source::Cluster { .. } => (None, None),
     };
-    let process_metrics = ProcessMetrics::new();
-    // Standalone: a routes file; Kubernetes: watches. Either way the same table and data path.
-    let (routes, file, source) = match &config.config {
-        Some(path) => {
-            let (text, file) = read_routes(path).await?;
-            let timing =
-                ProbeTiming { timeout: config.connect_timeout.max(Duration::from_millis(100)), ..Default::default() };
-            let launcher = process::default_launcher(config.process_launcher.as_deref());
-            let readiness = Arc::new(Standalone::new(timing, process_metrics.clone(), launcher));
-            let routes = Arc::new(Routes::new(defaults, readiness, Arc::new(Addresses)));
-            routes.apply(file.routes.clone());
-            (routes, Some((path.clone(), text, file)), None)
-        }
-        None => {
-            let client = match client {
-                Some(c) => c,
-                None => kube::Client::try_default().await?,
-            };
-            let c = Arc::new(cluster::Cluster::new(config.max_staleness, config.direct_pod_routing));
-            let routes = Arc::new(Routes::new(defaults, c.clone(), c.clone()));
-            (routes, None, Some((c, client)))
-        }
-    };
-    let shared = Arc::new(Shared {
-        metrics: Arc::new(Metrics::new(routes.clone(), &process_metrics)),
-        routes,
-        cold_start_header: config.enable_cold_start_header,
+    let listeners = Listeners::bind(&config, file_admin_port).await?;
+    let metrics = metrics_for(&routes, &process);
+    let (draining, stopping) = (Draining::default(), Shutdown::new());
+    let params = StackParams {
+        routes: routes.clone(),
+        requests: Arc::new(metrics.requests.clone()),
         log_requests: config.log_requests,
-        draining: AtomicBool::new(false),
-        stopping: Shutdown::new(),
-        pods: source.as_ref().and_then(|(c, _)| c.pods.clone()),
-        cluster: source.as_ref().map(|(c, _)| c.clone()),
-    });
-    let file_ports = file.as_ref().map_or((None, None), |(_, _, f)| (f.proxy_port, f.admin_port));
-
-    let ip = config.bind_address;
-    let admin_listener = bind("admin", SocketAddr::new(ip, config.admin_port.or(file_ports.1).unwrap_or(9090))).await?;
-    let metrics_listener = match config.prometheus_enabled {
-        true => Some(bind("metrics", SocketAddr::new(ip, config.prometheus_port)).await?),
-        false => None,
+        draining: draining.clone(),
+        cold_start: Arc::new(ColdStartParams {
+            header: config.enable_cold_start_header,
+            stopping: stopping.clone(),
+            metrics: metrics.cold_start.clone(),
+            bodies: source.bodies(),
+        }),
+        bodies: source.bodies(),
     };
-    let proxy_addr = SocketAddr::new(ip, config.proxy_port.or(file_ports.0).unwrap_or(8080));
-    let settings = server::ServerSettings {
-        threads: config.proxy_threads(),
-        header_read_timeout: config.header_read_timeout,
-        max_header_bytes: config.max_header_bytes,
-        drain_timeout: config.drain_timeout,
-        connect_timeout: config.connect_timeout,
-        max_idle_per_host: config.max_idle_conns_per_host,
+    let pods = match &source {
+        Source::Cluster { cluster, .. } => cluster.pods.clone(),
+        Source::File { .. } => None,
     };
-    let proxy = server::spawn(proxy_addr, settings, shared.clone(), shared.stopping.clone())
+    let proxy_addr = SocketAddr::new(config.bind_address, config.proxy_port.or(file_proxy_port).unwrap_or(8080));
+    let proxy = server::spawn(proxy_addr, config.server_settings(), params, pods, stopping.clone())
         .map_err(|source| StartError::Bind { what: "proxy", addr: proxy_addr, source })?;
 
-    let admin_addr =
-        admin_listener.local_addr().map_err(|source| StartError::Bind { what: "admin", addr: proxy_addr, source })?;
-    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let (admin_addr, metrics_addr) = (listeners.admin.1, listeners.metrics.as_ref().map(|(_, a)| *a));
     let listeners_stop = Shutdown::new();
-    let for_admin = shared.clone();
-    tokio::spawn(core_admin::serve(admin_listener, move |req| admin::admin(&for_admin, req), listeners_stop.clone()));
-    if let Some(l) = metrics_listener {
-        let for_metrics = shared.clone();
-        tokio::spawn(core_admin::serve(l, move |req| admin::metrics(&for_metrics, req), listeners_stop.clone()));
-    }
-    if let Some((path, text, _)) = file {
-        let reload = shared.routes.clone();
-        tokio::spawn(standalone::watch_file(path, text, RELOAD_INTERVAL, shutdown.clone(), move |file| {
-            reload.apply(file.routes);
-            Ok(())
-        }));
-    }
+    let state = AdminState { routes: routes.clone(), draining: draining.clone(), metrics: Arc::new(metrics) };
+    listeners.serve(Arc::new(state), &listeners_stop);
     // The watches run until the proxy has drained, like the programs of standalone routes.
-    let cluster_stop = Shutdown::new();
-    if let Some((c, client)) = source {
-        let ns = Some(config.watch_namespace.clone()).filter(|n| !n.is_empty());
-        tokio::spawn(cluster::run(c, client, ns, shared.routes.clone(), cluster_stop.clone()));
+    let followers = Shutdown::new();
+    match source {
+        Source::File { path, text, .. } => {
+            let reload = routes.clone();
+            tokio::spawn(watch_routes_file(path, text, shutdown.clone(), move |file| reload.apply(file.routes)));
+        }
+        Source::Cluster { cluster, client } => {
+            let ns = Some(config.watch_namespace.as_str()).filter(|n| !n.is_empty());
+            let events = watches(&client, ns);
+            tokio::spawn(cluster::watch::run(Follower::new(cluster, routes.clone()), events, followers.clone()));
+        }
     }
-
     let proxy_addr = proxy.addr;
-    let lifecycle = shared.clone();
-    let delay = config.shutdown_delay;
-    let done = tokio::spawn(async move {
-        shutdown.triggered().await;
-        lifecycle.draining.store(true, Ordering::Relaxed);
-        tracing::info!(delay = ?delay, "draining: /readyz answers 503; still serving until the shutdown delay ends");
-        tokio::time::sleep(delay).await;
-        lifecycle.stopping.trigger();
-        proxy.join().await;
-        // Programs started for routes stop only once nothing can reach them any more.
-        lifecycle.routes.stop_readiness().await;
-        cluster_stop.trigger();
-        listeners_stop.trigger();
-        tracing::info!("interceptor stopped");
-    });
-    Ok(Running { proxy_addr, admin_addr, metrics_addr, shared, done })
+    let drain = Drain {
+        draining,
+        delay: config.shutdown_delay,
+        stopping,
+        proxy,
+        routes: routes.clone(),
+        followers,
+        listeners: listeners_stop,
+    };
+    let done = tokio::spawn(drain.run(shutdown));
+    Ok(Running { proxy_addr, admin_addr, metrics_addr, routes, done })
 }
-
-/// How often the routes file is checked for changes.
-pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The `interceptor` program: parses `args` (the first is the program name), sets up logging and runs
 /// until SIGTERM/SIGINT. Exit codes: 0 after a clean shutdown, 64 for configuration errors, 1 otherwise.
-/// Also the launcher of route programs when the first argument is [`process::EXEC_ARG`].
+/// Also the launcher of route programs when the first argument is [`EXEC_ARG`].
 pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
     let args: Vec<std::ffi::OsString> = args.into_iter().collect();
-    if args.get(1).is_some_and(|a| a == process::EXEC_ARG) {
-        return process::exec_child(&args[2..]);
+    if args.get(1).is_some_and(|a| a == EXEC_ARG) {
+        return exec_child(&args[2..]);
     }
-    let config = match cli::parse("interceptor", args, Config::validate) {
+    let config = match startup::parse("interceptor", args, Config::validate) {
         Ok(c) => c,
         Err(code) => return code,
     };
     config.log.init();
-    cli::run("interceptor", None, |shutdown| async move {
+    startup::run("interceptor", None, |shutdown| async move {
         match start(config, shutdown).await {
             Ok(running) => {
                 tracing::info!(
                     proxy = %running.proxy_addr,
                     admin = %running.admin_addr,
                     metrics = %running.metrics_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
-                    routes = running.shared.routes.table().len(),
+                    routes = running.routes.table().len(),
                     "interceptor listening"
                 );
                 running.wait().await;
                 ExitCode::SUCCESS
             }
-            Err(e) => {
-                tracing::error!("{e}");
-                eprintln!("interceptor: {e}");
-                ExitCode::from(if e.is_config() { cli::EX_CONFIG } else { 1 })
-            }
+            Err(e) => e.report(),
         }
     })
 }

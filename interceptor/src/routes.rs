@@ -8,18 +8,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
 use http::uri::Authority;
-use http::{HeaderName, HeaderValue, StatusCode};
-use httpscale_core::cluster::ServiceKey;
 use httpscale_core::gate::Gate;
+use httpscale_core::index::{ResolveError, ServiceKey};
 use httpscale_core::queue::{Activity, QueueCounts, RouteCounters};
-use httpscale_core::route::{Placeholder, PlaceholderBody, Route, RouteKey, Rule, Target};
-use httpscale_core::spec::{Overflow, ResponseMode};
+use httpscale_core::route::{Route, RouteKey, Target};
+use httpscale_core::spec::Overflow;
 use httpscale_core::standalone::{Probe, ProcessSpec, StandaloneRoute};
 use httpscale_core::table::RoutingTable;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::gauge::ConstGauge;
 
-use crate::metrics::RouteLabels;
+use crate::gates::Gates;
+use crate::labels::RouteLabels;
+use crate::placeholder::{PreparedPlaceholder, PreparedStatic, prepare};
 use crate::readiness::{ReadinessSource, Tracked, TrackedProcess};
 
 /// Interceptor-wide settings that routes fall back on.
@@ -44,59 +47,37 @@ pub struct Upstream {
 /// Kubernetes. An error is answered as 500 when a request needs that upstream (upstream's behaviour for an
 /// unresolvable `portName`).
 pub trait Resolve: Send + Sync + 'static {
-    fn resolve(&self, target: &Target, h2c: bool) -> Result<Upstream, String>;
+    fn resolve(&self, target: &Target, h2c: bool) -> Result<Upstream, Unresolvable>;
+}
+
+/// Why a route's target has no upstream.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unresolvable {
+    #[error("upstream {address:?}: {reason}")]
+    BadAddress { address: String, reason: String },
+    #[error("service target {0} needs Kubernetes mode")]
+    NeedsKubernetes(String),
+    #[error(transparent)]
+    Service(#[from] ResolveError),
+}
+
+/// An authority, or why it is not one.
+pub fn authority(address: &str) -> Result<Authority, Unresolvable> {
+    address
+        .parse::<Authority>()
+        .map_err(|e| Unresolvable::BadAddress { address: address.to_owned(), reason: e.to_string() })
 }
 
 /// Standalone resolution: the target is a `host:port` address.
 pub struct Addresses;
 
 impl Resolve for Addresses {
-    fn resolve(&self, target: &Target, h2c: bool) -> Result<Upstream, String> {
+    fn resolve(&self, target: &Target, h2c: bool) -> Result<Upstream, Unresolvable> {
         match target {
-            Target::Address(a) => {
-                let authority = a.parse::<Authority>().map_err(|e| format!("upstream {a:?}: {e}"))?;
-                Ok(Upstream { authority, h2c, service: None })
-            }
-            Target::Service { .. } => Err(format!("service target {target} needs Kubernetes mode")),
+            Target::Address(a) => Ok(Upstream { authority: authority(a)?, h2c, service: None }),
+            Target::Service { .. } => Err(Unresolvable::NeedsKubernetes(target.to_string())),
         }
     }
-}
-
-/// A ready-to-send placeholder or static response.
-#[derive(Debug, Clone)]
-pub struct PreparedPlaceholder {
-    pub status: StatusCode,
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-    pub body: PreparedBody,
-}
-
-#[derive(Debug, Clone)]
-pub enum PreparedBody {
-    Inline(Bytes),
-    /// Read at request time from a labelled ConfigMap in the route's namespace.
-    ConfigMap {
-        namespace: String,
-        name: String,
-        key: Option<String>,
-    },
-}
-
-/// A static route ready to answer.
-#[derive(Debug, Clone)]
-pub struct PreparedStatic {
-    pub rules: Vec<Rule>,
-    pub response: PreparedPlaceholder,
-    pub mode: ResponseMode,
-}
-
-fn prepare(p: &Placeholder, key: &RouteKey) -> PreparedPlaceholder {
-    let body = match &p.body {
-        PlaceholderBody::Inline(b) => PreparedBody::Inline(Bytes::from(b.clone())),
-        PlaceholderBody::ConfigMap { name, key: k } => {
-            PreparedBody::ConfigMap { namespace: key.namespace.clone(), name: name.clone(), key: k.clone() }
-        }
-    };
-    PreparedPlaceholder { status: p.status, headers: p.headers.clone(), body }
 }
 
 /// A route with everything the data path needs, resolved once per table build.
@@ -107,8 +88,8 @@ pub struct RouteState {
     pub counters: Arc<RouteCounters>,
     pub gate: Arc<Gate>,
     pub pending: Arc<AtomicUsize>,
-    pub upstream: Result<Upstream, String>,
-    pub fallback: Option<Result<Upstream, String>>,
+    pub upstream: Result<Upstream, Unresolvable>,
+    pub fallback: Option<Result<Upstream, Unresolvable>>,
     /// How standalone mode learns the target is ready, and the program behind it (if any).
     pub probe: Probe,
     pub process: Option<ProcessSpec>,
@@ -132,11 +113,11 @@ fn non_zero(d: Duration) -> Option<Duration> {
     (!d.is_zero()).then_some(d)
 }
 
+/// What a route keeps across table rebuilds, by key (its gate is kept by [`Gates`], by target).
 #[derive(Default)]
 struct Carried {
     counters: HashMap<RouteKey, Arc<RouteCounters>>,
     pending: HashMap<RouteKey, Arc<AtomicUsize>>,
-    gates: HashMap<Target, Arc<Gate>>,
 }
 
 /// The published table plus what survives its rebuilds.
@@ -147,12 +128,18 @@ pub struct Routes {
     defaults: Defaults,
     readiness: Arc<dyn ReadinessSource>,
     resolver: Arc<dyn Resolve>,
+    gates: Arc<Gates>,
     /// Poked when a route's concurrency leaves or reaches zero (drives `/queue/stream`).
     pub activity: Arc<Activity>,
 }
 
 impl Routes {
-    pub fn new(defaults: Defaults, readiness: Arc<dyn ReadinessSource>, resolver: Arc<dyn Resolve>) -> Self {
+    pub fn new(
+        defaults: Defaults,
+        readiness: Arc<dyn ReadinessSource>,
+        resolver: Arc<dyn Resolve>,
+        gates: Arc<Gates>,
+    ) -> Self {
         Self {
             table: ArcSwap::from_pointee(RoutingTable::default()),
             loaded: AtomicBool::new(false),
@@ -160,6 +147,7 @@ impl Routes {
             defaults,
             readiness,
             resolver,
+            gates,
             activity: Arc::new(Activity::default()),
         }
     }
@@ -169,9 +157,15 @@ impl Routes {
         self.table.load()
     }
 
-    /// True once a table has been published (drives `/readyz`).
+    /// True once a table has been published.
     pub fn is_loaded(&self) -> bool {
         self.loaded.load(Ordering::Acquire)
+    }
+
+    /// `/readyz` (draining aside): routes loaded and the readiness source current (Kubernetes: every watch
+    /// listed once and none stale).
+    pub fn ready(&self) -> bool {
+        self.is_loaded() && self.readiness.current()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Carried> {
@@ -190,7 +184,7 @@ impl Routes {
             .or_insert_with(|| Arc::new(RouteCounters::with_activity(self.activity.clone())))
             .clone();
         let pending = carried.pending.entry(key.clone()).or_default().clone();
-        let gate = carried.gates.entry(route.target.clone()).or_insert_with(|| Arc::new(Gate::new(false))).clone();
+        let gate = self.gates.get(&route.target);
         let d = &self.defaults;
         let readiness = route.timeouts.readiness.unwrap_or(d.readiness_timeout);
         // Upstream: with a fallback, "no readiness deadline" becomes 30s so the fallback is ever used.
@@ -226,7 +220,7 @@ impl Routes {
     /// Replaces every route (standalone mode: the routes file).
     pub fn apply(&self, routes: Vec<StandaloneRoute>) {
         let mut carried = self.lock();
-        let mut next = Carried { counters: HashMap::new(), pending: HashMap::new(), gates: HashMap::new() };
+        let mut next = Carried::default();
         let mut states = Vec::with_capacity(routes.len());
         for r in routes {
             let key = r.route.key.clone();
@@ -236,9 +230,6 @@ impl Routes {
             }
             if let Some(p) = carried.pending.get(&key) {
                 next.pending.insert(key.clone(), p.clone());
-            }
-            if let Some(g) = carried.gates.get(&r.route.target) {
-                next.gates.entry(r.route.target.clone()).or_insert_with(|| g.clone());
             }
             states.push(self.build(&mut next, r));
         }
@@ -293,7 +284,7 @@ impl Routes {
                 p.counters.push(r.counters.clone());
             }
         }
-        self.lock().gates.retain(|target, _| tracked.contains_key(target));
+        self.gates.retain(|target| tracked.contains_key(target));
         self.table.store(Arc::new(table));
         self.loaded.store(true, Ordering::Release);
         self.readiness.track(tracked.into_values().collect());
@@ -317,5 +308,32 @@ impl RouteState {
             Overflow::Placeholder => self.placeholder.as_ref(),
             Overflow::Reject => None,
         }
+    }
+}
+
+/// `interceptor_request_concurrency`, read from the live route counters at scrape time, so the data path
+/// pays nothing for it.
+pub struct ConcurrencyCollector(pub Arc<Routes>);
+
+impl std::fmt::Debug for ConcurrencyCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConcurrencyCollector")
+    }
+}
+
+impl Collector for ConcurrencyCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let table = self.0.table();
+        let mut metric = encoder.encode_descriptor(
+            "interceptor_request_concurrency",
+            "Requests in flight per route, held ones included",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for r in table.routes() {
+            let gauge = ConstGauge::new(r.counters.snapshot().concurrency);
+            gauge.encode(metric.encode_family(&r.labels)?)?;
+        }
+        Ok(())
     }
 }

@@ -9,11 +9,11 @@ use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use http::{Request, Version};
+use http::Request;
 use httpscale_core::Shutdown;
+use httpscale_core::startup::bind_reuseport;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -22,8 +22,13 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tower::Service;
 
-use crate::Shared;
-use crate::proxy::{self, BoxFuture, ClientAddr, ProxyResponse, forward::Forward};
+use crate::cluster::pods::PodRouter;
+use crate::proxy::forward::Forward;
+use crate::proxy::stack::{StackParams, stack};
+use crate::proxy::types::{BoxFuture, ClientAddr, ProxyResponse};
+
+/// Pending connections each listener keeps (a burst of clients arriving at a cold route).
+const LISTEN_BACKLOG: i32 = 4096;
 
 #[derive(Debug, Clone, Copy)]
 pub struct ServerSettings {
@@ -33,18 +38,6 @@ pub struct ServerSettings {
     pub drain_timeout: Duration,
     pub connect_timeout: Duration,
     pub max_idle_per_host: usize,
-}
-
-/// Binds a listening socket that other threads can bind too (`SO_REUSEPORT`).
-pub fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-    use socket2::{Domain, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(4096)?;
-    Ok(socket.into())
 }
 
 /// The running proxy threads.
@@ -66,25 +59,26 @@ impl ProxyThreads {
 pub fn spawn(
     addr: SocketAddr,
     settings: ServerSettings,
-    shared: Arc<Shared>,
+    params: StackParams,
+    pods: Option<Arc<PodRouter>>,
     stop: Shutdown,
 ) -> io::Result<ProxyThreads> {
-    let first = bind_reuseport(addr)?;
+    let first = bind_reuseport(addr, LISTEN_BACKLOG)?;
     let addr = first.local_addr()?;
     let mut listeners = vec![first];
     for _ in 1..settings.threads.max(1) {
-        listeners.push(bind_reuseport(addr)?);
+        listeners.push(bind_reuseport(addr, LISTEN_BACKLOG)?);
     }
     let mut done = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
         let (tx, rx) = oneshot::channel();
         done.push(rx);
-        let (shared, stop) = (shared.clone(), stop.clone());
+        let (params, pods, stop) = (params.clone(), pods.clone(), stop.clone());
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         std::thread::Builder::new().name(format!("proxy-{i}")).spawn(move || {
             runtime.block_on(async move {
                 match TcpListener::from_std(listener) {
-                    Ok(listener) => serve(listener, settings, shared, stop).await,
+                    Ok(listener) => serve(listener, settings, params, pods, stop).await,
                     Err(e) => {
                         tracing::error!(cause = %e, "proxy listener could not be registered")
                     }
@@ -123,9 +117,15 @@ where
     }
 }
 
-async fn serve(listener: TcpListener, settings: ServerSettings, shared: Arc<Shared>, stop: Shutdown) {
-    let forward = Forward::new(settings.connect_timeout, settings.max_idle_per_host, shared.pods.clone());
-    let stack = proxy::stack(shared.clone(), forward);
+async fn serve(
+    listener: TcpListener,
+    settings: ServerSettings,
+    params: StackParams,
+    pods: Option<Arc<PodRouter>>,
+    stop: Shutdown,
+) {
+    let forward = Forward::new(settings.connect_timeout, settings.max_idle_per_host, pods);
+    let stack = stack(&params, forward);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -163,12 +163,5 @@ async fn serve(listener: TcpListener, settings: ServerSettings, shared: Arc<Shar
         drained.await;
     } else if tokio::time::timeout(settings.drain_timeout, drained).await.is_err() {
         tracing::warn!(timeout = ?settings.drain_timeout, "drain timeout reached; closing remaining connections");
-    }
-}
-
-/// HTTP/1 responses carry `Connection: close` while draining, so clients move to another replica.
-pub fn close_if_draining(shared: &Shared, version: Version, resp: &mut ProxyResponse) {
-    if version < Version::HTTP_2 && shared.draining.load(Ordering::Relaxed) {
-        resp.headers_mut().insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
     }
 }

@@ -3,65 +3,33 @@
 //! Needs `scripts/setup-test-peers.sh` (the README's test command runs it).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::*;
 use http::{Response, StatusCode};
-use httpscale_core::Shutdown;
 use httpscale_core::spec::{HTTPScaledObject, InterceptorRoute};
+use httpscale_testkit::interceptor::in_cluster;
+use httpscale_testkit::*;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// kmock serving what Kubernetes mode watches.
+fn kmock() -> (Kmock, kube::Client) {
+    let kmock = Kmock::start(&[
+        "http.keda.sh/v1alpha1/httpscaledobjects=HTTPScaledObject",
+        "http.keda.sh/v1beta1/interceptorroutes=InterceptorRoute",
+        "discovery.k8s.io/v1/endpointslices=EndpointSlice",
+        "v1/services=Service",
+        "v1/configmaps=ConfigMap",
+    ]);
+    let client = kmock.client();
+    (kmock, client)
 }
 
-fn kmock() -> (Killed, kube::Client) {
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let python = repo.join(".peers/venv/bin/python");
-    assert!(python.exists(), "test peers missing: run scripts/setup-test-peers.sh");
-    let mut child = Command::new(python)
-        .arg(repo.join("tests/peers/kmock_apiserver.py"))
-        .args(["--realistic", "--port", "0"])
-        .args(["--resource", "http.keda.sh/v1alpha1/httpscaledobjects=HTTPScaledObject"])
-        .args(["--resource", "http.keda.sh/v1beta1/interceptorroutes=InterceptorRoute"])
-        .args(["--resource", "discovery.k8s.io/v1/endpointslices=EndpointSlice"])
-        .args(["--resource", "v1/services=Service"])
-        .args(["--resource", "v1/configmaps=ConfigMap"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let port: u16 = line.trim().strip_prefix("READY ").expect("READY").parse().unwrap();
-    let client =
-        kube::Client::try_from(kube::Config::new(format!("http://127.0.0.1:{port}").parse().unwrap())).unwrap();
-    (Killed(child), client)
-}
-
-async fn start(client: kube::Client, direct: bool) -> (httpscale_interceptor::Running, Shutdown) {
-    let mut config = httpscale_interceptor::Config::for_file("unused");
-    config.config = None;
-    config.shutdown_delay = Duration::ZERO;
-    config.proxy_threads = 1;
-    config.direct_pod_routing = direct;
-    let shutdown = Shutdown::new();
-    let running =
-        httpscale_interceptor::start_with(config.validate().unwrap(), Some(client), shutdown.clone()).await.unwrap();
-    (running, shutdown)
+async fn start(client: kube::Client, direct: bool) -> Harness {
+    in_cluster(client, |c| c.direct_pod_routing = direct).await
 }
 
 fn service(name: &str) -> Service {
@@ -96,9 +64,10 @@ async fn ready(admin: SocketAddr) -> bool {
 #[tokio::test(flavor = "multi_thread")]
 async fn routes_and_readiness_come_from_the_cluster() {
     let (_apiserver, client) = kmock();
-    let backend_addr = free_addr().await;
-    let (running, shutdown) = start(client.clone(), true).await;
-    let (proxy, admin) = (running.proxy_addr, running.admin_addr);
+    let backend_port = Reserved::new();
+    let backend_addr = backend_port.addr();
+    let h = start(client.clone(), true).await;
+    let (proxy, admin) = (h.proxy(), h.admin());
     eventually(Duration::from_secs(10), "first full sync", || ready(admin)).await;
 
     let services: Api<Service> = Api::namespaced(client.clone(), "default");
@@ -116,7 +85,7 @@ async fn routes_and_readiness_come_from_the_cluster() {
     .await;
 
     // Not ready: the request is held.
-    let _backend = backend_on(backend_addr, |_| Response::new(full("from the pod"))).await;
+    let _backend = backend_on(backend_port.listen(), |_| Response::new(full("from the pod")));
     let held = tokio::spawn(async move { get(proxy, "app.local", "/").await });
     eventually(Duration::from_secs(5), "held", || async { concurrency(admin, "default/app").await == 1 }).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -155,19 +124,21 @@ async fn routes_and_readiness_come_from_the_cluster() {
     })
     .await;
     assert!(queue(admin).await.get("default/app").is_none());
-    shutdown.trigger();
-    running.wait().await;
+    h.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn direct_pod_routing_shares_load_by_in_flight_count_and_skips_a_dead_pod() {
     let (_apiserver, client) = kmock();
-    let port = free_addr().await.port();
-    // Two pods on two loopback addresses with the same port; a third address has nothing listening.
-    let a = backend_on(format!("127.0.0.1:{port}").parse().unwrap(), |_| delayed(300, "a")).await;
-    let b = backend_on(format!("127.0.0.2:{port}").parse().unwrap(), |_| delayed(300, "b")).await;
-    let (running, shutdown) = start(client.clone(), true).await;
-    let (proxy, admin) = (running.proxy_addr, running.admin_addr);
+    // Two pods on two loopback addresses with the same port; a third address is held with nothing listening.
+    let first = Reserved::new();
+    let port = first.port();
+    let on = |ip: [u8; 4]| Reserved::on(SocketAddr::from((ip, port)));
+    let (second, dead) = (on([127, 0, 0, 2]), on([127, 0, 0, 3]));
+    let a = backend_on(first.listen(), |_| delayed(300, "a"));
+    let b = backend_on(second.listen(), |_| delayed(300, "b"));
+    let h = start(client.clone(), true).await;
+    let (proxy, admin) = (h.proxy(), h.admin());
     eventually(Duration::from_secs(10), "first full sync", || ready(admin)).await;
     Api::<Service>::namespaced(client.clone(), "default")
         .create(&PostParams::default(), &service("pods"))
@@ -210,20 +181,16 @@ async fn direct_pod_routing_shares_load_by_in_flight_count_and_skips_a_dead_pod(
         let (status, _, body) = r.await.unwrap();
         assert_eq!(status, StatusCode::OK, "{body}");
     }
-    assert!(!metrics_of(&running).await.contains("code=\"502\""));
-    shutdown.trigger();
-    running.wait().await;
-}
-
-async fn metrics_of(r: &httpscale_interceptor::Running) -> String {
-    get(r.metrics_addr.unwrap(), "m", "/metrics").await.2
+    assert!(!h.metrics().await.contains("code=\"502\""));
+    h.stop().await;
+    drop(dead);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn placeholder_bodies_come_from_labelled_config_maps() {
     let (_apiserver, client) = kmock();
-    let (running, shutdown) = start(client.clone(), false).await;
-    let (proxy, admin) = (running.proxy_addr, running.admin_addr);
+    let h = start(client.clone(), false).await;
+    let (proxy, admin) = (h.proxy(), h.admin());
     eventually(Duration::from_secs(10), "first full sync", || ready(admin)).await;
     let cm: ConfigMap = serde_json::from_value(json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "page", "namespace": "default", "labels": {"http.keda.sh/response-body": "true"}},
@@ -256,6 +223,5 @@ async fn placeholder_bodies_come_from_labelled_config_maps() {
         get(proxy, "web.local", "/").await.0 == StatusCode::INTERNAL_SERVER_ERROR
     })
     .await;
-    shutdown.trigger();
-    running.wait().await;
+    h.stop().await;
 }

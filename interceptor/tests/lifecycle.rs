@@ -2,15 +2,14 @@
 //! errors and signal handling.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use std::io::Read;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::*;
 use http::{Response, StatusCode};
 use http_body_util::{BodyExt, Full};
+use httpscale_testkit::process::Spawned;
+use httpscale_testkit::*;
+use tokio::time::Instant;
 
 fn one_route(upstream: &str) -> String {
     format!("routes:\n  - name: app\n    hosts: [app.local]\n    upstream: '{upstream}'\n")
@@ -40,7 +39,7 @@ async fn metrics_use_upstream_names_and_labels() {
     })
     .await;
     let _ = get(h.proxy(), "unknown.local", "/").await;
-    let m = metrics(&h).await;
+    let m = h.metrics().await;
     for want in [
         r#"interceptor_request_count_total{code="200",method="GET",route_name="app",route_namespace="default"}"#,
         r#"interceptor_request_count_total{code="404",method="GET",route_name="",route_namespace=""} 1"#,
@@ -84,7 +83,8 @@ async fn a_changed_routes_file_is_reloaded_and_a_bad_edit_keeps_the_old_table() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn shutdown_drains_streams_answers_held_requests_and_refuses_new_connections() {
-    let addr_cold = free_addr().await;
+    let cold = Reserved::new();
+    let addr_cold = cold.addr();
     let b = backend(|s| {
         if s.uri.path() == "/stream" {
             Response::new(streaming_body(vec!["1", "2", "3", "4"], Duration::from_millis(300)))
@@ -140,6 +140,17 @@ fn binary() -> Command {
     c
 }
 
+/// `interceptor --config FILE` with OS-picked ports and JSON logs, started; waits for its start-up line.
+fn started_binary(file: &std::path::Path, env: &[(&str, &str)]) -> (Spawned, serde_json::Value) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_interceptor"));
+    cmd.envs(env.iter().copied())
+        .args(["--config", file.to_str().unwrap(), "--proxy-port", "0", "--admin-port", "0"])
+        .args(["--zap-encoder", "json"]);
+    let mut child = Spawned::start(&mut cmd);
+    let line = child.wait_for("interceptor listening", Duration::from_secs(10));
+    (child, line)
+}
+
 #[test]
 fn an_invalid_routes_file_stops_start_up_naming_file_line_and_field() {
     let dir = tempfile::tempdir().unwrap();
@@ -174,46 +185,18 @@ fn sigterm_drains_and_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("routes.yaml");
     std::fs::write(&file, one_route("127.0.0.1:9")).unwrap();
-    let mut child = binary()
-        .env("KEDA_HTTP_SHUTDOWN_DELAY", "300ms")
-        .env("OTEL_PROM_EXPORTER_PORT", "0")
-        .args(["--config", file.to_str().unwrap(), "--proxy-port", "0", "--admin-port", "0", "--zap-encoder", "json"])
-        .spawn()
-        .unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    // Wait for the "interceptor listening" line (JSON), then signal.
-    let mut log = String::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut buf = [0u8; 4096];
-    while !log.contains("interceptor listening") {
-        assert!(Instant::now() < deadline, "no start-up line: {log}");
-        let n = stderr.read(&mut buf).unwrap();
-        assert!(n > 0, "exited early: {log}");
-        log.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
-    let line = log.lines().find(|l| l.contains("interceptor listening")).unwrap();
-    let v: serde_json::Value = serde_json::from_str(line).unwrap();
-    assert!(v["proxy"].as_str().unwrap().contains(':'));
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert!(status.success());
-    let started = Instant::now();
-    let code = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s.code();
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "did not exit after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(code, Some(0));
-    let mut rest = String::new();
-    stderr.read_to_string(&mut rest).unwrap();
-    assert!(rest.contains("draining") && rest.contains("interceptor stopped"), "{rest}");
+    let (mut child, listening) =
+        started_binary(&file, &[("KEDA_HTTP_SHUTDOWN_DELAY", "300ms"), ("OTEL_PROM_EXPORTER_PORT", "0")]);
+    assert!(listening["proxy"].as_str().unwrap().contains(':'));
+    assert_eq!(child.signal_and_wait("TERM").code(), Some(0));
+    let log = child.log();
+    assert!(log.contains("draining") && log.contains("interceptor stopped"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_queue_stream_pushes_a_held_request_at_once() {
-    let addr = free_addr().await;
-    let h = interceptor(&one_route(&addr.to_string())).await;
+    let port = Reserved::new();
+    let h = interceptor(&one_route(&port.addr().to_string())).await;
     let resp =
         client().request(request(h.admin(), "admin", "/queue/stream").body(Full::default()).unwrap()).await.unwrap();
     assert_eq!(resp.headers()["content-type"], "application/x-ndjson");
@@ -225,14 +208,12 @@ async fn the_queue_stream_pushes_a_held_request_at_once() {
     let proxy = h.proxy();
     let sent = Instant::now();
     let _held = tokio::spawn(async move { get(proxy, "app.local", "/").await });
-    let line = tokio::time::timeout(Duration::from_millis(500), body.frame())
-        .await
-        .expect("pushed, not polled")
-        .unwrap()
-        .unwrap();
+    // The next line carries the held request (how soon, against the heartbeat, is pinned on a paused clock in
+    // the admin module's tests).
+    let line = tokio::time::timeout(Duration::from_secs(5), body.frame()).await.expect("a line").unwrap().unwrap();
     let update: httpscale_core::queue::QueueUpdate = serde_json::from_slice(line.data_ref().unwrap()).unwrap();
     assert_eq!(update.queue["default/app"].concurrency, 1);
-    assert!(sent.elapsed() < Duration::from_millis(300), "pushed within milliseconds: {:?}", sent.elapsed());
+    eprintln!("queue stream: request sent -> line with it in {:?}", sent.elapsed());
     assert!(update.changed_us > 0);
     h.stop().await;
 }
@@ -244,27 +225,14 @@ fn request_logging_writes_one_line_per_request() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("routes.yaml");
     std::fs::write(&file, one_route(&backend.authority())).unwrap();
-    let mut child = binary()
-        .env("KEDA_HTTP_LOG_REQUESTS", "true")
-        .env("KEDA_HTTP_SHUTDOWN_DELAY", "0s")
-        .env("OTEL_PROM_EXPORTER_ENABLED", "false")
-        .args(["--config", file.to_str().unwrap(), "--proxy-port", "0", "--admin-port", "0", "--zap-encoder", "json"])
-        .spawn()
-        .unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let mut log = String::new();
-    let mut buf = [0u8; 4096];
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let proxy = loop {
-        assert!(Instant::now() < deadline, "no start-up line: {log}");
-        let n = stderr.read(&mut buf).unwrap();
-        log.push_str(&String::from_utf8_lossy(&buf[..n]));
-        if let Some(line) = log.lines().find(|l| l.contains("interceptor listening")) {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap();
-            break v["proxy"].as_str().unwrap().to_owned();
-        }
-    };
-    let proxy: std::net::SocketAddr = proxy.replace("0.0.0.0", "127.0.0.1").parse().unwrap();
+    let env = [
+        ("KEDA_HTTP_LOG_REQUESTS", "true"),
+        ("KEDA_HTTP_SHUTDOWN_DELAY", "0s"),
+        ("OTEL_PROM_EXPORTER_ENABLED", "false"),
+    ];
+    let (mut child, listening) = started_binary(&file, &env);
+    let proxy = listening["proxy"].as_str().unwrap().replace("0.0.0.0", "127.0.0.1");
+    let proxy: std::net::SocketAddr = proxy.parse().unwrap();
     rt.block_on(async {
         eventually(Duration::from_secs(5), "served", || async {
             get(proxy, "app.local", "/hello?x=1").await.0 == StatusCode::OK
@@ -272,16 +240,8 @@ fn request_logging_writes_one_line_per_request() {
         .await;
         assert_eq!(get(proxy, "nobody.local", "/").await.0, StatusCode::NOT_FOUND);
     });
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    child.wait().unwrap();
-    let mut rest = String::new();
-    stderr.read_to_string(&mut rest).unwrap();
-    log.push_str(&rest);
-    let requests: Vec<serde_json::Value> = log
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["message"] == "request")
-        .collect();
+    child.signal_and_wait("TERM");
+    let requests: Vec<serde_json::Value> = child.lines().into_iter().filter(|v| v["message"] == "request").collect();
     let ok = requests.iter().find(|v| v["status"] == 200).expect("a line for the proxied request");
     assert_eq!(
         (ok["method"].as_str(), ok["route"].as_str(), ok["host"].as_str()),
@@ -289,4 +249,21 @@ fn request_logging_writes_one_line_per_request() {
     );
     assert!(ok["uri"].as_str().unwrap().ends_with("/hello?x=1"));
     assert!(requests.iter().any(|v| v["status"] == 404 && v["route"] == ""), "unmatched requests are logged too");
+}
+
+/// Regression: the admin listener's start-up errors named the proxy's address instead of its own.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_busy_admin_port_is_reported_with_the_admin_address() {
+    let taken = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("routes.yaml");
+    std::fs::write(&file, one_route("127.0.0.1:9")).unwrap();
+    let mut config = httpscale_interceptor::Config::for_file(&file);
+    config.admin_port = Some(admin.port());
+    let shutdown = httpscale_core::Shutdown::new();
+    let Err(e) = httpscale_interceptor::start(config.validate().unwrap(), shutdown).await else {
+        panic!("started on a busy admin port");
+    };
+    assert!(e.to_string().starts_with(&format!("cannot listen on {admin} (admin)")), "{e}");
 }

@@ -3,51 +3,25 @@
 //! Needs `scripts/setup-test-peers.sh` (the README's test command runs it).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::*;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn python() -> PathBuf {
-    let p = repo().join(".peers/venv/bin/python");
-    assert!(p.exists(), "test peers missing: run scripts/setup-test-peers.sh (the README's test command does)");
-    p
-}
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use httpscale_testkit::process::{Killed, peers_python, spawn_reporting_port};
+use httpscale_testkit::*;
 
 /// Starts fake_ollama.py on `port` (0 = any) streaming tokens `gap` apart; returns it and its port.
 fn fake_ollama(port: u16, gap: Duration) -> (Killed, u16) {
-    let mut child = Command::new(python())
-        .arg(repo().join("tests/peers/fake_ollama.py"))
-        .args(["--port", &port.to_string(), "--delay", &gap.as_secs_f64().to_string()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let port = line.trim().strip_prefix("READY ").expect("READY line").parse().unwrap();
-    (Killed(child), port)
+    spawn_reporting_port(Command::new(peers_python()).arg(repo().join("tests/peers/fake_ollama.py")).args([
+        "--port",
+        &port.to_string(),
+        "--delay",
+        &gap.as_secs_f64().to_string(),
+    ]))
 }
 
 /// Runs the official client through the proxy; returns the arrival times of the generate chunks.
 async fn stream_through(proxy: std::net::SocketAddr) -> Vec<(f64, String)> {
-    let out = tokio::process::Command::new(python())
+    let out = tokio::process::Command::new(peers_python())
         .arg(repo().join("tests/peers/ollama_stream.py"))
         .args(["--url", &format!("http://{proxy}"), "--host-header", "ollama.local"])
         .output()
@@ -86,7 +60,9 @@ async fn the_official_ollama_client_streams_through_the_interceptor() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_stream_requested_while_ollama_is_down_is_held_then_streamed() {
-    let port = free_addr().await.port();
+    // Reserved until fake_ollama.py takes it over (it binds with SO_REUSEADDR).
+    let reserved = Reserved::new();
+    let port = reserved.port();
     let h = interceptor(&route(port)).await;
     let proxy = h.proxy();
     let client = tokio::spawn(async move { stream_through(proxy).await });

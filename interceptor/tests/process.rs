@@ -1,18 +1,20 @@
 //! Standalone scale-to-zero with real child programs: started once on the first request, stopped when idle
 //! and never during a stream, restarted on demand, failures reported with back-off, and no orphans.
+//!
+//! The supervisor's timing (idle period, back-off, start timeout) is pinned on a paused clock in
+//! `src/standalone/supervisor/tests.rs`; here the programs are real and every check is on what they did.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use std::io::Read;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use bytes::Bytes;
-use common::*;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
+use httpscale_testkit::process::Spawned;
+use httpscale_testkit::*;
+use tokio::time::Instant;
 
 fn fake_ollama() -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/peers/fake_ollama.py").to_string_lossy().into_owned()
@@ -36,7 +38,7 @@ async fn start(routes: &str) -> Harness {
 }
 
 async fn metric(h: &Harness, name: &str) -> f64 {
-    let m = metrics(h).await;
+    let m = h.metrics().await;
     m.lines()
         .find(|l| l.starts_with(&format!("{name}{{route_name=\"llm\",route_namespace=\"default\"}}")))
         .and_then(|l| l.rsplit(' ').next())
@@ -50,7 +52,9 @@ async fn port_open(port: u16) -> bool {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn starts_once_for_many_first_requests_stops_when_idle_and_restarts() {
-    let port = free_addr().await.port();
+    // Reserved for the program, which takes it over (Python's servers bind with SO_REUSEADDR).
+    let reserved = Reserved::new();
+    let port = reserved.port();
     let p = port.to_string();
     let routes = process_route(
         port,
@@ -72,14 +76,16 @@ async fn starts_once_for_many_first_requests_stops_when_idle_and_restarts() {
     assert_eq!(metric(&h, "httpscale_process_starts_total").await, 1.0, "20 concurrent first requests, one start");
     assert_eq!(metric(&h, "httpscale_process_up").await, 1.0);
     assert!(
-        metrics(&h)
+        h.metrics()
             .await
             .contains("httpscale_process_start_seconds_count{route_name=\"llm\",route_namespace=\"default\"} 1")
     );
 
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    assert!(port_open(port).await, "not stopped before scaledownPeriod");
+    let idle_since = Instant::now();
     eventually(Duration::from_secs(5), "stopped when idle", || async { !port_open(port).await }).await;
+    // Idleness is checked every quarter of the period, so the stop comes 0.75 to 1.25 periods after the last
+    // request (exactly: the supervisor's paused-clock tests).
+    assert!(idle_since.elapsed() >= Duration::from_millis(500), "not stopped long before scaledownPeriod");
     assert_eq!(metric(&h, "httpscale_process_up").await, 0.0);
 
     let (status, headers, _) = get(h.proxy(), "llm.local", "/api/version").await;
@@ -92,7 +98,8 @@ async fn starts_once_for_many_first_requests_stops_when_idle_and_restarts() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_long_stream_is_never_cut_by_the_idle_stop() {
-    let port = free_addr().await.port();
+    let reserved = Reserved::new();
+    let port = reserved.port();
     let p = port.to_string();
     let routes = process_route(
         port,
@@ -118,9 +125,9 @@ async fn a_long_stream_is_never_cut_by_the_idle_stop() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_program_that_crashes_at_start_gives_502_with_the_reason_and_backs_off() {
-    let port = free_addr().await.port();
+    let reserved = Reserved::new();
     let routes = process_route(
-        port,
+        reserved.port(),
         &["python3", "-c", "import sys; print('boom: no GPU found', flush=True); sys.exit(3)"],
         "      startTimeout: 10s\n",
     );
@@ -130,34 +137,29 @@ async fn a_program_that_crashes_at_start_gives_502_with_the_reason_and_backs_off
     assert!(body.contains("exit status: 3") && body.contains("boom: no GPU found"), "{body}");
     assert_eq!(body.lines().count(), 1, "one line: {body}");
 
-    let started = Instant::now();
     let (status, _, body) = get(h.proxy(), "llm.local", "/").await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
-    assert!(body.contains("next start attempt in 1s"), "{body}");
-    assert!(started.elapsed() < Duration::from_millis(300), "refused at once during the back-off");
+    assert!(body.contains("next start attempt in 1s"), "refused by the back-off, not by a new start: {body}");
     assert_eq!(metric(&h, "httpscale_process_starts_total").await, 1.0, "no restart during the back-off");
 
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    assert_eq!(get(h.proxy(), "llm.local", "/").await.0, StatusCode::BAD_GATEWAY);
-    assert_eq!(
-        metric(&h, "httpscale_process_starts_total").await,
-        2.0,
-        "the next request after the back-off tries again"
-    );
+    eventually(Duration::from_secs(10), "the next request after the back-off tries again", || async {
+        assert_eq!(get(h.proxy(), "llm.local", "/").await.0, StatusCode::BAD_GATEWAY);
+        metric(&h, "httpscale_process_starts_total").await == 2.0
+    })
+    .await;
+    assert_eq!(metric(&h, "httpscale_process_starts_total").await, 2.0, "one start per back-off");
     assert_eq!(concurrency(h.admin(), "default/llm").await, 0);
     h.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_program_not_ready_within_start_timeout_gives_504_and_is_stopped() {
-    let port = free_addr().await.port();
-    let routes = process_route(port, &["sleep", "30"], "      startTimeout: 400ms\n      stopTimeout: 1s\n");
+    let reserved = Reserved::new();
+    let routes = process_route(reserved.port(), &["sleep", "30"], "      startTimeout: 400ms\n      stopTimeout: 1s\n");
     let h = start(&routes).await;
-    let started = Instant::now();
     let (status, _, body) = get(h.proxy(), "llm.local", "/").await;
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
     assert!(body.contains("not ready within 400ms"), "{body}");
-    assert!(started.elapsed() < Duration::from_secs(3));
     assert_eq!(metric(&h, "httpscale_process_up").await, 0.0);
     h.stop().await;
 }
@@ -171,68 +173,48 @@ fn pid_alive(pid: u32) -> bool {
         .unwrap_or(false)
 }
 
-/// Starts the interceptor binary with a program route, wakes the program, and returns both.
-fn running_binary_with_program(dir: &tempfile::TempDir) -> (std::process::Child, u32, u16) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+/// Starts the interceptor binary with a program route, wakes the program, and returns both (and the port
+/// reservation, kept until the test ends).
+fn running_binary_with_program(dir: &tempfile::TempDir) -> (Spawned, u32, Reserved) {
+    let reserved = Reserved::new();
+    let port = reserved.port();
     let file = dir.path().join("routes.yaml");
     std::fs::write(
         &file,
         process_route(port, &["python3", &fake_ollama(), "--port", &port.to_string()], "      scaledownPeriod: 1h\n"),
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_interceptor"))
-        .env_remove("RUST_LOG")
-        .env("KEDA_HTTP_SHUTDOWN_DELAY", "0s")
-        .env("OTEL_PROM_EXPORTER_ENABLED", "false")
-        .args(["--config", file.to_str().unwrap(), "--proxy-port", "0", "--admin-port", "0", "--zap-encoder", "json"])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let mut log = String::new();
-    let mut buf = [0u8; 4096];
-    let mut proxy = None;
-    let mut pid = None;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while pid.is_none() {
-        assert!(Instant::now() < deadline, "no program start seen: {log}");
-        let n = stderr.read(&mut buf).unwrap();
-        assert!(n > 0, "interceptor exited: {log}");
-        log.push_str(&String::from_utf8_lossy(&buf[..n]));
-        for line in log.lines().filter(|l| l.starts_with('{')) {
-            let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-            if v["message"] == "interceptor listening" && proxy.is_none() {
-                let addr = v["proxy"].as_str().unwrap().to_owned();
-                proxy = Some(addr.clone());
-                // Wake the program.
-                std::thread::spawn(move || {
-                    let mut s = std::net::TcpStream::connect(addr).unwrap();
-                    std::io::Write::write_all(&mut s, b"GET /api/version HTTP/1.1\r\nHost: llm.local\r\n\r\n").unwrap();
-                    let mut b = [0u8; 512];
-                    let _ = s.read(&mut b);
-                });
-            }
-            if v["message"] == "program starting" {
-                pid = v["pid"].as_u64().map(|p| p as u32);
-            }
-        }
-    }
-    // Keep draining stderr so the interceptor never blocks on a full pipe.
-    std::thread::spawn(move || while stderr.read(&mut buf).is_ok_and(|n| n > 0) {});
-    let pid = pid.unwrap();
-    let until = Instant::now() + Duration::from_secs(10);
+    let mut child = Spawned::start(
+        Command::new(env!("CARGO_BIN_EXE_interceptor"))
+            .env("KEDA_HTTP_SHUTDOWN_DELAY", "0s")
+            .env("OTEL_PROM_EXPORTER_ENABLED", "false")
+            .args(["--config", file.to_str().unwrap(), "--proxy-port", "0", "--admin-port", "0"])
+            .args(["--zap-encoder", "json"]),
+    );
+    let listening = child.wait_for("interceptor listening", Duration::from_secs(20));
+    let proxy = listening["proxy"].as_str().unwrap().to_owned();
+    // Wake the program.
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(proxy).unwrap();
+        s.write_all(b"GET /api/version HTTP/1.1\r\nHost: llm.local\r\n\r\n").unwrap();
+        let mut b = [0u8; 512];
+        let _ = s.read(&mut b);
+    });
+    let pid = child.wait_for("program starting", Duration::from_secs(20))["pid"].as_u64().unwrap() as u32;
+    let until = std::time::Duration::from_secs(10);
+    let started = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < until, "program never listened");
+        assert!(started.elapsed() < until, "program never listened");
         std::thread::sleep(Duration::from_millis(20));
     }
-    (child, pid, port)
+    (child, pid, reserved)
 }
 
 fn wait_dead(pid: u32, what: &str) {
-    let until = Instant::now() + Duration::from_secs(10);
+    let started = Instant::now();
     while pid_alive(pid) {
-        assert!(Instant::now() < until, "program {pid} still alive after {what}");
+        assert!(started.elapsed() < Duration::from_secs(10), "program {pid} still alive after {what}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -240,20 +222,18 @@ fn wait_dead(pid: u32, what: &str) {
 #[test]
 fn no_program_is_left_behind_after_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, pid, _) = running_binary_with_program(&dir);
+    let (mut child, pid, _port) = running_binary_with_program(&dir);
     assert!(pid_alive(pid));
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(child.signal_and_wait("TERM").code(), Some(0));
     wait_dead(pid, "the interceptor's SIGTERM");
 }
 
 #[test]
 fn no_program_is_left_behind_after_sigkill() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, pid, _) = running_binary_with_program(&dir);
+    let (mut child, pid, _port) = running_binary_with_program(&dir);
     assert!(pid_alive(pid));
-    child.kill().unwrap(); // SIGKILL: no chance to clean up
-    child.wait().unwrap();
+    child.signal_and_wait("KILL"); // no chance to clean up
     wait_dead(pid, "the interceptor was SIGKILLed");
 }
 
@@ -261,7 +241,8 @@ fn no_program_is_left_behind_after_sigkill() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_quick_start_example_starts_its_web_server_on_demand() {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let port = free_addr().await.port();
+    let reserved = Reserved::new();
+    let port = reserved.port();
     let text = std::fs::read_to_string(repo.join("examples/standalone.yaml"))
         .unwrap()
         .replace("8000", &port.to_string())

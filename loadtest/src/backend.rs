@@ -17,9 +17,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use httpscale_core::startup::bind_reuseport;
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
+
+/// Pending connections each listener keeps (the cold-burst scenario connects thousands at once).
+const LISTEN_BACKLOG: i32 = 8192;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
@@ -101,11 +105,11 @@ async fn serve_listener(listener: TcpListener, opts: BackendOpts) {
 
 /// Serves until the process is killed. Prints `listening ADDR` once every thread accepts.
 pub fn serve(opts: BackendOpts) -> anyhow::Result<()> {
-    let first = bind_reuseport(opts.listen)?;
+    let first = bind_reuseport(opts.listen, LISTEN_BACKLOG)?;
     let addr = first.local_addr()?;
     let mut listeners = vec![first];
     for _ in 1..opts.threads.max(1) {
-        listeners.push(bind_reuseport(addr)?);
+        listeners.push(bind_reuseport(addr, LISTEN_BACKLOG)?);
     }
     let mut handles = Vec::new();
     for (i, l) in listeners.into_iter().enumerate() {
@@ -127,18 +131,6 @@ pub fn serve(opts: BackendOpts) -> anyhow::Result<()> {
         let _ = h.join();
     }
     Ok(())
-}
-
-/// A listening socket other threads (and a restarted backend) can bind too.
-pub fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    use socket2::{Domain, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(8192)?;
-    Ok(socket.into())
 }
 
 #[cfg(test)]

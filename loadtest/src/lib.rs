@@ -5,6 +5,7 @@
 //!   errors by kind.
 //! - [`backend`]: the tiny hyper backends the scenarios start as child processes (`200 ok`, NDJSON streams).
 //! - [`procs`]: child processes (stopped by PID when dropped), nginx configurations, `/proc` readings.
+//! - [`wrk`]: `wrk` run the same way, for comparison.
 //! - [`scenarios`]: `overhead`, `cold-burst`, `streaming`, `many-routes`, `ceiling`.
 //!
 //! Load only ever targets 127.0.0.1 ([`ensure_loopback`]); every run is bounded in time.
@@ -14,6 +15,7 @@ pub mod load;
 pub mod procs;
 pub mod report;
 pub mod scenarios;
+pub mod wrk;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, Ordering};

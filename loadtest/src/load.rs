@@ -17,6 +17,9 @@
 //! Requests whose intended start falls in the warm-up are not recorded. Requests still in flight when the run
 //! ends are counted as `unfinished`, not as errors.
 
+// The load generator measures wall-clock latency on threads and runtimes it owns; no test pauses them.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::future::{Future, poll_fn};
@@ -393,17 +396,7 @@ async fn stream_loop(ctx: &Ctx, sender: &mut Sender, slot: usize, sent: &mut u64
             }
             return StreamEnd::Broken;
         }
-        let mut req = Request::new(Empty::new());
-        *req.uri_mut() = ctx.uri.clone();
-        if let Sender::H1 { .. } = sender {
-            req.headers_mut().insert(HOST, ctx.hosts[host_i].clone());
-        } else if ctx.hosts.len() > 1 {
-            // h2: the authority is the host.
-            let h = ctx.hosts[host_i].to_str().unwrap_or("localhost");
-            if let Ok(uri) = Uri::builder().scheme("http").authority(h).path_and_query(spec.path.as_str()).build() {
-                *req.uri_mut() = uri;
-            }
-        }
+        let req = next_request(ctx, sender, host_i);
         host_i = (host_i + 1) % ctx.hosts.len();
         // Open loop: a request sent late because the previous answer on this stream came after its slot is
         // charged from its slot (no coordinated omission); one sent late only because the client's timer woke
@@ -421,42 +414,68 @@ async fn stream_loop(ctx: &Ctx, sender: &mut Sender, slot: usize, sent: &mut u64
         let outcome = tokio::time::timeout_at(deadline.into(), sender.exchange(req)).await;
         let t1 = Instant::now();
         prev_done = t1;
-        let record = t0 >= ctx.record_from;
-        let mut st = ctx.stats.borrow_mut();
-        match outcome {
-            Ok(Ok((status, bytes))) => {
-                ctx.done_counter.fetch_add(1, Ordering::Relaxed);
-                if record {
-                    let _ = st.hist.record(t1.duration_since(t0).as_nanos().max(1) as u64);
-                    st.responses += 1;
-                    st.body_bytes += bytes;
-                    let class = (status / 100).min(5) as usize;
-                    st.status[class] += 1;
-                    if class == 2 {
-                        st.ok += 1;
-                    }
-                    if ctx.record_completions {
-                        st.completions.push(t1.duration_since(ctx.start));
-                    }
+        if let Some(end) = record(ctx, outcome, t0, t1) {
+            return end;
+        }
+    }
+}
+
+/// The next request of a stream, for the `host_i`-th host.
+fn next_request(ctx: &Ctx, sender: &Sender, host_i: usize) -> Request<Empty<Bytes>> {
+    let mut req = Request::new(Empty::new());
+    *req.uri_mut() = ctx.uri.clone();
+    if let Sender::H1 { .. } = sender {
+        req.headers_mut().insert(HOST, ctx.hosts[host_i].clone());
+    } else if ctx.hosts.len() > 1 {
+        // h2: the authority is the host.
+        let h = ctx.hosts[host_i].to_str().unwrap_or("localhost");
+        if let Ok(uri) = Uri::builder().scheme("http").authority(h).path_and_query(ctx.spec.path.as_str()).build() {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
+}
+
+type Outcome = Result<Result<(u16, u64), &'static str>, tokio::time::error::Elapsed>;
+
+/// Records one exchange sent (or charged) at `t0` and ended at `t1`; how the stream ends, if it must.
+fn record(ctx: &Ctx, outcome: Outcome, t0: Instant, t1: Instant) -> Option<StreamEnd> {
+    let record = t0 >= ctx.record_from;
+    let mut st = ctx.stats.borrow_mut();
+    match outcome {
+        Ok(Ok((status, bytes))) => {
+            ctx.done_counter.fetch_add(1, Ordering::Relaxed);
+            if record {
+                let _ = st.hist.record(t1.duration_since(t0).as_nanos().max(1) as u64);
+                st.responses += 1;
+                st.body_bytes += bytes;
+                let class = (status / 100).min(5) as usize;
+                st.status[class] += 1;
+                if class == 2 {
+                    st.ok += 1;
+                }
+                if ctx.record_completions {
+                    st.completions.push(t1.duration_since(ctx.start));
                 }
             }
-            Ok(Err(kind)) => {
-                if record {
-                    st.error(kind);
-                }
-                return StreamEnd::Broken;
+            None
+        }
+        Ok(Err(kind)) => {
+            if record {
+                st.error(kind);
             }
-            Err(_) => {
-                if t1 >= ctx.end || aborted() {
-                    st.unfinished += 1;
-                    return StreamEnd::Done;
-                }
-                if record {
-                    st.error("timeout");
-                }
-                // The connection still carries the abandoned request: start over on a new one.
-                return StreamEnd::Broken;
+            Some(StreamEnd::Broken)
+        }
+        Err(_) => {
+            if t1 >= ctx.end || aborted() {
+                st.unfinished += 1;
+                return Some(StreamEnd::Done);
             }
+            if record {
+                st.error("timeout");
+            }
+            // The connection still carries the abandoned request: start over on a new one.
+            Some(StreamEnd::Broken)
         }
     }
 }
@@ -589,24 +608,7 @@ pub fn run(spec: &LoadSpec) -> anyhow::Result<LoadResult> {
         handles.push(handle);
     }
     progress_until_done(&spec, &handles, &counters, start, record_from, end);
-    let mut merged = ThreadStats::new()?;
-    for h in handles {
-        let st = h.join().map_err(|_| anyhow::anyhow!("load thread panicked"))??;
-        merged.hist.add(&st.hist).map_err(|e| anyhow::anyhow!("merging histograms: {e:?}"))?;
-        merged.responses += st.responses;
-        merged.ok += st.ok;
-        for (a, b) in merged.status.iter_mut().zip(st.status) {
-            *a += b;
-        }
-        for (k, v) in st.errors {
-            *merged.errors.entry(k).or_default() += v;
-        }
-        merged.unfinished += st.unfinished;
-        merged.connects += st.connects;
-        merged.body_bytes += st.body_bytes;
-        merged.completions.extend(st.completions);
-    }
-    merged.completions.sort();
+    let merged = merge(handles)?;
     let finished = Instant::now();
     // One-shot runs end when every stream is done, which may be before `end`.
     let window_end = if spec.requests_per_stream.is_some() { finished.min(end) } else { end };
@@ -639,6 +641,29 @@ pub fn run(spec: &LoadSpec) -> anyhow::Result<LoadResult> {
         completions: merged.completions,
         started: Some(start),
     })
+}
+
+/// Every thread's statistics, merged.
+fn merge(handles: Vec<std::thread::JoinHandle<anyhow::Result<ThreadStats>>>) -> anyhow::Result<ThreadStats> {
+    let mut merged = ThreadStats::new()?;
+    for h in handles {
+        let st = h.join().map_err(|_| anyhow::anyhow!("load thread panicked"))??;
+        merged.hist.add(&st.hist).map_err(|e| anyhow::anyhow!("merging histograms: {e:?}"))?;
+        merged.responses += st.responses;
+        merged.ok += st.ok;
+        for (a, b) in merged.status.iter_mut().zip(st.status) {
+            *a += b;
+        }
+        for (k, v) in st.errors {
+            *merged.errors.entry(k).or_default() += v;
+        }
+        merged.unfinished += st.unfinished;
+        merged.connects += st.connects;
+        merged.body_bytes += st.body_bytes;
+        merged.completions.extend(st.completions);
+    }
+    merged.completions.sort();
+    Ok(merged)
 }
 
 fn progress_until_done<T>(

@@ -4,6 +4,9 @@
 //! SIGINT) sends SIGTERM to its PID, waits up to 3 s, then SIGKILLs it. nginx is run in the foreground
 //! (`daemon off`) so its master is our child and its SIGTERM stops the workers too.
 
+// Child processes and their start-up are timed on the wall clock; no test pauses it.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use httpscale_core::settings::{duration, go_bool};
+use httpscale_core::startup::ConfigError;
 use httpscale_core::telemetry::LogArgs;
 
 use crate::desired::ScalerAddress;
@@ -88,13 +89,6 @@ pub struct Config {
 pub enum Command {
     /// Print the CustomResourceDefinitions (YAML) and exit.
     Crds,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("{setting}: {message}")]
-pub struct ConfigError {
-    pub setting: &'static str,
-    pub message: String,
 }
 
 const POD_NAMESPACE_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";

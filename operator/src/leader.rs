@@ -6,13 +6,14 @@
 //! renews every retry period; if it cannot renew within the renew deadline it has lost the lead and must
 //! stop. On shutdown it releases the Lease so a standby takes over at once.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 use kube::api::{Api, ObjectMeta, PostParams};
+use tokio::time::Instant;
 
 pub const LEASE_NAME: &str = "http-add-on.keda.sh";
 
@@ -100,8 +101,17 @@ pub async fn acquire(api: &Api<Lease>, s: &LeaseSettings, stop: &httpscale_core:
     }
 }
 
+/// Why this replica stopped leading.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LostLead {
+    #[error("another replica took the Lease")]
+    Taken,
+    #[error("could not renew the Lease within {0:?}")]
+    NotRenewed(Duration),
+}
+
 /// Renews until `stop` fires (then releases, Ok) or renewal fails for the renew deadline (Err: lost).
-pub async fn hold(api: &Api<Lease>, s: &LeaseSettings, stop: &httpscale_core::Shutdown) -> Result<(), String> {
+pub async fn hold(api: &Api<Lease>, s: &LeaseSettings, stop: &httpscale_core::Shutdown) -> Result<(), LostLead> {
     let mut renewed = Instant::now();
     loop {
         tokio::select! {
@@ -113,11 +123,11 @@ pub async fn hold(api: &Api<Lease>, s: &LeaseSettings, stop: &httpscale_core::Sh
         }
         match try_acquire(api, s).await {
             Ok(true) => renewed = Instant::now(),
-            Ok(false) => return Err("another replica took the Lease".into()),
+            Ok(false) => return Err(LostLead::Taken),
             Err(e) => tracing::warn!(cause = %e, "leader election: renewal failed"),
         }
         if renewed.elapsed() > s.renew_deadline {
-            return Err(format!("could not renew the Lease within {:?}", s.renew_deadline));
+            return Err(LostLead::NotRenewed(s.renew_deadline));
         }
     }
 }

@@ -17,6 +17,8 @@ use http::StatusCode;
 use httpscale_core::Shutdown;
 use httpscale_core::admin;
 use httpscale_core::spec::{HTTPScaledObject, InterceptorRoute, ScaledObject};
+use httpscale_core::startup::{StartError, bind};
+use httpscale_core::watch::api;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, ListParams};
 use kube::runtime::events::{Recorder, Reporter};
@@ -25,7 +27,7 @@ use kube::runtime::{Controller, watcher};
 pub use config::Config;
 
 use crate::config::Resolved;
-use crate::leader::LeaseSettings;
+use crate::leader::{LeaseSettings, LostLead};
 use crate::metrics::Metrics;
 use crate::reconcile::Context;
 
@@ -33,20 +35,10 @@ use crate::reconcile::Context;
 pub enum RunError {
     #[error("cannot reach the Kubernetes API: {0}")]
     Client(#[from] kube::Error),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: std::net::SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Start(#[from] StartError),
     #[error("leader election lost: {0}")]
-    LostLead(String),
-}
-
-fn api<K>(client: &kube::Client, namespace: Option<&str>) -> Api<K>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
+    LostLead(#[from] LostLead),
 }
 
 /// Waits until KEDA's ScaledObject CRD answers, saying so once, retrying with back-off (not crash-looping).
@@ -77,12 +69,15 @@ async fn wait_for_keda(client: &kube::Client, namespace: Option<&str>, stop: &Sh
     }
 }
 
-/// Runs the operator until `shutdown` fires (or the lead is lost).
-pub async fn run(config: Config, resolved: Resolved, client: kube::Client, shutdown: Shutdown) -> Result<(), RunError> {
-    let metrics = Arc::new(Metrics::new());
-    let ready = Arc::new(AtomicBool::new(false));
+/// Serves `/metrics` and the health probes (`/healthz`, `/readyz` once `ready`) until `shutdown`.
+async fn serve_probes(
+    resolved: &Resolved,
+    metrics: &Arc<Metrics>,
+    ready: &Arc<AtomicBool>,
+    shutdown: &Shutdown,
+) -> Result<(), StartError> {
     if let Some(addr) = resolved.metrics {
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| RunError::Bind { addr, source })?;
+        let (listener, _) = bind("metrics", addr).await?;
         let m = metrics.clone();
         tokio::spawn(admin::serve(
             listener,
@@ -94,7 +89,7 @@ pub async fn run(config: Config, resolved: Resolved, client: kube::Client, shutd
         ));
     }
     if let Some(addr) = resolved.health {
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| RunError::Bind { addr, source })?;
+        let (listener, _) = bind("health probes", addr).await?;
         let r = ready.clone();
         tokio::spawn(admin::serve(
             listener,
@@ -107,6 +102,63 @@ pub async fn run(config: Config, resolved: Resolved, client: kube::Client, shutd
             shutdown.clone(),
         ));
     }
+    Ok(())
+}
+
+/// Holds the lead (or, without leader election, just waits) until `shutdown`, then stops the controllers.
+fn hold_lead(
+    config: &Config,
+    api: Api<Lease>,
+    lease: LeaseSettings,
+    shutdown: Shutdown,
+    stop_controllers: Shutdown,
+) -> tokio::task::JoinHandle<Result<(), LostLead>> {
+    let leader_elect = config.leader_elect;
+    tokio::spawn(async move {
+        let result = if leader_elect {
+            leader::hold(&api, &lease, &shutdown).await
+        } else {
+            shutdown.triggered().await;
+            Ok(())
+        };
+        stop_controllers.trigger();
+        result
+    })
+}
+
+/// Runs both controllers until `stop`; the HTTPScaledObject one once KEDA's CRD is there.
+async fn run_controllers(client: &kube::Client, ns: Option<&str>, ctx: Arc<Context>, stop: &Shutdown) {
+    let routes = Controller::new(api::<InterceptorRoute>(client, ns), watcher::Config::default())
+        .graceful_shutdown_on(stop.clone().triggered_owned())
+        .run(reconcile::interceptor_route, reconcile::error_policy, ctx.clone())
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(cause = %e, "InterceptorRoute controller");
+            }
+        });
+    let scaled = async move {
+        if !wait_for_keda(client, ns, stop).await {
+            return;
+        }
+        Controller::new(api::<HTTPScaledObject>(client, ns), watcher::Config::default())
+            .owns(api::<ScaledObject>(client, ns), watcher::Config::default())
+            .graceful_shutdown_on(stop.clone().triggered_owned())
+            .run(reconcile::httpso, reconcile::error_policy, ctx)
+            .for_each(|r| async move {
+                if let Err(e) = r {
+                    tracing::debug!(cause = %e, "HTTPScaledObject controller");
+                }
+            })
+            .await
+    };
+    tokio::join!(routes, scaled);
+}
+
+/// Runs the operator until `shutdown` fires (or the lead is lost).
+pub async fn run(config: Config, resolved: Resolved, client: kube::Client, shutdown: Shutdown) -> Result<(), RunError> {
+    let metrics = Arc::new(Metrics::new());
+    let ready = Arc::new(AtomicBool::new(false));
+    serve_probes(&resolved, &metrics, &ready, &shutdown).await?;
     tracing::info!(scaler = %resolved.scaler, watch_namespace = resolved.watch_namespace.as_deref().unwrap_or("(all)"), "operator starting");
 
     // Leader election: a standby is ready (it serves probes) but does not reconcile.
@@ -125,57 +177,11 @@ pub async fn run(config: Config, resolved: Resolved, client: kube::Client, shutd
     }
     metrics.leader.set(1);
     let stop_controllers = Shutdown::new();
-    let holder = {
-        let (api, lease, shutdown, stop) =
-            (lease_api.clone(), lease.clone(), shutdown.clone(), stop_controllers.clone());
-        tokio::spawn(async move {
-            let result = if config.leader_elect {
-                leader::hold(&api, &lease, &shutdown).await
-            } else {
-                shutdown.triggered().await;
-                Ok(())
-            };
-            stop.trigger();
-            result
-        })
-    };
-
-    let ns = resolved.watch_namespace.as_deref();
+    let holder = hold_lead(&config, lease_api, lease, shutdown, stop_controllers.clone());
     let reporter = Reporter { controller: "httpscale-operator".into(), instance: std::env::var("HOSTNAME").ok() };
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        resolved.scaler.clone(),
-        metrics.clone(),
-        Some(Recorder::new(client.clone(), reporter)),
-    ));
-
-    let routes = Controller::new(api::<InterceptorRoute>(&client, ns), watcher::Config::default())
-        .graceful_shutdown_on(stop_controllers.clone().triggered_owned())
-        .run(reconcile::interceptor_route, reconcile::error_policy, ctx.clone())
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(cause = %e, "InterceptorRoute controller");
-            }
-        });
-    let scaled = {
-        let (client, ctx, stop) = (client.clone(), ctx.clone(), stop_controllers.clone());
-        async move {
-            if !wait_for_keda(&client, ns, &stop).await {
-                return;
-            }
-            Controller::new(api::<HTTPScaledObject>(&client, ns), watcher::Config::default())
-                .owns(api::<ScaledObject>(&client, ns), watcher::Config::default())
-                .graceful_shutdown_on(stop.clone().triggered_owned())
-                .run(reconcile::httpso, reconcile::error_policy, ctx)
-                .for_each(|r| async move {
-                    if let Err(e) = r {
-                        tracing::debug!(cause = %e, "HTTPScaledObject controller");
-                    }
-                })
-                .await
-        }
-    };
-    tokio::join!(routes, scaled);
+    let recorder = Some(Recorder::new(client.clone(), reporter));
+    let ctx = Arc::new(Context::new(client.clone(), resolved.scaler.clone(), metrics.clone(), recorder));
+    run_controllers(&client, resolved.watch_namespace.as_deref(), ctx, &stop_controllers).await;
     metrics.leader.set(0);
     match holder.await {
         Ok(Err(lost)) => Err(RunError::LostLead(lost)),

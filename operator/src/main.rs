@@ -4,12 +4,12 @@
 
 use std::process::ExitCode;
 
-use httpscale_core::cli;
+use httpscale_core::startup;
 use httpscale_operator::config::Command;
 use httpscale_operator::{Config, run};
 
 fn main() -> ExitCode {
-    let config = match cli::parse("operator", std::env::args_os(), Ok::<Config, std::convert::Infallible>) {
+    let config = match startup::parse("operator", std::env::args_os(), Ok::<Config, std::convert::Infallible>) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -30,10 +30,10 @@ fn main() -> ExitCode {
         Ok(r) => r,
         Err(e) => {
             eprintln!("operator: invalid configuration: {e}");
-            return ExitCode::from(cli::EX_CONFIG);
+            return ExitCode::from(startup::EX_CONFIG);
         }
     };
-    cli::run("operator", Some(2), |shutdown| async move {
+    startup::run("operator", Some(2), |shutdown| async move {
         let client = match kube::Client::try_default().await {
             Ok(c) => c,
             Err(e) => {

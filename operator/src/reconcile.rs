@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use httpscale_core::route::{self, RouteKey};
 use httpscale_core::spec::{Conditions, HTTPScaledObject, InterceptorRoute, ScaledObject};
@@ -23,6 +23,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
+use tokio::time::Instant;
 
 use crate::desired::{self, FINALIZER, ORPHAN_ANNOTATION, RECONCILED, SKIP_ANNOTATION, ScalerAddress};
 use crate::metrics::Metrics;

@@ -5,75 +5,28 @@
 //! Needs `scripts/setup-test-peers.sh` (the README's test command runs it).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use httpscale_core::spec::{HTTPScaledObject, InterceptorRoute, ScaledObject};
+use httpscale_testkit::{Killed, Kmock, eventually_some, repo};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn kmock() -> (Killed, u16) {
-    let python = repo().join(".peers/venv/bin/python");
-    assert!(python.exists(), "test peers missing: run scripts/setup-test-peers.sh");
-    let mut child = Command::new(python)
-        .arg(repo().join("tests/peers/kmock_apiserver.py"))
-        .args(["--realistic", "--port", "0"])
-        .args(["--resource", "http.keda.sh/v1alpha1/httpscaledobjects=HTTPScaledObject"])
-        .args(["--resource", "http.keda.sh/v1beta1/interceptorroutes=InterceptorRoute"])
-        .args(["--resource", "keda.sh/v1alpha1/scaledobjects=ScaledObject"])
-        .args(["--resource", "coordination.k8s.io/v1/leases=Lease"])
-        .args(["--resource", "events.k8s.io/v1/events=Event"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let port = line.trim().strip_prefix("READY ").expect("READY line").parse().unwrap();
-    (Killed(child), port)
-}
-
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
+/// How long the operator may take to react.
+const WAIT: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_tutorial_httpscaledobject_becomes_a_keda_scaled_object() {
-    let (_apiserver, port) = kmock();
+    let apiserver = Kmock::start(&[
+        "http.keda.sh/v1alpha1/httpscaledobjects=HTTPScaledObject",
+        "http.keda.sh/v1beta1/interceptorroutes=InterceptorRoute",
+        "keda.sh/v1alpha1/scaledobjects=ScaledObject",
+        "coordination.k8s.io/v1/leases=Lease",
+        "events.k8s.io/v1/events=Event",
+    ]);
     let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = dir.path().join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters: [{{name: kmock, cluster: {{server: 'http://127.0.0.1:{port}'}}}}]\nusers: [{{name: u, user: {{}}}}]\ncontexts: [{{name: c, context: {{cluster: kmock, user: u, namespace: keda}}}}]\ncurrent-context: c\n"
-        ),
-    )
-    .unwrap();
+    let kubeconfig = apiserver.kubeconfig(dir.path(), Some("keda"));
     let _operator = Killed(
         Command::new(env!("CARGO_BIN_EXE_operator"))
             .env("KUBECONFIG", &kubeconfig)
@@ -85,8 +38,7 @@ async fn the_tutorial_httpscaledobject_becomes_a_keda_scaled_object() {
             .spawn()
             .unwrap(),
     );
-    let client =
-        kube::Client::try_from(kube::Config::new(format!("http://127.0.0.1:{port}").parse().unwrap())).unwrap();
+    let client = apiserver.client();
 
     let httpsos: Api<HTTPScaledObject> = Api::namespaced(client.clone(), "ollama");
     let tutorial =
@@ -95,7 +47,9 @@ async fn the_tutorial_httpscaledobject_becomes_a_keda_scaled_object() {
     httpsos.create(&PostParams::default(), &obj).await.unwrap();
 
     let sos: Api<ScaledObject> = Api::namespaced(client.clone(), "ollama");
-    let so = eventually("ScaledObject ollama/ollama", || async { sos.get_opt("ollama").await.ok().flatten() }).await;
+    let so =
+        eventually_some(WAIT, "ScaledObject ollama/ollama", || async { sos.get_opt("ollama").await.ok().flatten() })
+            .await;
     let s = &so.spec;
     assert_eq!(
         (
@@ -118,7 +72,7 @@ async fn the_tutorial_httpscaledobject_becomes_a_keda_scaled_object() {
         ("HTTPScaledObject", "ollama", Some(true))
     );
 
-    let ready = eventually("HTTPScaledObject Ready", || async {
+    let ready = eventually_some(WAIT, "HTTPScaledObject Ready", || async {
         let o = httpsos.get("ollama").await.ok()?;
         let status = o.status?;
         let c = status.conditions?.0.into_iter().find(|c| c.type_ == "Ready" && c.status == "True")?;
@@ -143,7 +97,7 @@ async fn the_tutorial_httpscaledobject_becomes_a_keda_scaled_object() {
         )
         .await
         .unwrap();
-    eventually("edited ScaledObject", || async {
+    eventually_some(WAIT, "edited ScaledObject", || async {
         let so = sos.get("ollama").await.ok()?;
         (so.spec.cooldown_period == Some(600) && so.spec.max_replica_count == Some(4)).then_some(())
     })
@@ -153,7 +107,7 @@ async fn the_tutorial_httpscaledobject_becomes_a_keda_scaled_object() {
     sos.patch("ollama", &PatchParams::default(), &Patch::Merge(serde_json::json!({"spec": {"maxReplicaCount": 99}})))
         .await
         .unwrap();
-    eventually("manual edit reverted", || async {
+    eventually_some(WAIT, "manual edit reverted", || async {
         let so = sos.get("ollama").await.ok()?;
         (so.spec.max_replica_count == Some(4)).then_some(())
     })
@@ -166,7 +120,7 @@ async fn the_tutorial_httpscaledobject_becomes_a_keda_scaled_object() {
     )
     .unwrap();
     irs.create(&PostParams::default(), &ir).await.unwrap();
-    eventually("InterceptorRoute Ready", || async {
+    eventually_some(WAIT, "InterceptorRoute Ready", || async {
         let status = irs.get("my-app").await.ok()?.status?;
         status.conditions?.0.iter().any(|c| c.type_ == "Ready" && c.status == "True").then_some(())
     })
@@ -179,6 +133,8 @@ async fn the_tutorial_httpscaledobject_becomes_a_keda_scaled_object() {
 
     // Deleting it: the operator removes its finalizer and the object goes.
     httpsos.delete("ollama", &DeleteParams::default()).await.unwrap();
-    eventually("HTTPScaledObject gone", || async { httpsos.get_opt("ollama").await.ok()?.is_none().then_some(()) })
-        .await;
+    eventually_some(WAIT, "HTTPScaledObject gone", || async {
+        httpsos.get_opt("ollama").await.ok()?.is_none().then_some(())
+    })
+    .await;
 }

@@ -9,7 +9,9 @@
 //! answering keeps its last counts for `stale_after`, then they are dropped.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use httpscale_core::queue::QueueCounts;
 

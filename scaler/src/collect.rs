@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::{Request, StatusCode};
@@ -23,6 +23,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
@@ -34,6 +35,29 @@ const MAX_QUEUE_BODY: usize = 16 << 20;
 const STREAM_SILENCE: Duration = Duration::from_secs(5);
 
 type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+
+/// Why an interceptor's counts could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("building the request: {0}")]
+    Request(http::Error),
+    #[error("GET {path}: {source}")]
+    Send { path: &'static str, source: hyper_util::client::legacy::Error },
+    #[error("GET {path} answered {status}")]
+    Status { path: &'static str, status: StatusCode },
+    #[error("reading /queue: {0}")]
+    Read(Box<dyn std::error::Error + Send + Sync>),
+    #[error("decoding {what}: {source}")]
+    Decode { what: &'static str, source: serde_json::Error },
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("reading the count stream: {0}")]
+    Stream(hyper::Error),
+    #[error("stream went silent")]
+    Silent,
+    #[error("stream line too long")]
+    LineTooLong,
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct CollectSettings {
@@ -51,15 +75,15 @@ fn client(connect_timeout: Duration) -> HttpClient {
     Client::builder(TokioExecutor::new()).build(connector)
 }
 
-async fn fetch(client: &HttpClient, addr: &str) -> Result<QueueCounts, String> {
-    let req = Request::get(format!("http://{addr}/queue")).body(Empty::new()).map_err(|e| e.to_string())?;
-    let resp = client.request(req).await.map_err(|e| format!("GET /queue: {e}"))?;
+async fn fetch(client: &HttpClient, addr: &str) -> Result<QueueCounts, FetchError> {
+    let path = "/queue";
+    let req = Request::get(format!("http://{addr}{path}")).body(Empty::new()).map_err(FetchError::Request)?;
+    let resp = client.request(req).await.map_err(|source| FetchError::Send { path, source })?;
     if resp.status() != StatusCode::OK {
-        return Err(format!("GET /queue answered {}", resp.status()));
+        return Err(FetchError::Status { path, status: resp.status() });
     }
-    let body =
-        Limited::new(resp.into_body(), MAX_QUEUE_BODY).collect().await.map_err(|e| format!("reading /queue: {e}"))?;
-    serde_json::from_slice(&body.to_bytes()).map_err(|e| format!("decoding /queue: {e}"))
+    let body = Limited::new(resp.into_body(), MAX_QUEUE_BODY).collect().await.map_err(FetchError::Read)?;
+    serde_json::from_slice(&body.to_bytes()).map_err(|source| FetchError::Decode { what: path, source })
 }
 
 /// The pull loop: runs until `stop` fires. `interceptors` may change at any time (discovery).
@@ -104,7 +128,7 @@ pub async fn run(
                 let t = Instant::now();
                 let r = match tokio::time::timeout(s.fetch_timeout, fetch(client, a)).await {
                     Ok(r) => r,
-                    Err(_) => Err(format!("no answer within {:?}", s.fetch_timeout)),
+                    Err(_) => Err(FetchError::Timeout(s.fetch_timeout)),
                 };
                 (a, r, t.elapsed())
             }
@@ -126,7 +150,7 @@ pub async fn run(
                         failures += 1;
                         state.metrics.fetch_errors.inc();
                         tracing::debug!(interceptor = %addr, cause = %e, "fetch failed");
-                        agg.failed(addr, e);
+                        agg.failed(addr, e.to_string());
                     }
                 }
             }
@@ -193,34 +217,35 @@ async fn subscribe(state: Arc<State>, client: HttpClient, addr: String, stop: Sh
     }
 }
 
-async fn follow(state: &State, client: &HttpClient, addr: &str, stop: &Shutdown) -> Result<StreamEnd, String> {
-    let req = Request::get(format!("http://{addr}/queue/stream")).body(Empty::new()).map_err(|e| e.to_string())?;
+async fn follow(state: &State, client: &HttpClient, addr: &str, stop: &Shutdown) -> Result<StreamEnd, FetchError> {
+    let path = "/queue/stream";
+    let req = Request::get(format!("http://{addr}{path}")).body(Empty::new()).map_err(FetchError::Request)?;
     let resp = tokio::select! {
-        r = client.request(req) => r.map_err(|e| e.to_string())?,
+        r = client.request(req) => r.map_err(|source| FetchError::Send { path, source })?,
         _ = stop.triggered() => return Ok(StreamEnd::Stopped),
     };
     match resp.status() {
         StatusCode::OK => {}
         StatusCode::NOT_FOUND => return Ok(StreamEnd::NotSupported),
-        other => return Err(format!("GET /queue/stream answered {other}")),
+        status => return Err(FetchError::Status { path, status }),
     }
     let mut body = resp.into_body();
     let mut buf = BytesMut::new();
     loop {
         let frame = tokio::select! {
-            f = tokio::time::timeout(STREAM_SILENCE, body.frame()) => f.map_err(|_| "stream went silent".to_owned())?,
+            f = tokio::time::timeout(STREAM_SILENCE, body.frame()) => f.map_err(|_| FetchError::Silent)?,
             _ = stop.triggered() => return Ok(StreamEnd::Stopped),
         };
         let Some(frame) = frame else { return Ok(StreamEnd::Closed) };
-        let Ok(data) = frame.map_err(|e| e.to_string())?.into_data() else { continue };
+        let Ok(data) = frame.map_err(FetchError::Stream)?.into_data() else { continue };
         buf.extend_from_slice(&data);
         if buf.len() > MAX_QUEUE_BODY {
-            return Err("stream line too long".into());
+            return Err(FetchError::LineTooLong);
         }
         while let Some(end) = buf.iter().position(|b| *b == b'\n') {
             let line = buf.split_to(end + 1);
             let update: QueueUpdate =
-                serde_json::from_slice(&line).map_err(|e| format!("decoding a stream line: {e}"))?;
+                serde_json::from_slice(&line).map_err(|source| FetchError::Decode { what: "a stream line", source })?;
             state.pushed(addr, update.queue, update.changed_us);
         }
     }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use httpscale_core::settings::{duration, go_bool};
+use httpscale_core::startup::ConfigError;
 use httpscale_core::telemetry::LogArgs;
 
 use crate::kubernetes::AdminService;
@@ -120,13 +121,6 @@ pub enum RouteSource {
     File(PathBuf),
     /// Every HTTPScaledObject and InterceptorRoute in the cluster (Kubernetes mode without `--config`).
     Cluster,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("{setting}: {message}")]
-pub struct ConfigError {
-    pub setting: &'static str,
-    pub message: String,
 }
 
 impl Config {

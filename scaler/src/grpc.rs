@@ -8,7 +8,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use futures_util::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -71,7 +71,7 @@ impl ExternalScaler for ScalerService {
                 }
                 tokio::select! {
                     _ = changed.changed() => {}
-                    _ = tokio::time::sleep_until((sent_at + state.stream_interval).into()) => {}
+                    _ = tokio::time::sleep_until(sent_at + state.stream_interval) => {}
                     _ = tx.closed() => return,
                     _ = state.stop.triggered() => return,
                 }

@@ -7,23 +7,26 @@
 //! - [`watch_routes`] keeps [`State::specs`] current from every HTTPScaledObject and InterceptorRoute in the
 //!   cluster (an InterceptorRoute wins over an HTTPScaledObject of the same namespace and name).
 //!
-//! What to do with an event is pure ([`interceptor_addresses`], [`InitBuffer`], [`RouteSpecs`]) and unit-tested
-//! here; the watch loops only move events in and results out. A watch error is logged and retried with kube's
-//! default back-off (0.8 s doubling to 30 s); until the watch recovers the last known state stays in force.
+//! What to do with an event is pure ([`interceptor_addresses`], [`SliceSet`], [`RouteSpecs`]) and unit-tested
+//! here; events become steps the way the interceptor's do ([`httpscale_core::watch::Follow`]), and the watch
+//! loops only move events in and results out. A watch error is logged and retried with kube's default
+//! back-off (0.8 s doubling to 30 s); until the watch recovers the last known state stays in force.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use futures_util::StreamExt;
 use httpscale_core::Shutdown;
-use httpscale_core::cluster::{Change, RouteStore};
-use httpscale_core::route::{RouteError, RouteKey, Scaling};
+use httpscale_core::index::{RouteSource, RouteStore, Unroutable, ready_ips, socket_address};
+use httpscale_core::route::Scaling;
 use httpscale_core::spec::{HTTPScaledObject, InterceptorRoute};
+use httpscale_core::watch::{Follow, Step};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::WatchStreamExt;
-use kube::runtime::watcher::{self, Event, watcher};
+use kube::runtime::watcher::{self, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::discovery::Discovery;
 use crate::state::State;
@@ -46,11 +49,6 @@ impl AdminService {
     }
 }
 
-/// `host:port`, with an IPv6 address in brackets.
-pub fn admin_address(ip: &str, port: u16) -> String {
-    if ip.contains(':') { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") }
-}
-
 /// The interceptor admin addresses in `slices`: of every slice belonging to `svc` (its namespace and its
 /// `kubernetes.io/service-name` label; others are ignored, as kmock and some proxies ignore label selectors),
 /// the first address of every ready endpoint (`conditions.ready` absent or true, as upstream), with `svc.port`.
@@ -59,53 +57,7 @@ pub fn interceptor_addresses<'a>(
     slices: impl IntoIterator<Item = &'a EndpointSlice>,
     svc: &AdminService,
 ) -> BTreeSet<String> {
-    slices
-        .into_iter()
-        .filter(|s| svc.owns(s))
-        .flat_map(|s| s.endpoints.iter())
-        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
-        .filter_map(|e| e.addresses.first())
-        .map(|ip| admin_address(ip, svc.port))
-        .collect()
-}
-
-/// One watcher event, with a re-list's objects gathered into one step.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Step<K> {
-    Apply(K),
-    Delete(K),
-    /// Everything that exists now (objects missing from it were deleted while the watch was down).
-    Relist(Vec<K>),
-}
-
-/// Buffers a watcher's `Init` / `InitApply` / `InitDone` into one [`Step::Relist`]; passes the rest on.
-#[derive(Debug)]
-pub struct InitBuffer<K>(Option<Vec<K>>);
-
-impl<K> Default for InitBuffer<K> {
-    fn default() -> Self {
-        Self(None)
-    }
-}
-
-impl<K> InitBuffer<K> {
-    /// The step an event completes, if any. An `InitDone` without an `Init` is ignored rather than taken for an
-    /// empty cluster.
-    pub fn step(&mut self, event: Event<K>) -> Option<Step<K>> {
-        match event {
-            Event::Apply(o) => Some(Step::Apply(o)),
-            Event::Delete(o) => Some(Step::Delete(o)),
-            Event::Init => {
-                self.0 = Some(Vec::new());
-                None
-            }
-            Event::InitApply(o) => {
-                self.0.get_or_insert_with(Vec::new).push(o);
-                None
-            }
-            Event::InitDone => self.0.take().map(Step::Relist),
-        }
-    }
+    slices.into_iter().filter(|s| svc.owns(s)).flat_map(ready_ips).map(|ip| socket_address(ip, svc.port)).collect()
 }
 
 /// The EndpointSlices seen so far, by name, and the addresses they give.
@@ -137,24 +89,6 @@ impl SliceSet {
     }
 }
 
-/// A route spec that cannot be used: which object and why.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Unroutable {
-    pub kind: &'static str,
-    pub key: RouteKey,
-    pub error: RouteError,
-}
-
-impl std::fmt::Display for Unroutable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.kind, self.key, self.error)
-    }
-}
-
-fn key_of<K: ResourceExt>(obj: &K) -> RouteKey {
-    RouteKey::new(obj.namespace().unwrap_or_default(), obj.name_any())
-}
-
 /// Route specs from HTTPScaledObjects and InterceptorRoutes.
 #[derive(Debug, Default)]
 pub struct RouteSpecs {
@@ -162,38 +96,11 @@ pub struct RouteSpecs {
 }
 
 impl RouteSpecs {
-    /// Applies an HTTPScaledObject step; returns whether an effective route changed and the specs that cannot
-    /// route.
-    pub fn httpso(&mut self, step: Step<HTTPScaledObject>) -> (bool, Vec<Unroutable>) {
-        let kind = "HTTPScaledObject";
-        match step {
-            Step::Apply(o) => {
-                let (change, error) = self.store.apply_httpso(&o);
-                (change.is_some(), error.map(|error| Unroutable { kind, key: key_of(&o), error }).into_iter().collect())
-            }
-            Step::Delete(o) => (self.store.delete_httpso(&key_of(&o)).is_some(), Vec::new()),
-            Step::Relist(all) => Self::relisted(kind, self.store.relist_httpso(&all)),
-        }
-    }
-
-    /// Applies an InterceptorRoute step (see [`RouteSpecs::httpso`]).
-    pub fn ir(&mut self, step: Step<InterceptorRoute>) -> (bool, Vec<Unroutable>) {
-        let kind = "InterceptorRoute";
-        match step {
-            Step::Apply(o) => {
-                let (change, error) = self.store.apply_ir(&o);
-                (change.is_some(), error.map(|error| Unroutable { kind, key: key_of(&o), error }).into_iter().collect())
-            }
-            Step::Delete(o) => (self.store.delete_ir(&key_of(&o)).is_some(), Vec::new()),
-            Step::Relist(all) => Self::relisted(kind, self.store.relist_ir(&all)),
-        }
-    }
-
-    fn relisted(
-        kind: &'static str,
-        (changes, errors): (Vec<Change>, Vec<(RouteKey, RouteError)>),
-    ) -> (bool, Vec<Unroutable>) {
-        (!changes.is_empty(), errors.into_iter().map(|(key, error)| Unroutable { kind, key, error }).collect())
+    /// Applies one step of a watch of `K`; returns whether an effective route changed and the specs that
+    /// cannot route.
+    pub fn step<K: RouteSource>(&mut self, step: Step<K>) -> (bool, Vec<Unroutable>) {
+        let applied = self.store.step(step);
+        (!applied.changes.is_empty(), applied.unroutable)
     }
 
     /// The scaling spec of every effective route, by `<namespace>/<name>`.
@@ -224,28 +131,15 @@ async fn watch_slices(client: Client, svc: AdminService, tx: Arc<watch::Sender<B
     let api: Api<EndpointSlice> = Api::namespaced(client, &svc.namespace);
     let config = watcher::Config::default().labels(&format!("{SERVICE_NAME_LABEL}={}", svc.name));
     let mut events = watcher(api, config).default_backoff().boxed();
-    let mut init = InitBuffer::default();
+    let mut follow = Follow::new("the interceptor admin EndpointSlices", Arc::default());
     let mut slices = SliceSet::new(svc.clone());
     tracing::info!(namespace = %svc.namespace, service = %svc.name, port = svc.port, "discovering interceptors from EndpointSlices");
     loop {
-        let event = tokio::select! {
-            e = events.next() => e,
+        let item = tokio::select! {
+            e = events.next() => match e { Some(e) => e, None => return },
             _ = stop.triggered() => return,
         };
-        let event = match event {
-            Some(Ok(e)) => e,
-            Some(Err(e)) => {
-                tracing::warn!(
-                    namespace = %svc.namespace,
-                    service = %svc.name,
-                    cause = %e,
-                    "watching the interceptor admin EndpointSlices failed; keeping the last known interceptors, retrying with back-off"
-                );
-                continue;
-            }
-            None => return,
-        };
-        let Some(step) = init.step(event) else { continue };
+        let Some(step) = follow.feed(item, Instant::now()) else { continue };
         slices.step(step);
         let addrs = slices.addresses();
         tx.send_if_modified(|current| {
@@ -264,29 +158,18 @@ pub async fn watch_routes(client: Client, state: Arc<State>, stop: Shutdown) {
     let mut httpsos =
         watcher(Api::<HTTPScaledObject>::all(client.clone()), watcher::Config::default()).default_backoff().boxed();
     let mut irs = watcher(Api::<InterceptorRoute>::all(client), watcher::Config::default()).default_backoff().boxed();
-    let (mut httpso_init, mut ir_init) = (InitBuffer::default(), InitBuffer::default());
+    let mut httpso_follow = Follow::new("HTTPScaledObjects", Arc::default());
+    let mut ir_follow = Follow::new("InterceptorRoutes", Arc::default());
     let mut routes = RouteSpecs::default();
     loop {
         let (changed, unroutable) = tokio::select! {
-            Some(e) = httpsos.next() => match e {
-                Ok(e) => match httpso_init.step(e) {
-                    Some(step) => routes.httpso(step),
-                    None => continue,
-                },
-                Err(e) => {
-                    watch_failed("HTTPScaledObjects", &e);
-                    continue;
-                }
+            Some(item) = httpsos.next() => match httpso_follow.feed(item, Instant::now()) {
+                Some(step) => routes.step(step),
+                None => continue,
             },
-            Some(e) = irs.next() => match e {
-                Ok(e) => match ir_init.step(e) {
-                    Some(step) => routes.ir(step),
-                    None => continue,
-                },
-                Err(e) => {
-                    watch_failed("InterceptorRoutes", &e);
-                    continue;
-                }
+            Some(item) = irs.next() => match ir_follow.feed(item, Instant::now()) {
+                Some(step) => routes.step(step),
+                None => continue,
             },
             _ = stop.triggered() => return,
             else => return,
@@ -305,13 +188,10 @@ pub async fn watch_routes(client: Client, state: Arc<State>, stop: Shutdown) {
     }
 }
 
-fn watch_failed(what: &str, e: &watcher::Error) {
-    tracing::warn!(cause = %e, "watching {what} failed; keeping the last known route specs, retrying with back-off");
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kube::runtime::watcher::Event;
 
     fn svc() -> AdminService {
         AdminService { namespace: "keda".into(), name: "keda-add-ons-http-interceptor-admin".into(), port: 9090 }
@@ -382,12 +262,11 @@ mod tests {
             serde_json::json!([{"addresses": ["fd00::1"]}, {"addresses": ["fd00::2"], "conditions": {"ready": false}}]),
         );
         assert_eq!(interceptor_addresses([&s], &svc()), set(&["[fd00::1]:9090"]));
-        assert_eq!(admin_address("10.1.2.3", 1), "10.1.2.3:1");
     }
 
     #[test]
     fn a_relist_is_one_step_and_replaces_what_was_known() {
-        let mut init = InitBuffer::default();
+        let mut init = httpscale_core::watch::InitBuffer::default();
         let mut slices = SliceSet::new(svc());
         let a = ours("admin-1", serde_json::json!([{"addresses": ["10.0.0.1"]}]));
         let b = ours("admin-2", serde_json::json!([{"addresses": ["10.0.0.2"]}]));
@@ -433,40 +312,40 @@ mod tests {
     #[test]
     fn route_specs_follow_applies_deletes_and_relists() {
         let mut r = RouteSpecs::default();
-        let (changed, bad) = r.httpso(Step::Apply(httpso("app", "  targetPendingRequests: 5\n")));
+        let (changed, bad) = r.step(Step::Apply(httpso("app", "  targetPendingRequests: 5\n")));
         assert!(changed && bad.is_empty());
         assert_eq!(concurrency_target(&r, "ns/app"), Some(5.0));
-        let (changed, _) = r.httpso(Step::Apply(httpso("app", "  scalingMetric: {concurrency: {targetValue: 3}}\n")));
+        let (changed, _) = r.step(Step::Apply(httpso("app", "  scalingMetric: {concurrency: {targetValue: 3}}\n")));
         assert!(changed);
         assert_eq!(concurrency_target(&r, "ns/app"), Some(3.0));
-        assert!(!r.httpso(Step::Apply(httpso("app", "  scalingMetric: {concurrency: {targetValue: 3}}\n"))).0);
+        assert!(!r.step(Step::Apply(httpso("app", "  scalingMetric: {concurrency: {targetValue: 3}}\n"))).0);
 
-        let (changed, _) = r.ir(Step::Apply(ir("app", 9)));
+        let (changed, _) = r.step(Step::Apply(ir("app", 9)));
         assert!(changed);
         assert_eq!(concurrency_target(&r, "ns/app"), Some(9.0), "the InterceptorRoute wins");
-        assert!(r.ir(Step::Delete(ir("app", 9))).0);
+        assert!(r.step(Step::Delete(ir("app", 9))).0);
         assert_eq!(concurrency_target(&r, "ns/app"), Some(3.0), "the HTTPScaledObject is back");
 
-        let (changed, _) = r.httpso(Step::Relist(vec![httpso("new", "")]));
+        let (changed, _) = r.step(Step::Relist(vec![httpso("new", "")]));
         assert!(changed);
         assert_eq!(r.specs().keys().collect::<Vec<_>>(), vec!["ns/new"], "ns/app was deleted while the watch was down");
         assert_eq!(concurrency_target(&r, "ns/new"), Some(100.0), "upstream's default target");
-        assert!(r.httpso(Step::Delete(httpso("new", ""))).0);
+        assert!(r.step(Step::Delete(httpso("new", ""))).0);
         assert!(r.specs().is_empty());
     }
 
     #[test]
     fn a_spec_that_cannot_route_is_dropped_and_named() {
         let mut r = RouteSpecs::default();
-        r.httpso(Step::Apply(httpso("app", "")));
+        r.step(Step::Apply(httpso("app", "")));
         let both = "  scalingMetric: {concurrency: {targetValue: 3}, requestRate: {targetValue: 7}}\n";
-        let (changed, bad) = r.httpso(Step::Apply(httpso("app", both)));
+        let (changed, bad) = r.step(Step::Apply(httpso("app", both)));
         assert!(changed, "the route goes");
         assert!(r.specs().is_empty());
         assert_eq!(bad.len(), 1);
         let said = bad[0].to_string();
         assert!(said.starts_with("HTTPScaledObject ns/app: spec.scalingMetric: "), "{said}");
-        let (_, bad) = r.httpso(Step::Relist(vec![httpso("app", both), httpso("ok", "")]));
+        let (_, bad) = r.step(Step::Relist(vec![httpso("app", both), httpso("ok", "")]));
         assert_eq!(bad.iter().map(|u| u.key.to_string()).collect::<Vec<_>>(), vec!["ns/app"]);
         assert_eq!(r.specs().len(), 1);
     }

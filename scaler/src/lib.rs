@@ -23,15 +23,15 @@ pub mod window;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::StatusCode;
 use httpscale_core::Shutdown;
 use httpscale_core::admin;
 use httpscale_core::route::Scaling;
-use httpscale_core::standalone::{self, StandaloneConfig};
+use httpscale_core::standalone::StandaloneConfig;
+use httpscale_core::startup::{ConfigError, StartError, bind, read_routes, watch_routes_file};
 use tokio::net::TcpListener;
 
 pub use config::Config;
@@ -40,29 +40,9 @@ use crate::collect::CollectSettings;
 use crate::config::{InterceptorSource, RouteSource};
 use crate::discovery::{Discovery, StaticList};
 use crate::grpc::ScalerService;
-use crate::kubernetes::EndpointSlices;
+use crate::kubernetes::{AdminService, EndpointSlices};
 use crate::proto::externalscaler::external_scaler_server::ExternalScalerServer;
 use crate::state::State;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("cannot read routes file {path}: {source}")]
-    ReadConfig { path: PathBuf, source: std::io::Error },
-    #[error("invalid routes file {path}: {source}")]
-    Config { path: PathBuf, source: standalone::ConfigError },
-    #[error("cannot listen on {addr} ({what}): {source}")]
-    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
-    #[error("cannot configure the Kubernetes client: {0}")]
-    Kubernetes(#[source] kube::Error),
-    #[error("no interceptor source and no route source (Config::validate refuses this configuration)")]
-    NoSource,
-}
-
-impl StartError {
-    pub fn is_config(&self) -> bool {
-        !matches!(self, StartError::Bind { .. } | StartError::Kubernetes(_))
-    }
-}
 
 /// A started scaler.
 pub struct Running {
@@ -83,18 +63,6 @@ pub fn specs_of(file: &StandaloneConfig) -> HashMap<String, Scaling> {
     file.routes.iter().map(|r| (r.route.key.to_string(), r.route.scaling.clone())).collect()
 }
 
-async fn read_routes(path: &Path) -> Result<(String, StandaloneConfig), StartError> {
-    let text = tokio::fs::read_to_string(path)
-        .await
-        .map_err(|source| StartError::ReadConfig { path: path.to_owned(), source })?;
-    let parsed = standalone::parse(&text).map_err(|source| StartError::Config { path: path.to_owned(), source })?;
-    Ok((text, parsed))
-}
-
-async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source })
-}
-
 /// Loads the routes, binds every listener and starts collecting and serving. In Kubernetes mode the client is
 /// configured from the in-cluster service account or `KUBECONFIG`; standalone mode never builds one.
 pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, StartError> {
@@ -102,7 +70,7 @@ pub async fn start(config: Config, shutdown: Shutdown) -> Result<Running, StartE
 }
 
 /// Where route specs come from, resolved.
-enum Routes {
+enum Specs {
     File { path: PathBuf, text: String },
     Cluster(kube::Client),
 }
@@ -110,7 +78,64 @@ enum Routes {
 /// Where the interceptors are, resolved.
 enum Fleet {
     Static(Vec<String>),
-    Slices(kube::Client, kubernetes::AdminService),
+    Slices(kube::Client, AdminService),
+}
+
+/// Resolves the sources (reading the routes file) and builds the Kubernetes client if one is needed.
+async fn sources(
+    config: &Config,
+    client: Option<kube::Client>,
+) -> Result<(Fleet, Specs, HashMap<String, Scaling>), StartError> {
+    let (Some(interceptors), Some(routes)) = (config.interceptor_source(), config.route_source()) else {
+        return Err(ConfigError::new("HTTPSCALE_INTERCEPTORS", "no interceptor or route source").into());
+    };
+    let fleet = match interceptors {
+        InterceptorSource::Static(list) => Fleet::Static(list),
+        InterceptorSource::Kubernetes(svc) => match client {
+            Some(c) => Fleet::Slices(c, svc),
+            None => Fleet::Slices(kube::Client::try_default().await?, svc),
+        },
+    };
+    let (specs, initial) = match (routes, &fleet) {
+        (RouteSource::File(path), _) => {
+            let (text, file) = read_routes(&path).await?;
+            (Specs::File { path, text }, specs_of(&file))
+        }
+        (RouteSource::Cluster, Fleet::Slices(client, _)) => (Specs::Cluster(client.clone()), HashMap::new()),
+        (RouteSource::Cluster, Fleet::Static(_)) => {
+            let only = "route specs come from the cluster only in Kubernetes mode";
+            return Err(ConfigError::new("HTTPSCALE_CONFIG", only).into());
+        }
+    };
+    Ok((fleet, specs, initial))
+}
+
+/// Serves `/metrics` until `shutdown`.
+fn serve_metrics(listener: TcpListener, state: Arc<State>, shutdown: &Shutdown) {
+    tokio::spawn(admin::serve(
+        listener,
+        move |req| match req.uri().path() {
+            "/metrics" => admin::metrics(state.metrics.encode()),
+            _ => admin::text(StatusCode::NOT_FOUND, "Not Found\n"),
+        },
+        shutdown.clone(),
+    ));
+}
+
+/// Keeps `state.specs` current from the routes file or the cluster until `shutdown`.
+fn follow_specs(specs: Specs, state: Arc<State>, shutdown: &Shutdown) {
+    match specs {
+        Specs::File { path, text } => {
+            tokio::spawn(watch_routes_file(path, text, shutdown.clone(), move |file| {
+                state.specs.store(Arc::new(specs_of(&file)));
+                state.bump();
+            }));
+        }
+        Specs::Cluster(client) => {
+            tracing::info!("route specs from the cluster's HTTPScaledObjects and InterceptorRoutes");
+            tokio::spawn(kubernetes::watch_routes(client, state, shutdown.clone()));
+        }
+    }
 }
 
 /// [`start`], with a Kubernetes client to use in Kubernetes mode (tests point one at a fake API server). When
@@ -120,68 +145,18 @@ pub async fn start_with_client(
     client: Option<kube::Client>,
     shutdown: Shutdown,
 ) -> Result<Running, StartError> {
-    let (Some(interceptors), Some(routes)) = (config.interceptor_source(), config.route_source()) else {
-        return Err(StartError::NoSource);
-    };
-    let client = match (config.needs_cluster(), client) {
-        (false, _) => None,
-        (true, Some(c)) => Some(c),
-        (true, None) => Some(kube::Client::try_default().await.map_err(StartError::Kubernetes)?),
-    };
-    let mut specs = HashMap::new();
-    let routes = match (routes, &client) {
-        (RouteSource::File(path), _) => {
-            let (text, file) = read_routes(&path).await?;
-            specs = specs_of(&file);
-            Routes::File { path, text }
+    let (fleet, specs, initial) = sources(&config, client).await?;
+    let state = Arc::new(State::new(initial, config.stream_interval(), shutdown.clone()));
+    let (grpc_listener, grpc_addr) = bind("gRPC", SocketAddr::new(config.bind_address, config.port)).await?;
+    let metrics_addr = match config.prometheus_enabled {
+        true => {
+            let (l, addr) = bind("metrics", SocketAddr::new(config.bind_address, config.prometheus_port)).await?;
+            serve_metrics(l, state.clone(), &shutdown);
+            Some(addr)
         }
-        (RouteSource::Cluster, Some(c)) => Routes::Cluster(c.clone()),
-        (RouteSource::Cluster, None) => return Err(StartError::NoSource),
-    };
-    let fleet = match (interceptors, client) {
-        (InterceptorSource::Static(list), _) => Fleet::Static(list),
-        (InterceptorSource::Kubernetes(svc), Some(c)) => Fleet::Slices(c, svc),
-        (InterceptorSource::Kubernetes(_), None) => return Err(StartError::NoSource),
-    };
-    let state = Arc::new(State::new(specs, config.stream_interval(), shutdown.clone()));
-
-    let grpc_listener = bind("gRPC", SocketAddr::new(config.bind_address, config.port)).await?;
-    let grpc_addr = grpc_listener.local_addr().map_err(|source| StartError::Bind {
-        what: "gRPC",
-        addr: SocketAddr::new(config.bind_address, config.port),
-        source,
-    })?;
-    let metrics_listener = match config.prometheus_enabled {
-        true => Some(bind("metrics", SocketAddr::new(config.bind_address, config.prometheus_port)).await?),
         false => None,
     };
-    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
-    if let Some(l) = metrics_listener {
-        let s = state.clone();
-        tokio::spawn(admin::serve(
-            l,
-            move |req| match req.uri().path() {
-                "/metrics" => admin::metrics(s.metrics.encode()),
-                _ => admin::text(StatusCode::NOT_FOUND, "Not Found\n"),
-            },
-            shutdown.clone(),
-        ));
-    }
-
-    match routes {
-        Routes::File { path, text } => {
-            let reload = state.clone();
-            tokio::spawn(standalone::watch_file(path, text, Duration::from_secs(1), shutdown.clone(), move |file| {
-                reload.specs.store(Arc::new(specs_of(&file)));
-                reload.bump();
-                Ok(())
-            }));
-        }
-        Routes::Cluster(client) => {
-            tracing::info!("route specs from the cluster's HTTPScaledObjects and InterceptorRoutes");
-            tokio::spawn(kubernetes::watch_routes(client, state.clone(), shutdown.clone()));
-        }
-    }
+    follow_specs(specs, state.clone(), &shutdown);
     let discovery: Box<dyn Discovery> = match fleet {
         Fleet::Static(list) => Box::new(StaticList::new(list)),
         Fleet::Slices(client, svc) => Box::new(EndpointSlices::start(client, svc, shutdown.clone())),

@@ -3,16 +3,16 @@
 
 use std::process::ExitCode;
 
-use httpscale_core::cli;
+use httpscale_core::startup;
 use httpscale_scaler::{Config, start};
 
 fn main() -> ExitCode {
-    let config = match cli::parse("scaler", std::env::args_os(), Config::validate) {
+    let config = match startup::parse("scaler", std::env::args_os(), Config::validate) {
         Ok(c) => c,
         Err(code) => return code,
     };
     config.log.init();
-    cli::run("scaler", Some(2), |shutdown| async move {
+    startup::run("scaler", Some(2), |shutdown| async move {
         match start(config, shutdown).await {
             Ok(running) => {
                 tracing::info!(
@@ -23,11 +23,7 @@ fn main() -> ExitCode {
                 running.wait().await;
                 ExitCode::SUCCESS
             }
-            Err(e) => {
-                tracing::error!("{e}");
-                eprintln!("scaler: {e}");
-                ExitCode::from(if e.is_config() { cli::EX_CONFIG } else { 1 })
-            }
+            Err(e) => e.report(),
         }
     })
 }

@@ -3,22 +3,20 @@
 //! as KEDA does. Needs `scripts/setup-test-peers.sh` (the README's test command runs it).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
-use std::path::PathBuf;
 use std::time::Duration;
 
-use common::*;
+use httpscale_testkit::process::peers_python;
+use httpscale_testkit::scaler::{metric_values, scaler, send_held, so_ref};
+use httpscale_testkit::*;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_grpcio_client_reads_the_scaler_like_keda() {
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let python = repo.join(".peers/venv/bin/python");
-    assert!(python.exists(), "test peers missing: run scripts/setup-test-peers.sh");
-    let dead = free_addr().await;
-    let i = interceptor(&format!("routes:\n  - {{name: app, hosts: [app.local], upstream: '{dead}'}}\n")).await;
-    let s = scaler(&i.file, vec![i.admin()], |c| c.tick = Duration::from_millis(100)).await;
-    let _held: Vec<_> = (0..2).map(|_| send_held(i.running.proxy_addr, "app.local")).collect();
+    let (repo, python) = (repo(), peers_python());
+    let dead = Reserved::new();
+    let i =
+        interceptor(&format!("routes:\n  - {{name: app, hosts: [app.local], upstream: '{}'}}\n", dead.addr())).await;
+    let s = scaler(&i.routes_file, vec![i.admin().to_string()], |c| c.tick = Duration::from_millis(100)).await;
+    let _held: Vec<_> = (0..2).map(|_| send_held(i.proxy(), "app.local")).collect();
     let client = s.client().await;
     let r = so_ref("app", "default", &[("httpScaledObject", "app")]);
     eventually(Duration::from_secs(3), "held requests counted", || {

@@ -6,7 +6,8 @@
 //! is buffered.
 //!
 //! [`AttemptBody`] is the request body handed to the upstream client. A failed connect never polls it, so the
-//! client's body stays in a shared slot and the next connect attempt can send it.
+//! client's body stays in a shared slot and the next connect attempt can send it. It works for any request
+//! body type (hyper's `Incoming` in the server, simple bodies in tests).
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -57,10 +58,6 @@ impl ProxyBody {
     pub fn full(bytes: impl Into<Bytes>) -> Self {
         let b: Bytes = bytes.into();
         Self::with(Inner::Full((!b.is_empty()).then_some(b)))
-    }
-
-    pub fn empty() -> Self {
-        Self::with(Inner::Full(None))
     }
 
     fn with(inner: Inner) -> Self {
@@ -153,24 +150,24 @@ impl ProxyBody {
     }
 }
 
-type Slot = Arc<Mutex<Option<Incoming>>>;
+type Slot<B> = Arc<Mutex<Option<B>>>;
 
 /// A request body that survives failed connect attempts (see the module docs).
 #[derive(Debug)]
-pub struct Replayable {
-    slot: Option<Slot>,
+pub struct Replayable<B> {
+    slot: Option<Slot<B>>,
     hint: SizeHint,
 }
 
-impl Replayable {
-    pub fn new(body: Incoming) -> Self {
+impl<B: Body> Replayable<B> {
+    pub fn new(body: B) -> Self {
         let hint = body.size_hint();
         let slot = (!body.is_end_stream()).then(|| Arc::new(Mutex::new(Some(body))));
         Self { slot, hint }
     }
 
     /// A body for the next attempt, or `None` if an earlier attempt already started sending it.
-    pub fn attempt(&self) -> Option<AttemptBody> {
+    pub fn attempt(&self) -> Option<AttemptBody<B>> {
         match &self.slot {
             None => Some(AttemptBody { slot: None, taken: None, hint: SizeHint::with_exact(0) }),
             Some(slot) => {
@@ -182,17 +179,20 @@ impl Replayable {
 }
 
 #[derive(Debug)]
-pub struct AttemptBody {
-    slot: Option<Slot>,
-    taken: Option<Incoming>,
+pub struct AttemptBody<B> {
+    slot: Option<Slot<B>>,
+    taken: Option<B>,
     hint: SizeHint,
 }
 
-impl Body for AttemptBody {
+impl<B> Body for AttemptBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = B::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = &mut *self;
         if this.taken.is_none() {
             match this.slot.take() {

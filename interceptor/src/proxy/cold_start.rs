@@ -1,4 +1,4 @@
-//! Layer 4: the cold start.
+//! The cold-start layer.
 //!
 //! States of a request here:
 //! - *warm*: the target's gate is open; the request goes on at once (`X-KEDA-HTTP-Cold-Start: false`).
@@ -17,42 +17,55 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use http::Request;
 use http::header::HeaderValue;
-use hyper::body::Incoming;
+use httpscale_core::Shutdown;
+use tokio::time::Instant;
 use tower::{Layer, Service};
 
-use super::{BoxFuture, ProxyError, ProxyResponse, Routed, UseFallback, fixed_response};
-use crate::Shared;
+use super::error::ProxyError;
+use super::fixed::fixed_response;
+use super::types::{BoxFuture, ProxyResponse, Routed, UseFallback};
+use crate::metrics::ColdStartMetrics;
+use crate::placeholder::Bodies;
 use crate::routes::RouteState;
-use httpscale_core::gate::RefusalKind;
 
 pub const COLD_START_HEADER: &str = "x-keda-http-cold-start";
 
+/// What the cold-start layer uses.
+pub struct ColdStartParams {
+    /// Add [`COLD_START_HEADER`] to answers (`KEDA_HTTP_ENABLE_COLD_START_HEADER`).
+    pub header: bool,
+    /// Fires when the listener closes: held requests answer 503 instead of waiting on.
+    pub stopping: Shutdown,
+    pub metrics: ColdStartMetrics,
+    /// ConfigMap bodies for placeholders.
+    pub bodies: Bodies,
+}
+
 #[derive(Clone)]
 pub struct ColdStartLayer {
-    shared: Arc<Shared>,
+    params: Arc<ColdStartParams>,
 }
 
 impl ColdStartLayer {
-    pub fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+    pub fn new(params: Arc<ColdStartParams>) -> Self {
+        Self { params }
     }
 }
 
 impl<S> Layer<S> for ColdStartLayer {
     type Service = ColdStartService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        ColdStartService { inner, shared: self.shared.clone() }
+        ColdStartService { inner, params: self.params.clone() }
     }
 }
 
 #[derive(Clone)]
 pub struct ColdStartService<S> {
     inner: S,
-    shared: Arc<Shared>,
+    params: Arc<ColdStartParams>,
 }
 
 /// One place in a route's hold queue; given back on drop.
@@ -77,28 +90,28 @@ impl Drop for HoldSlot<'_> {
 
 /// Sends a request on once the route's per-pod limit (if any) admits it; the place is kept until the
 /// response ends. Waiting for admission counts as being held.
-async fn admitted<S>(
+async fn admitted<S, B>(
     route: &Arc<RouteState>,
-    shared: &Shared,
+    params: &ColdStartParams,
     inner: &mut S,
-    req: Request<Incoming>,
+    req: Request<B>,
     cold: bool,
 ) -> Result<ProxyResponse, ProxyError>
 where
-    S: Service<Request<Incoming>, Response = ProxyResponse, Error = ProxyError>,
+    S: Service<Request<B>, Response = ProxyResponse, Error = ProxyError>,
 {
     let admission = match route.route.max_concurrent_per_pod {
         None => None,
         Some(per_pod) => Some(tokio::select! {
             a = route.gate.admit(per_pod) => a,
-            _ = shared.stopping.triggered() => return Err(ProxyError::ShuttingDown),
+            _ = params.stopping.triggered() => return Err(ProxyError::ShuttingDown),
         }),
     };
     let mut resp = inner.call(req).await?;
     if let Some(a) = admission {
         resp.body_mut().keep(Box::new(a));
     }
-    mark(&mut resp, shared.cold_start_header, cold);
+    mark(&mut resp, params.header, cold);
     Ok(resp)
 }
 
@@ -109,10 +122,67 @@ fn mark(resp: &mut ProxyResponse, enabled: bool, cold: bool) {
     }
 }
 
-impl<S> Service<Request<Incoming>> for ColdStartService<S>
+/// A request for a target that is not ready, or admitted per pod: answered, held or refused (see the module
+/// docs).
+async fn hold<S, B>(
+    route: Arc<RouteState>,
+    params: Arc<ColdStartParams>,
+    mut inner: S,
+    mut req: Request<B>,
+) -> Result<ProxyResponse, ProxyError>
 where
-    S: Service<Request<Incoming>, Response = ProxyResponse, Error = ProxyError> + Clone + Send + 'static,
+    S: Service<Request<B>, Response = ProxyResponse, Error = ProxyError>,
+{
+    if route.gate.is_open() {
+        // Warm, but admitted per ready pod (`coldStart.maxConcurrentPerPod`).
+        return admitted(&route, &params, &mut inner, req, false).await;
+    }
+    if let Some(p) = &route.placeholder {
+        // Nobody waits, but the backend is wanted (a standalone program starts on this).
+        route.gate.nudge();
+        return fixed_response(p, req.uri().path(), &params.bodies);
+    }
+    let Some(slot) = HoldSlot::take(&route.pending, route.max_pending) else {
+        params.metrics.rejections.get_or_create(&route.labels).inc();
+        if let Some(p) = route.overflow_placeholder() {
+            return fixed_response(p, req.uri().path(), &params.bodies);
+        }
+        return Err(ProxyError::HoldQueueFull { route: route.route.key.clone(), max: route.max_pending });
+    };
+    let started = Instant::now();
+    let wait = route.gate.wait_open();
+    let waited = tokio::select! {
+        waited = async {
+            match route.readiness_timeout {
+                None => Some(wait.await),
+                Some(t) => tokio::time::timeout(t, wait).await.ok(),
+            }
+        } => waited,
+        _ = params.stopping.triggered() => return Err(ProxyError::ShuttingDown),
+    };
+    drop(slot);
+    match waited {
+        Some(Err(refusal)) => Err(ProxyError::BackendRefused(refusal)),
+        Some(Ok(())) => {
+            params.metrics.wait.get_or_create(&route.labels).observe(started.elapsed().as_secs_f64());
+            admitted(&route, &params, &mut inner, req, true).await
+        }
+        None if route.fallback.is_some() => {
+            req.extensions_mut().insert(UseFallback);
+            inner.call(req).await
+        }
+        None => Err(ProxyError::ReadinessTimeout {
+            upstream: route.route.target.to_string(),
+            timeout: route.readiness_timeout.unwrap_or_default(),
+        }),
+    }
+}
+
+impl<S, B> Service<Request<B>> for ColdStartService<S>
+where
+    S: Service<Request<B>, Response = ProxyResponse, Error = ProxyError> + Clone + Send + 'static,
     S::Future: Send + 'static,
+    B: Send + 'static,
 {
     type Response = ProxyResponse;
     type Error = ProxyError;
@@ -122,8 +192,8 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
-        let header = self.shared.cold_start_header;
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let header = self.params.header;
         let Some(route) = req.extensions().get::<Routed>().map(|r| r.route.clone()) else {
             return Box::pin(self.inner.call(req));
         };
@@ -135,55 +205,12 @@ where
                 Ok(resp)
             });
         }
-        let mut inner = self.inner.clone();
-        let shared = self.shared.clone();
-        Box::pin(async move {
-            if route.gate.is_open() {
-                // Warm, but admitted per ready pod (`coldStart.maxConcurrentPerPod`).
-                return admitted(&route, &shared, &mut inner, req, false).await;
-            }
-            if let Some(p) = &route.placeholder {
-                // Nobody waits, but the backend is wanted (a standalone program starts on this).
-                route.gate.nudge();
-                return fixed_response(p, req.uri().path(), &shared);
-            }
-            let Some(slot) = HoldSlot::take(&route.pending, route.max_pending) else {
-                shared.metrics.cold_start_rejections.get_or_create(&route.labels).inc();
-                if let Some(p) = route.overflow_placeholder() {
-                    return fixed_response(p, req.uri().path(), &shared);
-                }
-                return Err(ProxyError::HoldQueueFull { route: route.route.key.to_string(), max: route.max_pending });
-            };
-            let started = Instant::now();
-            let wait = route.gate.wait_open();
-            let waited = tokio::select! {
-                waited = async {
-                    match route.readiness_timeout {
-                        None => Some(wait.await),
-                        Some(t) => tokio::time::timeout(t, wait).await.ok(),
-                    }
-                } => waited,
-                _ = shared.stopping.triggered() => return Err(ProxyError::ShuttingDown),
-            };
-            drop(slot);
-            if let Some(Err(refusal)) = waited {
-                return Err(match refusal.kind {
-                    RefusalKind::Failed => ProxyError::BackendFailed(refusal.reason.clone()),
-                    RefusalKind::TimedOut => ProxyError::BackendStartTimeout(refusal.reason.clone()),
-                });
-            }
-            if waited.is_some() {
-                shared.metrics.cold_start_wait.get_or_create(&route.labels).observe(started.elapsed().as_secs_f64());
-                return admitted(&route, &shared, &mut inner, req, true).await;
-            }
-            if route.fallback.is_some() {
-                req.extensions_mut().insert(UseFallback);
-                return inner.call(req).await;
-            }
-            Err(ProxyError::ReadinessTimeout {
-                upstream: route.route.target.to_string(),
-                timeout: route.readiness_timeout.unwrap_or_default(),
-            })
-        })
+        // The polled-ready service goes with the request; a fresh clone waits for the next `poll_ready`.
+        let fresh = self.inner.clone();
+        let ready = std::mem::replace(&mut self.inner, fresh);
+        Box::pin(hold(route, self.params.clone(), ready, req))
     }
 }
+
+#[cfg(test)]
+mod tests;

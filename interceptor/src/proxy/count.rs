@@ -1,14 +1,14 @@
-//! Layer 3: counting for the scaler. The request is counted (concurrency and request counter) before any
-//! waiting, so a held request already shows as in flight; it stays counted until the response body ends or
-//! is dropped, which covers streams, errors, timeouts and clients that leave.
+//! The count layer: counting for the scaler. The request is counted (concurrency and request counter) before
+//! any waiting, so a held request already shows as in flight; it stays counted until the response body ends
+//! or is dropped, which covers streams, errors, timeouts and clients that leave.
 
 use std::task::{Context, Poll};
 
 use http::Request;
-use hyper::body::Incoming;
 use tower::{Layer, Service};
 
-use super::{BoxFuture, ProxyError, ProxyResponse, Routed};
+use super::error::ProxyError;
+use super::types::{BoxFuture, ProxyResponse, Routed};
 
 #[derive(Clone, Copy)]
 pub struct CountLayer;
@@ -25,9 +25,9 @@ pub struct CountService<S> {
     inner: S,
 }
 
-impl<S> Service<Request<Incoming>> for CountService<S>
+impl<S, B> Service<Request<B>> for CountService<S>
 where
-    S: Service<Request<Incoming>, Response = ProxyResponse, Error = ProxyError> + Send + 'static,
+    S: Service<Request<B>, Response = ProxyResponse, Error = ProxyError>,
     S::Future: Send + 'static,
 {
     type Response = ProxyResponse;
@@ -38,7 +38,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, req: Request<B>) -> Self::Future {
         let in_flight = req.extensions().get::<Routed>().map(|r| r.route.counters.begin());
         let fut = self.inner.call(req);
         Box::pin(async move {
@@ -50,3 +50,6 @@ where
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,13 +1,20 @@
-//! Every way a proxied request can fail, classified by where it failed, and the one place each becomes an
-//! HTTP answer. Upstream-compatible statuses and bodies (Go's `http.Error`: the status text and a newline,
-//! `text/plain; charset=utf-8`, `X-Content-Type-Options: nosniff`) where upstream defines them.
+//! Every way a proxied request can fail, classified by where it failed (the client's request, holding for a
+//! cold start, the whole exchange, the backend, or the interceptor itself), and the HTTP answer each becomes.
+//! Upstream-compatible statuses and bodies (Go's `http.Error`: the status text and a newline,
+//! `text/plain; charset=utf-8`, `X-Content-Type-Options: nosniff`) where upstream defines them. The one place
+//! that turns them into answers is the [`rescue`](super::rescue) layer.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{CONNECTION, CONTENT_TYPE, HeaderValue, RETRY_AFTER, X_CONTENT_TYPE_OPTIONS};
 use http::{Response, StatusCode};
+use httpscale_core::gate::{Refusal, RefusalKind};
+use httpscale_core::route::RouteKey;
 
 use super::body::ProxyBody;
+use crate::placeholder::BodyError;
+use crate::routes::Unresolvable;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -23,17 +30,16 @@ pub enum ProxyError {
     #[error("backend {upstream} not ready within {timeout:?}")]
     ReadinessTimeout { upstream: String, timeout: Duration },
     #[error("cold-start queue of route {route} is full ({max} requests held)")]
-    HoldQueueFull { route: String, max: usize },
+    HoldQueueFull { route: RouteKey, max: usize },
     #[error("interceptor is shutting down")]
     ShuttingDown,
     #[error("cannot resolve the route's upstream: {0}")]
-    Unresolvable(String),
+    Unresolvable(#[from] Unresolvable),
     #[error("placeholder body: {0}")]
-    PlaceholderBody(String),
-    #[error("{0}")]
-    BackendFailed(String),
-    #[error("{0}")]
-    BackendStartTimeout(String),
+    PlaceholderBody(#[from] BodyError),
+    /// The readiness source gave up on the backend (a program that crashed, or did not start in time).
+    #[error("{}", .0.reason)]
+    BackendRefused(Arc<Refusal>),
 
     // -- the whole exchange
     #[error("request deadline of {0:?} exceeded")]
@@ -48,6 +54,10 @@ pub enum ProxyError {
     BodyLost { upstream: String },
     #[error("backend {upstream} failed: {source}")]
     Upstream { upstream: String, source: hyper_util::client::legacy::Error },
+
+    // -- the interceptor itself: never the client's fault
+    #[error("internal error: {0}")]
+    Internal(&'static str),
 }
 
 /// How long an over-cap client is told to wait before retrying.
@@ -64,19 +74,23 @@ impl ProxyError {
             | Self::RequestTimeout(_)
             | Self::ConnectFailed { .. }
             | Self::ResponseHeaderTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Self::Upstream { .. } | Self::BodyLost { .. } | Self::BackendFailed(_) => StatusCode::BAD_GATEWAY,
-            Self::BackendStartTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-            Self::Unresolvable(_) | Self::PlaceholderBody(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Upstream { .. } | Self::BodyLost { .. } => StatusCode::BAD_GATEWAY,
+            Self::BackendRefused(r) => match r.kind {
+                RefusalKind::Failed => StatusCode::BAD_GATEWAY,
+                RefusalKind::TimedOut => StatusCode::GATEWAY_TIMEOUT,
+            },
+            Self::Unresolvable(_) | Self::PlaceholderBody(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
     /// The answer the client gets, and a log line naming the cause.
-    pub fn into_response(self, route: Option<&str>) -> Response<ProxyBody> {
+    pub fn into_response(self, route: Option<&RouteKey>) -> Response<ProxyBody> {
         let status = self.status();
+        let route = route.map(ToString::to_string).unwrap_or_default();
         if status.is_server_error() {
-            tracing::warn!(route = route.unwrap_or(""), status = status.as_u16(), cause = %self, "request failed");
+            tracing::warn!(route, status = status.as_u16(), cause = %self, "request failed");
         } else {
-            tracing::info!(route = route.unwrap_or(""), status = status.as_u16(), cause = %self, "request refused");
+            tracing::info!(route, status = status.as_u16(), cause = %self, "request refused");
         }
         let text = status.canonical_reason().unwrap_or("Error");
         // Upstream-defined errors keep upstream's exact body; our own say why.
@@ -85,10 +99,7 @@ impl ProxyError {
             | Self::ShuttingDown
             | Self::ConnectMethod
             | Self::MissingHost
-            | Self::BackendFailed(_)
-            | Self::BackendStartTimeout(_) => {
-                format!("{text}: {self}\n")
-            }
+            | Self::BackendRefused(_) => format!("{text}: {self}\n"),
             _ => format!("{text}\n"),
         };
         let mut resp = Response::new(ProxyBody::full(body));
@@ -109,5 +120,37 @@ impl ProxyError {
             _ => {}
         }
         resp
+    }
+}
+
+/// A failed request and the route it was for, as the route layer hands it to the rescue layer.
+#[derive(Debug)]
+pub struct Failure {
+    pub error: ProxyError,
+    pub route: Option<RouteKey>,
+}
+
+impl From<ProxyError> for Failure {
+    fn from(error: ProxyError) -> Self {
+        Self { error, route: None }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_internal_failure_is_a_500_not_the_clients_fault() {
+        let resp = ProxyError::Internal("no route on the request").into_response(None);
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[test]
+    fn a_refusal_keeps_its_kind_and_reason() {
+        let refused = |kind| ProxyError::BackendRefused(Arc::new(Refusal { kind, reason: "exited".into() }));
+        assert_eq!(refused(RefusalKind::Failed).status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(refused(RefusalKind::TimedOut).status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(refused(RefusalKind::Failed).to_string(), "exited");
     }
 }

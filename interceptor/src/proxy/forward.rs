@@ -1,19 +1,23 @@
-//! Layer 5: forwarding. One pooled client per proxy thread (HTTP/1.1, and HTTP/2 cleartext for routes that
-//! ask for it). Method, path, query, body and `Host` are preserved; the body streams both ways.
+//! The forward layer (innermost): one pooled client per proxy thread (HTTP/1.1, and HTTP/2 cleartext for
+//! routes that ask for it). Method, path, query, body and `Host` are preserved; the body streams both ways.
 //!
-//! A connect that fails (a pod that is ready but not yet accepting, a process still binding its port) is
-//! retried every 50 ms, each attempt bounded by `KEDA_HTTP_CONNECT_TIMEOUT`, for up to a minute (or until the
-//! request deadline); the request body is never lost to a failed connect. The response-header timeout
-//! applies to each attempt. Upgrades (WebSocket) are tunnelled and stay counted until the tunnel closes.
-//! With direct pod routing ([`crate::pods`]) each attempt goes to the least-loaded ready pod, and a pod that
+//! States of an exchange: *connecting* (a connect that fails, say a pod that is ready but not yet accepting
+//! or a process still binding its port, is retried every 50 ms, each attempt bounded by
+//! `KEDA_HTTP_CONNECT_TIMEOUT`, for up to a minute or until the request deadline; the request body is never
+//! lost to a failed connect), *waiting for headers* (bounded by the response-header timeout, per attempt),
+//! then *streaming* or *tunnelled* (an upgrade, such as a WebSocket, stays counted until the tunnel closes).
+//! With direct pod routing ([`PodRouter`]) each attempt goes to the least-loaded ready pod, and a pod that
 //! refuses is skipped for another at once.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::request::Parts;
 use http::uri::Authority;
-use http::{Request, StatusCode, Uri, Version};
+use http::{HeaderMap, Request, StatusCode, Uri, Version};
+use http_body::Body;
 use httpscale_core::queue::InFlight;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
@@ -23,26 +27,40 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::time::Instant;
 use tower::Service;
 
-use super::body::{AttemptBody, Replayable};
-use super::{BoxFuture, ClientAddr, ProxyBody, ProxyError, ProxyResponse, Routed, UseFallback, headers};
-use crate::pods::PodRouter;
+use super::body::{AttemptBody, BoxError, ProxyBody, Replayable};
+use super::error::ProxyError;
+use super::headers;
+use super::types::{BoxFuture, ClientAddr, ProxyResponse, Routed, UseFallback};
+use crate::cluster::pods::{PodGuard, PodRouter};
+use crate::routes::{RouteState, Upstream};
 
 /// Connect retry cadence and budget (upstream: 50 ms, at most one minute without a request deadline).
 const RETRY_INTERVAL: Duration = Duration::from_millis(50);
 const RETRY_BUDGET: Duration = Duration::from_secs(60);
 
-/// The forwarder of one proxy thread; cloning it per request costs one reference count.
-#[derive(Clone)]
-pub struct Forward(Arc<Clients>);
+/// A request body the forwarder can send (hyper's `Incoming` in the server).
+pub trait RequestBody: Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static {}
 
-pub struct Clients {
-    http1: Client<HttpConnector, AttemptBody>,
-    h2c: Client<HttpConnector, AttemptBody>,
+impl<T> RequestBody for T where T: Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static {}
+
+/// The forwarder of one proxy thread, for request bodies `B`; cloning it per request costs one reference
+/// count.
+pub struct Forward<B = Incoming>(Arc<Clients<B>>);
+
+impl<B> Clone for Forward<B> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+pub struct Clients<B> {
+    http1: Client<HttpConnector, AttemptBody<B>>,
+    h2c: Client<HttpConnector, AttemptBody<B>>,
     /// Set with direct pod routing.
     pods: Option<Arc<PodRouter>>,
 }
 
-impl Forward {
+impl<B: RequestBody> Forward<B> {
     /// Builds the clients. Call once per proxy thread, inside its runtime.
     pub fn new(connect_timeout: Duration, max_idle_per_host: usize, pods: Option<Arc<PodRouter>>) -> Self {
         let mut connector = HttpConnector::new();
@@ -63,7 +81,7 @@ impl Forward {
     }
 }
 
-impl Service<Request<Incoming>> for Forward {
+impl<B: RequestBody> Service<Request<B>> for Forward<B> {
     type Response = ProxyResponse;
     type Error = ProxyError;
     type Future = BoxFuture<Result<ProxyResponse, ProxyError>>;
@@ -72,88 +90,43 @@ impl Service<Request<Incoming>> for Forward {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, req: Request<B>) -> Self::Future {
         Box::pin(forward(self.clone(), req))
     }
 }
 
-async fn forward(Forward(clients): Forward, mut req: Request<Incoming>) -> Result<ProxyResponse, ProxyError> {
+/// One request's way to its upstream, built once and reused by every attempt.
+struct Exchange<'a, B> {
+    clients: &'a Clients<B>,
+    route: &'a RouteState,
+    upstream: &'a Upstream,
+    parts: Parts,
+    headers: HeaderMap,
+    body: Replayable<B>,
+}
+
+async fn forward<B: RequestBody>(
+    Forward(clients): Forward<B>,
+    mut req: Request<B>,
+) -> Result<ProxyResponse, ProxyError> {
+    // The route layer always sets it; its absence is our bug, not the client's.
     let Some(routed) = req.extensions_mut().remove::<Routed>() else {
-        return Err(ProxyError::MissingHost);
+        return Err(ProxyError::Internal("the request reached the forwarder without a route"));
     };
     let route = &routed.route;
     let upstream = match (req.extensions().get::<UseFallback>(), &route.fallback) {
         (Some(_), Some(fallback)) => fallback,
         _ => &route.upstream,
     };
-    let upstream = upstream.as_ref().map_err(|reason| ProxyError::Unresolvable(reason.clone()))?;
+    let upstream = upstream.as_ref().map_err(|e| ProxyError::Unresolvable(e.clone()))?;
     let client_ip = req.extensions().get::<ClientAddr>().map(|a| a.0.ip());
     let client_upgrade: Option<OnUpgrade> = headers::upgrade_of(req.headers()).map(|_| hyper::upgrade::on(&mut req));
-
     let client_version = req.version();
-    let (parts, body) = req.into_parts();
-    let mut headers = parts.headers;
+    let (mut parts, body) = req.into_parts();
+    let mut headers = std::mem::take(&mut parts.headers);
     headers::prepare_request(&mut headers, client_ip, &routed.host, upstream.h2c);
-    let version = if upstream.h2c { Version::HTTP_2 } else { Version::HTTP_11 };
-    let client = if upstream.h2c { &clients.h2c } else { &clients.http1 };
-    let body = Replayable::new(body);
-    let pods = clients.pods.as_ref().zip(upstream.service.as_ref());
-    let retry_until = Instant::now() + RETRY_BUDGET;
-    // Pods that refused this request's connection, skipped until every ready pod has been tried.
-    let mut tried: Vec<String> = Vec::new();
-
-    let (mut resp, pod) = loop {
-        let (authority, pod) = match pods.and_then(|(router, (svc, port))| router.pick(svc, port, &tried)) {
-            Some((addr, guard)) => match addr.parse::<Authority>() {
-                Ok(a) => (a, Some((addr, guard))),
-                Err(_) => (upstream.authority.clone(), None),
-            },
-            None => (upstream.authority.clone(), None),
-        };
-        let name = || authority.to_string();
-        let mut uri = Uri::builder().scheme("http").authority(authority.clone());
-        if let Some(pq) = parts.uri.path_and_query() {
-            uri = uri.path_and_query(pq.clone());
-        }
-        let uri = uri.build().map_err(|_| ProxyError::MissingHost)?;
-        // Only a connect failure loops, and a failed connect never touches the body.
-        let Some(attempt) = body.attempt() else {
-            return Err(ProxyError::BodyLost { upstream: name() });
-        };
-        let mut out = Request::new(attempt);
-        *out.method_mut() = parts.method.clone();
-        *out.uri_mut() = uri;
-        *out.version_mut() = version;
-        *out.headers_mut() = headers.clone();
-        let sent = client.request(out);
-        let result = match route.response_header_timeout {
-            None => sent.await,
-            Some(timeout) => tokio::time::timeout(timeout, sent)
-                .await
-                .map_err(|_| ProxyError::ResponseHeaderTimeout { upstream: name(), timeout })?,
-        };
-        match result {
-            Ok(resp) => break (resp, pod.and_then(|(_, g)| g)),
-            Err(source) if source.is_connect() => {
-                route.gate.nudge();
-                if let Some((addr, _)) = pod {
-                    // Another ready pod may take it at once.
-                    tracing::debug!(pod = %addr, cause = %source, "pod refused the connection; trying another");
-                    tried.push(addr);
-                    if pods.is_some_and(|(router, (svc, port))| router.pick(svc, port, &tried).is_some()) {
-                        continue;
-                    }
-                    tried.clear();
-                }
-                if Instant::now() + RETRY_INTERVAL >= retry_until {
-                    return Err(ProxyError::ConnectFailed { upstream: name(), source });
-                }
-                tracing::debug!(upstream = %authority, cause = %source, "connect failed; retrying");
-                tokio::time::sleep(RETRY_INTERVAL).await;
-            }
-            Err(source) => return Err(ProxyError::Upstream { upstream: name(), source }),
-        }
-    };
+    let exchange = Exchange { clients: &clients, route, upstream, parts, headers, body: Replayable::new(body) };
+    let (mut resp, pod) = exchange.send_with_connect_retry().await?;
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS
         && let Some(client_side) = client_upgrade
@@ -172,6 +145,87 @@ async fn forward(Forward(clients): Forward, mut req: Request<Incoming>) -> Resul
     Ok(resp)
 }
 
+impl<B: RequestBody> Exchange<'_, B> {
+    /// Where this attempt goes: the least-loaded ready pod not yet `tried` (direct pod routing), or the
+    /// upstream.
+    fn pick_authority(&self, tried: &[String]) -> (Authority, Option<(String, Option<PodGuard>)>) {
+        let pods = self.clients.pods.as_ref().zip(self.upstream.service.as_ref());
+        match pods.and_then(|(router, (svc, port))| router.pick(svc, port, tried)) {
+            Some((addr, guard)) => match addr.parse::<Authority>() {
+                Ok(a) => (a, Some((addr, guard))),
+                Err(_) => (self.upstream.authority.clone(), None),
+            },
+            None => (self.upstream.authority.clone(), None),
+        }
+    }
+
+    /// Whether another ready pod than those `tried` is there to take the request.
+    fn another_pod(&self, tried: &[String]) -> bool {
+        let pods = self.clients.pods.as_ref().zip(self.upstream.service.as_ref());
+        pods.is_some_and(|(router, (svc, port))| router.pick(svc, port, tried).is_some())
+    }
+
+    /// The request for one attempt at `authority`, or `None` once the body was partly sent.
+    fn build_request(&self, authority: &Authority) -> Result<Option<Request<AttemptBody<B>>>, ProxyError> {
+        let mut uri = Uri::builder().scheme("http").authority(authority.clone());
+        if let Some(pq) = self.parts.uri.path_and_query() {
+            uri = uri.path_and_query(pq.clone());
+        }
+        let uri = uri.build().map_err(|_| ProxyError::Internal("cannot build the upstream URI"))?;
+        // Only a connect failure loops, and a failed connect never touches the body.
+        let Some(attempt) = self.body.attempt() else { return Ok(None) };
+        let mut out = Request::new(attempt);
+        *out.method_mut() = self.parts.method.clone();
+        *out.uri_mut() = uri;
+        *out.version_mut() = if self.upstream.h2c { Version::HTTP_2 } else { Version::HTTP_11 };
+        *out.headers_mut() = self.headers.clone();
+        Ok(Some(out))
+    }
+
+    /// Sends the request, retrying failed connects (see the module docs); the answer and the pod's place.
+    async fn send_with_connect_retry(&self) -> Result<(http::Response<Incoming>, Option<PodGuard>), ProxyError> {
+        let client = if self.upstream.h2c { &self.clients.h2c } else { &self.clients.http1 };
+        let retry_until = Instant::now() + RETRY_BUDGET;
+        // Pods that refused this request's connection, skipped until every ready pod has been tried.
+        let mut tried: Vec<String> = Vec::new();
+        loop {
+            let (authority, pod) = self.pick_authority(&tried);
+            let name = || authority.to_string();
+            let Some(out) = self.build_request(&authority)? else {
+                return Err(ProxyError::BodyLost { upstream: name() });
+            };
+            let sent = client.request(out);
+            let result = match self.route.response_header_timeout {
+                None => sent.await,
+                Some(timeout) => tokio::time::timeout(timeout, sent)
+                    .await
+                    .map_err(|_| ProxyError::ResponseHeaderTimeout { upstream: name(), timeout })?,
+            };
+            match result {
+                Ok(resp) => return Ok((resp, pod.and_then(|(_, g)| g))),
+                Err(source) if source.is_connect() => {
+                    self.route.gate.nudge();
+                    if let Some((addr, _)) = pod {
+                        // Another ready pod may take it at once.
+                        tracing::debug!(pod = %addr, cause = %source, "pod refused the connection; trying another");
+                        tried.push(addr);
+                        if self.another_pod(&tried) {
+                            continue;
+                        }
+                        tried.clear();
+                    }
+                    if Instant::now() + RETRY_INTERVAL >= retry_until {
+                        return Err(ProxyError::ConnectFailed { upstream: name(), source });
+                    }
+                    tracing::debug!(upstream = %authority, cause = %source, "connect failed; retrying");
+                    tokio::time::sleep(RETRY_INTERVAL).await;
+                }
+                Err(source) => return Err(ProxyError::Upstream { upstream: name(), source }),
+            }
+        }
+    }
+}
+
 /// Copies bytes both ways between an upgraded client and backend until either side closes.
 async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, _counted: InFlight) {
     let (client, upstream) = match tokio::try_join!(client, upstream) {
@@ -186,3 +240,6 @@ async fn tunnel(client: OnUpgrade, upstream: OnUpgrade, _counted: InFlight) {
         tracing::debug!(cause = %e, "upgraded connection ended with an error");
     }
 }
+
+#[cfg(test)]
+mod tests;

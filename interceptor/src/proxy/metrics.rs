@@ -1,49 +1,47 @@
-//! Layer 1: request metrics and request logs.
+//! The metrics layer (outermost): request metrics and request logs.
 //!
 //! States of a request here: *in progress* (the inner future runs; dropping it means the client left, which
 //! is recorded as 499, not 502), *answered* (headers sent; the record waits for the body), and *finished*
 //! (body ended or dropped: count and duration recorded once, labelled with the matched route or empty labels).
 
-use std::sync::{Arc, OnceLock};
+use std::convert::Infallible;
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use http::{Request, Version};
-use hyper::body::Incoming;
+use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use super::body::OnFinish;
-use super::{BoxFuture, ClientAddr, ProxyResponse};
-use crate::Shared;
-use crate::metrics::{MethodLabel, RequestLabels};
-use crate::routes::RouteState;
-
-/// Where the route layer leaves the matched route for this layer.
-#[derive(Debug, Clone, Default)]
-pub struct RouteSlot(pub Arc<OnceLock<Arc<RouteState>>>);
+use super::types::{BoxFuture, ClientAddr, ProxyResponse, RouteSlot};
+use crate::labels::{MethodLabel, RequestLabels};
+use crate::metrics::RequestMetrics;
 
 #[derive(Clone)]
 pub struct MetricsLayer {
-    shared: Arc<Shared>,
+    metrics: Arc<RequestMetrics>,
+    log_requests: bool,
 }
 
 impl MetricsLayer {
-    pub fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+    /// Records into `metrics`; with `log_requests`, also logs one line per request.
+    pub fn new(metrics: Arc<RequestMetrics>, log_requests: bool) -> Self {
+        Self { metrics, log_requests }
     }
 }
 
 impl<S> Layer<S> for MetricsLayer {
     type Service = MetricsService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        MetricsService { inner, shared: self.shared.clone() }
+        MetricsService { inner, metrics: self.metrics.clone(), log_requests: self.log_requests }
     }
 }
 
 #[derive(Clone)]
 pub struct MetricsService<S> {
     inner: S,
-    shared: Arc<Shared>,
+    metrics: Arc<RequestMetrics>,
+    log_requests: bool,
 }
 
 struct LogInfo {
@@ -56,7 +54,7 @@ struct LogInfo {
 
 /// Records one request; runs exactly once, from the body's end or drop, or from a cancelled future.
 struct Record {
-    shared: Arc<Shared>,
+    metrics: Arc<RequestMetrics>,
     slot: RouteSlot,
     method: MethodLabel,
     start: Instant,
@@ -69,14 +67,7 @@ impl Record {
         let route = self.slot.0.get();
         let labels = route.map(|r| r.labels.clone()).unwrap_or_default();
         let elapsed = self.start.elapsed();
-        let req = RequestLabels {
-            code: self.status,
-            method: self.method,
-            route_name: labels.route_name,
-            route_namespace: labels.route_namespace,
-        };
-        self.shared.metrics.requests.get_or_create(&req).inc();
-        self.shared.metrics.duration.get_or_create(&req).observe(elapsed.as_secs_f64());
+        self.metrics.record(&RequestLabels::new(self.status, self.method, labels), elapsed.as_secs_f64());
         if let Some(l) = self.log {
             tracing::info!(
                 target: "request",
@@ -115,23 +106,23 @@ impl Drop for CancelGuard {
     }
 }
 
-impl<S> Service<Request<Incoming>> for MetricsService<S>
+impl<S, B> Service<Request<B>> for MetricsService<S>
 where
-    S: Service<Request<Incoming>, Response = ProxyResponse, Error = std::convert::Infallible> + Clone + Send + 'static,
+    S: Service<Request<B>, Response = ProxyResponse, Error = Infallible>,
     S::Future: Send + 'static,
 {
     type Response = ProxyResponse;
-    type Error = std::convert::Infallible;
-    type Future = BoxFuture<Result<ProxyResponse, std::convert::Infallible>>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<ProxyResponse, Infallible>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let slot = RouteSlot::default();
         req.extensions_mut().insert(slot.clone());
-        let log = self.shared.log_requests.then(|| LogInfo {
+        let log = self.log_requests.then(|| LogInfo {
             client: req.extensions().get::<ClientAddr>().map(|a| a.0.to_string()).unwrap_or_default(),
             method: req.method().to_string(),
             uri: req.uri().to_string(),
@@ -139,7 +130,7 @@ where
             version: req.version(),
         });
         let record = Record {
-            shared: self.shared.clone(),
+            metrics: self.metrics.clone(),
             slot,
             method: MethodLabel::from(req.method()),
             start: Instant::now(),
@@ -158,3 +149,6 @@ where
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

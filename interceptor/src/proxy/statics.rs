@@ -1,79 +1,88 @@
-//! Layer 3: static routes (InterceptorRoute `staticRoutes`). The first entry with a rule matching the request
+//! The static-routes layer (InterceptorRoute `staticRoutes`). The first entry with a rule matching the request
 //! decides: `Always` answers with its response; `WhenUnavailable` answers while the backend has no ready
-//! endpoint and otherwise forwards the request directly, skipping counting, holding and the cold-start header,
-//! as upstream does (static traffic does not scale the backend). Requests matching no entry go on.
+//! endpoint and otherwise sends the request straight to the forwarder, skipping counting, holding and the
+//! cold-start header, as upstream does (static traffic does not scale the backend). Requests matching no
+//! entry go on down the pipeline.
 
-use std::sync::Arc;
+use std::future::Ready;
 use std::task::{Context, Poll};
 
+use futures_util::future::Either;
 use http::Request;
 use httpscale_core::spec::ResponseMode;
-use hyper::body::Incoming;
 use tower::{Layer, Service};
 
-use super::forward::Forward;
-use super::{BoxFuture, ProxyError, ProxyResponse, Routed, fixed_response};
-use crate::Shared;
+use super::error::ProxyError;
+use super::fixed::fixed_response;
+use super::types::{ProxyResponse, Routed};
+use crate::placeholder::Bodies;
 
 #[derive(Clone)]
-pub struct StaticLayer {
-    shared: Arc<Shared>,
-    forward: Forward,
+pub struct StaticLayer<F> {
+    bodies: Bodies,
+    forward: F,
 }
 
-impl StaticLayer {
-    pub fn new(shared: Arc<Shared>, forward: Forward) -> Self {
-        Self { shared, forward }
+impl<F> StaticLayer<F> {
+    /// Answers from `bodies` (ConfigMap bodies), or sends ready traffic to `forward`.
+    pub fn new(bodies: Bodies, forward: F) -> Self {
+        Self { bodies, forward }
     }
 }
 
-impl<S> Layer<S> for StaticLayer {
-    type Service = StaticService<S>;
+impl<S, F: Clone> Layer<S> for StaticLayer<F> {
+    type Service = StaticService<S, F>;
     fn layer(&self, inner: S) -> Self::Service {
-        StaticService { inner, shared: self.shared.clone(), forward: self.forward.clone() }
+        StaticService { inner, bodies: self.bodies.clone(), forward: self.forward.clone() }
     }
 }
 
 #[derive(Clone)]
-pub struct StaticService<S> {
+pub struct StaticService<S, F> {
     inner: S,
-    shared: Arc<Shared>,
-    forward: Forward,
+    bodies: Bodies,
+    forward: F,
 }
 
-impl<S> Service<Request<Incoming>> for StaticService<S>
+type Answer = Result<ProxyResponse, ProxyError>;
+
+impl<S, F, B> Service<Request<B>> for StaticService<S, F>
 where
-    S: Service<
-            Request<Incoming>,
-            Response = ProxyResponse,
-            Error = ProxyError,
-            Future = BoxFuture<Result<ProxyResponse, ProxyError>>,
-        >,
+    S: Service<Request<B>, Response = ProxyResponse, Error = ProxyError>,
+    F: Service<Request<B>, Response = ProxyResponse, Error = ProxyError>,
 {
     type Response = ProxyResponse;
     type Error = ProxyError;
-    type Future = BoxFuture<Result<ProxyResponse, ProxyError>>;
+    type Future = Either<S::Future, Either<F::Future, Ready<Answer>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        // Either may take the request.
+        std::task::ready!(self.forward.poll_ready(cx))?;
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        let Some(routed) = req.extensions().get::<Routed>() else { return self.inner.call(req) };
-        let route = routed.route.clone();
-        if route.statics.is_empty() {
-            return self.inner.call(req);
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let Some(routed) = req.extensions().get::<Routed>() else { return Either::Left(self.inner.call(req)) };
+        if routed.route.statics.is_empty() {
+            return Either::Left(self.inner.call(req));
         }
+        let route = routed.route.clone();
         let host = routed.host.to_str().unwrap_or("");
         let hit =
             route.statics.iter().find(|s| s.rules.iter().any(|r| r.matches(host, req.uri().path(), req.headers())));
         match hit {
-            None => self.inner.call(req),
-            Some(s) if s.mode == ResponseMode::WhenUnavailable && route.gate.is_open() => self.forward.call(req),
-            Some(s) => {
-                let resp = fixed_response(&s.response, req.uri().path(), &self.shared);
-                Box::pin(async move { resp })
+            None => Either::Left(self.inner.call(req)),
+            Some(s) if s.mode == ResponseMode::WhenUnavailable && route.gate.is_open() => {
+                Either::Right(Either::Left(self.forward.call(req)))
             }
+            Some(s) => Either::Right(Either::Right(std::future::ready(fixed_response(
+                &s.response,
+                req.uri().path(),
+                &self.bodies,
+            )))),
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

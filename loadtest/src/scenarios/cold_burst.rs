@@ -4,6 +4,9 @@
 //!
 //! Each (round, N) uses a fresh interceptor so its resident memory before the burst is a clean baseline.
 
+// Hold and release times of real processes are wall-clock measurements.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -88,6 +91,25 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// When held requests were answered, relative to the backend being ready (ms; negative: before it), at
+/// quantile `q` of the answers.
+fn release_percentiles(result: &LoadResult, started: Instant, ready: Instant) -> impl Fn(f64) -> f64 + use<> {
+    let release: Vec<f64> = result
+        .completions
+        .iter()
+        .map(|c| {
+            let at = started + *c;
+            if at >= ready { ms(at - ready) } else { -ms(ready - at) }
+        })
+        .collect();
+    move |q: f64| -> f64 {
+        if release.is_empty() {
+            return f64::NAN;
+        }
+        release[((release.len() - 1) as f64 * q).round() as usize]
+    }
+}
+
 fn one(tools: &Tools, opts: &ColdBurstOpts, round: usize, n: usize) -> anyhow::Result<BurstRun> {
     let upstream = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     let routes = format!("routes:\n  - name: cold\n    hosts: [{HOST}]\n    upstream: {upstream}\n");
@@ -156,21 +178,7 @@ fn one(tools: &Tools, opts: &ColdBurstOpts, round: usize, n: usize) -> anyhow::R
     interceptor.child.stop(Duration::from_secs(3));
     backend.stop(Duration::from_secs(3));
 
-    let started = result.started.unwrap_or(burst_start);
-    let release: Vec<f64> = result
-        .completions
-        .iter()
-        .map(|c| {
-            let at = started + *c;
-            if at >= ready { ms(at - ready) } else { -ms(ready - at) }
-        })
-        .collect();
-    let pct = |q: f64| -> f64 {
-        if release.is_empty() {
-            return f64::NAN;
-        }
-        release[((release.len() - 1) as f64 * q).round() as usize]
-    };
+    let pct = release_percentiles(&result, result.started.unwrap_or(burst_start), ready);
     Ok(BurstRun {
         round,
         n,

@@ -6,6 +6,9 @@
 //! - **end to end**: one interceptor per N with N routes to the same backend, loaded with requests whose Host
 //!   rotates over every route; A/B interleaved across N.
 
+// Lookup and end-to-end timings are wall-clock measurements.
+#![allow(clippy::disallowed_types, clippy::disallowed_methods)]
+
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -138,6 +138,118 @@ fn per_req_us(cpu: Duration, responses: u64) -> f64 {
     if responses == 0 { f64::NAN } else { cpu.as_secs_f64() * 1e6 / responses as f64 }
 }
 
+/// The load generator to use: `None` for `loadtest`, else wrk's path.
+fn wrk_client(opts: &OverheadOpts) -> anyhow::Result<Option<std::path::PathBuf>> {
+    match opts.client {
+        Client::Loadtest => Ok(None),
+        Client::Wrk => {
+            anyhow::ensure!(
+                opts.protocol == Protocol::H1 && opts.rate.is_none(),
+                "--client wrk runs closed-loop HTTP/1.1 only"
+            );
+            Ok(Some(crate::wrk::find_wrk().ok_or_else(|| anyhow::anyhow!("wrk is not installed"))?))
+        }
+    }
+}
+
+/// nginx as the comparison proxy in front of `backend`, unless skipped or not installed (said in `notes`).
+fn start_nginx_proxy(
+    tools: &Tools,
+    opts: &OverheadOpts,
+    backend: SocketAddr,
+    dir: &std::path::Path,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<Option<(Child, SocketAddr)>> {
+    match (&tools.nginx, opts.skip_nginx) {
+        (_, true) => {
+            notes.push("nginx leg skipped (--skip-nginx)".into());
+            Ok(None)
+        }
+        (None, _) => {
+            let why = "nginx leg skipped: nginx is not installed (apt-get install -y nginx)";
+            eprintln!("{why}");
+            notes.push(why.into());
+            Ok(None)
+        }
+        (Some(bin), false) => {
+            let listen = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+            let d = dir.join("proxy");
+            std::fs::create_dir_all(&d)?;
+            let role = NginxRole::Proxy { upstream: backend, buffering: true };
+            let h2 = opts.protocol == Protocol::H2;
+            Ok(Some((procs::start_nginx(bin, &d, listen, opts.proxy_threads, h2, role)?, listen)))
+        }
+    }
+}
+
+/// One leg of one round: where the load goes and which process proxies it (none for the direct leg).
+struct Leg<'a> {
+    round: usize,
+    concurrency: usize,
+    name: &'a str,
+    addr: SocketAddr,
+    proxy_pid: Option<u32>,
+}
+
+/// Runs one leg and measures the CPU each process spent on it.
+fn measure_leg(
+    opts: &OverheadOpts,
+    leg: Leg<'_>,
+    backend_pid: u32,
+    wrk: Option<&std::path::Path>,
+) -> anyhow::Result<LegRun> {
+    let c = leg.concurrency;
+    let (connections, streams) = match opts.protocol {
+        Protocol::H1 => (c, 1),
+        Protocol::H2 => (c.div_ceil(opts.h2_streams.max(1)).max(1), opts.h2_streams.max(1).min(c)),
+    };
+    let spec = LoadSpec {
+        label: format!("round {}/{} c={c} {}", leg.round + 1, opts.rounds, leg.name),
+        protocol: opts.protocol,
+        h2_streams: streams,
+        threads: opts.client_threads,
+        duration: opts.duration,
+        warmup: opts.warmup,
+        rate: opts.rate,
+        progress: opts.progress,
+        ..LoadSpec::closed("", leg.addr, HOST, connections)
+    };
+    // CPU is read over the whole run (warm-up included) and divided by every answer in it.
+    let proxy_cpu0 = leg.proxy_pid.map(procs::cpu_time);
+    let backend_cpu0 = procs::cpu_time(backend_pid);
+    let client_cpu0 = procs::own_cpu_time();
+    let result = match wrk {
+        None => load::run(&spec)?,
+        Some(w) => crate::wrk::wrk_load(w, &LoadSpec { duration: spec.warmup + spec.duration, ..spec.clone() })?,
+    };
+    let client_cpu = procs::own_cpu_time().saturating_sub(client_cpu0);
+    let backend_cpu = procs::cpu_time(backend_pid).saturating_sub(backend_cpu0);
+    let proxy_cpu = leg.proxy_pid.zip(proxy_cpu0).map(|(p, c0)| procs::cpu_time(p).saturating_sub(c0));
+    let all = match wrk {
+        None => result.responses as f64 * (spec.warmup + spec.duration).as_secs_f64() / spec.duration.as_secs_f64(),
+        Some(_) => result.responses as f64,
+    };
+    let all = all.round() as u64;
+    eprintln!(
+        "  round {} c={c:<4} {:<12} {:>9.0} req/s  p50 {:>7.0} µs  p99 {:>7.0} µs  failed {}",
+        leg.round + 1,
+        leg.name,
+        result.rps,
+        result.latency.p50_us,
+        result.latency.p99_us,
+        result.failed()
+    );
+    Ok(LegRun {
+        round: leg.round,
+        concurrency: c,
+        leg: leg.name.to_string(),
+        proxy_cpu_us_per_req: proxy_cpu.map(|cpu| per_req_us(cpu, all)),
+        backend_cpu_us_per_req: per_req_us(backend_cpu, all),
+        client_cpu_us_per_req: per_req_us(client_cpu, all),
+        result,
+    })
+}
+
 pub fn run(tools: &Tools, opts: &OverheadOpts) -> anyhow::Result<OverheadReport> {
     let machine = Machine::describe(tools);
     let mut notes = Vec::new();
@@ -156,104 +268,25 @@ pub fn run(tools: &Tools, opts: &OverheadOpts) -> anyhow::Result<OverheadReport>
         &routes_file(backend_addr, false),
         &[("HTTPSCALE_PROXY_THREADS", opts.proxy_threads.to_string())],
     )?;
-    let wrk = match opts.client {
-        Client::Loadtest => None,
-        Client::Wrk => {
-            anyhow::ensure!(
-                opts.protocol == Protocol::H1 && opts.rate.is_none(),
-                "--client wrk runs closed-loop HTTP/1.1 only"
-            );
-            Some(crate::scenarios::ceiling::find_wrk().ok_or_else(|| anyhow::anyhow!("wrk is not installed"))?)
-        }
-    };
-    let mut nginx: Option<(Child, SocketAddr)> = None;
-    match (&tools.nginx, opts.skip_nginx) {
-        (_, true) => notes.push("nginx leg skipped (--skip-nginx)".into()),
-        (None, _) => {
-            let why = "nginx leg skipped: nginx is not installed (apt-get install -y nginx)";
-            eprintln!("{why}");
-            notes.push(why.into());
-        }
-        (Some(bin), false) => {
-            let listen = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-            let d = dir.path().join("proxy");
-            std::fs::create_dir_all(&d)?;
-            let role = NginxRole::Proxy { upstream: backend_addr, buffering: true };
-            nginx = Some((procs::start_nginx(bin, &d, listen, opts.proxy_threads, h2, role)?, listen));
-        }
-    }
+    let wrk = wrk_client(opts)?;
+    let nginx = start_nginx_proxy(tools, opts, backend_addr, dir.path(), &mut notes)?;
 
     let mut runs = Vec::new();
     for round in 0..opts.rounds {
-        for &c in &opts.concurrencies {
+        for &concurrency in &opts.concurrencies {
             let mut legs: Vec<(&str, SocketAddr, Option<u32>)> =
                 vec![("direct", backend_addr, None), ("interceptor", interceptor.proxy, Some(interceptor.child.pid()))];
             if let Some((n, addr)) = &nginx {
                 legs.push(("nginx", *addr, Some(n.pid())));
             }
-            for (leg, addr, pid) in legs {
+            for (name, addr, proxy_pid) in legs {
                 if aborted() {
                     anyhow::bail!("interrupted");
                 }
                 backend.check_running()?;
                 interceptor.child.check_running()?;
-                let (connections, streams) = match opts.protocol {
-                    Protocol::H1 => (c, 1),
-                    Protocol::H2 => (c.div_ceil(opts.h2_streams.max(1)).max(1), opts.h2_streams.max(1).min(c)),
-                };
-                let spec = LoadSpec {
-                    label: format!("round {}/{} c={c} {leg}", round + 1, opts.rounds),
-                    protocol: opts.protocol,
-                    h2_streams: streams,
-                    threads: opts.client_threads,
-                    duration: opts.duration,
-                    warmup: opts.warmup,
-                    rate: opts.rate,
-                    progress: opts.progress,
-                    ..LoadSpec::closed("", addr, HOST, connections)
-                };
-                // CPU is read over the whole run (warm-up included) and divided by every answer in it.
-                let proxy_cpu0 = pid.map(procs::cpu_time);
-                let backend_cpu0 = procs::cpu_time(backend.pid());
-                let client_cpu0 = procs::own_cpu_time();
-                let result = match &wrk {
-                    None => load::run(&spec)?,
-                    Some(w) => crate::scenarios::ceiling::wrk_load(
-                        w,
-                        &LoadSpec { duration: spec.warmup + spec.duration, ..spec.clone() },
-                    )?,
-                };
-                let client_cpu = procs::own_cpu_time().saturating_sub(client_cpu0);
-                let backend_cpu = procs::cpu_time(backend.pid()).saturating_sub(backend_cpu0);
-                let proxy_cpu = pid.zip(proxy_cpu0).map(|(p, c0)| procs::cpu_time(p).saturating_sub(c0));
-                let all = match wrk {
-                    None => {
-                        result.responses as f64 * (spec.warmup + spec.duration).as_secs_f64()
-                            / spec.duration.as_secs_f64()
-                    }
-                    Some(_) => result.responses as f64,
-                };
-                let all = all.round() as u64;
-                runs.push(LegRun {
-                    round,
-                    concurrency: c,
-                    leg: leg.to_string(),
-                    proxy_cpu_us_per_req: proxy_cpu.map(|cpu| per_req_us(cpu, all)),
-                    backend_cpu_us_per_req: per_req_us(backend_cpu, all),
-                    client_cpu_us_per_req: per_req_us(client_cpu, all),
-                    result,
-                });
-                let r = runs.last().map(|r| &r.result);
-                if let Some(r) = r {
-                    eprintln!(
-                        "  round {} c={c:<4} {leg:<12} {:>9.0} req/s  p50 {:>7.0} µs  p99 {:>7.0} µs  failed {}",
-                        round + 1,
-                        r.rps,
-                        r.latency.p50_us,
-                        r.latency.p99_us,
-                        r.failed()
-                    );
-                }
+                let leg = Leg { round, concurrency, name, addr, proxy_pid };
+                runs.push(measure_leg(opts, leg, backend.pid(), wrk.as_deref())?);
             }
         }
     }

@@ -1,12 +1,13 @@
 //! Derived state from watched Kubernetes objects, pure and fed one event at a time:
 //!
-//! - [`RouteStore`]: the effective routes from HTTPScaledObjects and InterceptorRoutes. An InterceptorRoute wins
-//!   over an HTTPScaledObject of the same namespace and name, as upstream. Each event yields the one change to
-//!   the effective route of its key, so the routing table can be updated incrementally; a re-list yields the
-//!   changes for every key it touches.
+//! - [`RouteStore`]: the effective routes from every [`RouteSource`] (HTTPScaledObjects and InterceptorRoutes).
+//!   An InterceptorRoute wins over an HTTPScaledObject of the same namespace and name, as upstream. Each step
+//!   yields the changes to the effective routes it touched, so the routing table can be updated incrementally.
 //! - [`EndpointIndex`]: ready endpoints per Service from EndpointSlices. An endpoint is ready when its
-//!   `conditions.ready` is absent or true and it has an address, as upstream.
+//!   `conditions.ready` is absent or true and it has an address, as upstream ([`ready_ips`]).
 //! - [`ServiceIndex`]: Service ports (number, name, `appProtocol`), to resolve `portName` targets and h2c.
+//!
+//! The interceptor and the scaler both feed these from [`crate::watch`] steps.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -16,16 +17,61 @@ use kube::ResourceExt;
 
 use crate::route::{self, Route, RouteError, RouteKey, ServicePort, Target};
 use crate::spec::{HTTPScaledObject, InterceptorRoute};
+use crate::watch::{Step, key_of};
 
-/// What an event did to the effective route of one key.
+/// What a step did to the effective route of one key.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
     Upsert(Box<Route>),
     Remove(RouteKey),
 }
 
-fn key_of<K: ResourceExt>(obj: &K) -> RouteKey {
-    RouteKey::new(obj.namespace().unwrap_or_default(), obj.name_any())
+/// Which objects a route comes from; a higher layer wins over a lower one for the same key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layer {
+    HttpScaledObject = 0,
+    InterceptorRoute = 1,
+}
+
+/// A kind of object that defines a route.
+pub trait RouteSource: ResourceExt {
+    /// The kind, for messages.
+    const KIND: &'static str;
+    const LAYER: Layer;
+    /// The route this object defines, or why it defines none.
+    fn to_route(&self, key: RouteKey, order: i64) -> Result<Route, RouteError>;
+}
+
+impl RouteSource for HTTPScaledObject {
+    const KIND: &'static str = "HTTPScaledObject";
+    const LAYER: Layer = Layer::HttpScaledObject;
+    fn to_route(&self, key: RouteKey, order: i64) -> Result<Route, RouteError> {
+        route::from_http_scaled_object(key, &self.spec, order)
+    }
+}
+
+impl RouteSource for InterceptorRoute {
+    const KIND: &'static str = "InterceptorRoute";
+    const LAYER: Layer = Layer::InterceptorRoute;
+    fn to_route(&self, key: RouteKey, order: i64) -> Result<Route, RouteError> {
+        route::from_interceptor_route(key, &self.spec, order)
+    }
+}
+
+/// An object whose spec cannot route: which one and why. Its route (if it had one) is removed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{kind} {key}: {error}")]
+pub struct Unroutable {
+    pub kind: &'static str,
+    pub key: RouteKey,
+    pub error: RouteError,
+}
+
+/// What one step did.
+#[derive(Debug, Default, PartialEq)]
+pub struct Applied {
+    pub changes: Vec<Change>,
+    pub unroutable: Vec<Unroutable>,
 }
 
 /// Older objects win ties: their creation time in seconds.
@@ -35,18 +81,17 @@ fn order_of<K: ResourceExt>(obj: &K) -> i64 {
 
 #[derive(Debug, Default)]
 pub struct RouteStore {
-    httpso: HashMap<RouteKey, Route>,
-    ir: HashMap<RouteKey, Route>,
+    layers: [HashMap<RouteKey, Route>; 2],
 }
 
 impl RouteStore {
     pub fn effective(&self, key: &RouteKey) -> Option<&Route> {
-        self.ir.get(key).or_else(|| self.httpso.get(key))
+        self.layers.iter().rev().find_map(|l| l.get(key))
     }
 
-    /// Every effective route.
+    /// Every effective route, in key order.
     pub fn routes(&self) -> Vec<Route> {
-        let keys: BTreeSet<&RouteKey> = self.ir.keys().chain(self.httpso.keys()).collect();
+        let keys: BTreeSet<&RouteKey> = self.layers.iter().flat_map(|l| l.keys()).collect();
         keys.into_iter().filter_map(|k| self.effective(k).cloned()).collect()
     }
 
@@ -58,94 +103,82 @@ impl RouteStore {
         Some(after.map_or_else(|| Change::Remove(key.clone()), |r| Change::Upsert(Box::new(r))))
     }
 
-    /// An HTTPScaledObject was added or changed. A spec that cannot route removes its route and says why.
-    pub fn apply_httpso(&mut self, obj: &HTTPScaledObject) -> (Option<Change>, Option<RouteError>) {
-        let key = key_of(obj);
-        let before = self.effective(&key).cloned();
-        let error = match route::from_http_scaled_object(key.clone(), &obj.spec, order_of(obj)) {
-            Ok(r) => {
-                self.httpso.insert(key.clone(), r);
-                None
+    /// Applies one step of a watch of `K`.
+    pub fn step<K: RouteSource>(&mut self, step: Step<K>) -> Applied {
+        match step {
+            Step::Apply(o) => {
+                let (change, unroutable) = self.apply(&o);
+                Applied { changes: change.into_iter().collect(), unroutable: unroutable.into_iter().collect() }
             }
-            Err(e) => {
-                self.httpso.remove(&key);
-                Some(e)
+            Step::Delete(o) => {
+                Applied { changes: self.delete::<K>(&key_of(&o)).into_iter().collect(), unroutable: vec![] }
             }
-        };
-        (self.change(&key, before), error)
+            Step::Relist(all) => self.relist(&all),
+        }
     }
 
-    pub fn delete_httpso(&mut self, key: &RouteKey) -> Option<Change> {
+    /// An object was added or changed. A spec that cannot route removes its route and says why.
+    pub fn apply<K: RouteSource>(&mut self, obj: &K) -> (Option<Change>, Option<Unroutable>) {
+        let key = key_of(obj);
+        let before = self.effective(&key).cloned();
+        let layer = &mut self.layers[K::LAYER as usize];
+        let unroutable = match obj.to_route(key.clone(), order_of(obj)) {
+            Ok(r) => {
+                layer.insert(key.clone(), r);
+                None
+            }
+            Err(error) => {
+                layer.remove(&key);
+                Some(Unroutable { kind: K::KIND, key: key.clone(), error })
+            }
+        };
+        (self.change(&key, before), unroutable)
+    }
+
+    /// The object `key` of kind `K` is gone.
+    pub fn delete<K: RouteSource>(&mut self, key: &RouteKey) -> Option<Change> {
         let before = self.effective(key).cloned();
-        self.httpso.remove(key);
+        self.layers[K::LAYER as usize].remove(key);
         self.change(key, before)
     }
 
-    /// An InterceptorRoute was added or changed.
-    pub fn apply_ir(&mut self, obj: &InterceptorRoute) -> (Option<Change>, Option<RouteError>) {
-        let key = key_of(obj);
-        let before = self.effective(&key).cloned();
-        let error = match route::from_interceptor_route(key.clone(), &obj.spec, order_of(obj)) {
-            Ok(r) => {
-                self.ir.insert(key.clone(), r);
-                None
-            }
-            Err(e) => {
-                self.ir.remove(&key);
-                Some(e)
-            }
-        };
-        (self.change(&key, before), error)
-    }
-
-    pub fn delete_ir(&mut self, key: &RouteKey) -> Option<Change> {
-        let before = self.effective(key).cloned();
-        self.ir.remove(key);
-        self.change(key, before)
-    }
-
-    /// A full re-list of HTTPScaledObjects replaced what was known (objects deleted while the watch was down
-    /// disappear). Returns the changes and the specs that could not route.
-    pub fn relist_httpso(&mut self, objs: &[HTTPScaledObject]) -> (Vec<Change>, Vec<(RouteKey, RouteError)>) {
-        let before: HashMap<RouteKey, Option<Route>> = self
-            .httpso
-            .keys()
-            .chain(objs.iter().map(key_of).collect::<Vec<_>>().iter())
-            .map(|k| (k.clone(), self.effective(k).cloned()))
+    /// A full re-list of `K` replaced what was known (objects deleted while the watch was down disappear).
+    pub fn relist<K: RouteSource>(&mut self, objs: &[K]) -> Applied {
+        let keys: BTreeSet<RouteKey> =
+            self.layers[K::LAYER as usize].keys().cloned().chain(objs.iter().map(key_of)).collect();
+        let before: Vec<(RouteKey, Option<Route>)> = keys
+            .into_iter()
+            .map(|k| {
+                let b = self.effective(&k).cloned();
+                (k, b)
+            })
             .collect();
-        self.httpso.clear();
-        let mut errors = Vec::new();
+        self.layers[K::LAYER as usize].clear();
+        let mut unroutable = Vec::new();
         for o in objs {
-            match route::from_http_scaled_object(key_of(o), &o.spec, order_of(o)) {
+            match o.to_route(key_of(o), order_of(o)) {
                 Ok(r) => {
-                    self.httpso.insert(key_of(o), r);
+                    self.layers[K::LAYER as usize].insert(key_of(o), r);
                 }
-                Err(e) => errors.push((key_of(o), e)),
+                Err(error) => unroutable.push(Unroutable { kind: K::KIND, key: key_of(o), error }),
             }
         }
-        (before.into_iter().filter_map(|(k, b)| self.change(&k, b)).collect(), errors)
+        Applied { changes: before.into_iter().filter_map(|(k, b)| self.change(&k, b)).collect(), unroutable }
     }
+}
 
-    /// A full re-list of InterceptorRoutes (see [`RouteStore::relist_httpso`]).
-    pub fn relist_ir(&mut self, objs: &[InterceptorRoute]) -> (Vec<Change>, Vec<(RouteKey, RouteError)>) {
-        let before: HashMap<RouteKey, Option<Route>> = self
-            .ir
-            .keys()
-            .chain(objs.iter().map(key_of).collect::<Vec<_>>().iter())
-            .map(|k| (k.clone(), self.effective(k).cloned()))
-            .collect();
-        self.ir.clear();
-        let mut errors = Vec::new();
-        for o in objs {
-            match route::from_interceptor_route(key_of(o), &o.spec, order_of(o)) {
-                Ok(r) => {
-                    self.ir.insert(key_of(o), r);
-                }
-                Err(e) => errors.push((key_of(o), e)),
-            }
-        }
-        (before.into_iter().filter_map(|(k, b)| self.change(&k, b)).collect(), errors)
-    }
+/// The addresses of a slice's ready endpoints: `conditions.ready` absent or true, the first address of each.
+pub fn ready_ips(slice: &EndpointSlice) -> impl Iterator<Item = &String> {
+    slice
+        .endpoints
+        .iter()
+        .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
+        .filter_map(|e| e.addresses.first())
+}
+
+/// `ip:port`, with an IPv6 address in brackets.
+pub fn socket_address(ip: &str, port: u16) -> String {
+    if ip.contains(':') { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") }
 }
 
 /// `<namespace>/<name>` of a Service.
@@ -184,12 +217,7 @@ impl EndpointIndex {
 
     fn parse(s: &EndpointSlice) -> Option<Slice> {
         let service = s.labels().get("kubernetes.io/service-name")?.clone();
-        let mut ready: Vec<String> = s
-            .endpoints
-            .iter()
-            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true))
-            .filter_map(|e| e.addresses.first().cloned())
-            .collect();
+        let mut ready: Vec<String> = ready_ips(s).cloned().collect();
         ready.sort();
         ready.dedup();
         let ports = s
@@ -268,9 +296,7 @@ impl EndpointIndex {
             .filter(|s| &s.service == svc)
             .flat_map(|s| {
                 let port = s.ports.iter().find(|(n, _)| n == port_name).map(|(_, p)| *p);
-                s.ready.iter().filter_map(move |ip| {
-                    port.map(|p| if ip.contains(':') { format!("[{ip}]:{p}") } else { format!("{ip}:{p}") })
-                })
+                s.ready.iter().filter_map(move |ip| port.map(|p| socket_address(ip, p)))
             })
             .collect();
         out.sort();
@@ -333,9 +359,9 @@ impl ServiceIndex {
     /// Resolves a Service target: the `<service>.<namespace>:<port>` authority, the port's name (for direct
     /// pod routing) and whether it speaks h2c. A port given by number works without the Service object (it
     /// just cannot say h2c); a port given by name needs it.
-    pub fn resolve(&self, target: &Target) -> Result<(String, String, bool), String> {
+    pub fn resolve(&self, target: &Target) -> Result<ResolvedPort, ResolveError> {
         let Target::Service { namespace, name, port } = target else {
-            return Err(format!("{target} is not a Service target"));
+            return Err(ResolveError::NotAService(target.to_string()));
         };
         let ports = self.services.get(&ServiceKey { namespace: namespace.clone(), name: name.clone() });
         let info = match (port, ports) {
@@ -344,12 +370,39 @@ impl ServiceIndex {
             (ServicePort::Name(n), Some(ps)) => ps.iter().find(|p| &p.name == n).cloned(),
             (ServicePort::Name(_), None) => None,
         };
+        let resolved = |port: u16, port_name: String, h2c: bool| ResolvedPort {
+            authority: format!("{name}.{namespace}:{port}"),
+            port_name,
+            h2c,
+        };
         match (info, port) {
-            (Some(i), _) => Ok((format!("{name}.{namespace}:{}", i.port), i.name, i.h2c)),
-            (None, ServicePort::Number(n)) => Ok((format!("{name}.{namespace}:{n}"), String::new(), false)),
-            (None, ServicePort::Name(n)) => Err(format!("Service {namespace}/{name} has no port named {n:?}")),
+            (Some(i), _) => Ok(resolved(i.port, i.name, i.h2c)),
+            (None, ServicePort::Number(n)) => Ok(resolved(*n, String::new(), false)),
+            (None, ServicePort::Name(n)) => {
+                Err(ResolveError::NoSuchPort { service: format!("{namespace}/{name}"), port: n.clone() })
+            }
         }
     }
+}
+
+/// A Service target, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedPort {
+    /// `<service>.<namespace>:<port number>`.
+    pub authority: String,
+    /// The port's name (`""` if unnamed or unknown).
+    pub port_name: String,
+    /// The port says `appProtocol: kubernetes.io/h2c`.
+    pub h2c: bool,
+}
+
+/// Why a target has no address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    #[error("{0} is not a Service target")]
+    NotAService(String),
+    #[error("Service {service} has no port named {port:?}")]
+    NoSuchPort { service: String, port: String },
 }
 
 #[cfg(test)]
@@ -381,36 +434,37 @@ mod tests {
     fn apply_delete_and_the_interceptor_route_wins() {
         let mut s = RouteStore::default();
         let key = RouteKey::new("ns", "app");
-        let (c, e) = s.apply_httpso(&httpso("app", "a.local"));
+        let (c, e) = s.apply(&httpso("app", "a.local"));
         assert_eq!((hosts_of(&c), e), (Some(vec!["a.local".into()]), None));
-        assert_eq!(s.apply_httpso(&httpso("app", "a.local")).0, None, "no change, no event");
-        let (c, _) = s.apply_ir(&ir("app", "b.local"));
+        assert_eq!(s.apply(&httpso("app", "a.local")).0, None, "no change, no event");
+        let (c, _) = s.apply(&ir("app", "b.local"));
         assert_eq!(hosts_of(&c), Some(vec!["b.local".into()]), "the InterceptorRoute takes over");
-        assert_eq!(s.apply_httpso(&httpso("app", "c.local")).0, None, "an HTTPSO edit is hidden by the IR");
-        let c = s.delete_ir(&key);
+        assert_eq!(s.apply(&httpso("app", "c.local")).0, None, "an HTTPSO edit is hidden by the IR");
+        let c = s.delete::<InterceptorRoute>(&key);
         assert_eq!(hosts_of(&c), Some(vec!["c.local".into()]), "the HTTPSO is back");
-        assert_eq!(s.delete_httpso(&key), Some(Change::Remove(key.clone())));
-        assert_eq!(s.delete_httpso(&key), None);
+        assert_eq!(s.delete::<HTTPScaledObject>(&key), Some(Change::Remove(key.clone())));
+        assert_eq!(s.delete::<HTTPScaledObject>(&key), None);
     }
 
     #[test]
     fn a_spec_that_cannot_route_removes_the_route_and_says_why() {
         let mut s = RouteStore::default();
-        s.apply_httpso(&httpso("app", "a.local"));
+        s.apply(&httpso("app", "a.local"));
         let mut bad = httpso("app", "a.local");
         bad.spec.scale_target_ref.port_name = Some("http".into());
-        let (c, e) = s.apply_httpso(&bad);
+        let (c, e) = s.apply(&bad);
         assert_eq!(c, Some(Change::Remove(RouteKey::new("ns", "app"))));
-        assert!(e.unwrap().to_string().contains("portName"));
+        let said = e.unwrap().to_string();
+        assert!(said.starts_with("HTTPScaledObject ns/app: ") && said.contains("portName"), "{said}");
     }
 
     #[test]
     fn a_relist_removes_what_was_deleted_while_the_watch_was_down() {
         let mut s = RouteStore::default();
-        s.apply_httpso(&httpso("gone", "g.local"));
-        s.apply_httpso(&httpso("kept", "k.local"));
-        let (changes, errors) = s.relist_httpso(&[httpso("kept", "k.local"), httpso("new", "n.local")]);
-        assert!(errors.is_empty());
+        s.apply(&httpso("gone", "g.local"));
+        s.apply(&httpso("kept", "k.local"));
+        let Applied { changes, unroutable } = s.relist(&[httpso("kept", "k.local"), httpso("new", "n.local")]);
+        assert!(unroutable.is_empty());
         assert!(changes.contains(&Change::Remove(RouteKey::new("ns", "gone"))));
         assert!(changes.iter().any(|c| matches!(c, Change::Upsert(r) if r.key.name == "new")));
         assert_eq!(changes.len(), 2, "the unchanged route is not touched: {changes:?}");
@@ -462,10 +516,14 @@ mod tests {
         .unwrap();
         idx.apply(&svc);
         let t = |port| Target::Service { namespace: "ns".into(), name: "app".into(), port };
-        assert_eq!(idx.resolve(&t(ServicePort::Name("grpc".into()))), Ok(("app.ns:9000".into(), "grpc".into(), true)));
-        assert_eq!(idx.resolve(&t(ServicePort::Number(80))), Ok(("app.ns:80".into(), "http".into(), false)));
-        assert!(idx.resolve(&t(ServicePort::Name("nope".into()))).unwrap_err().contains("no port named"));
+        let r = |authority: &str, port_name: &str, h2c| {
+            Ok(ResolvedPort { authority: authority.into(), port_name: port_name.into(), h2c })
+        };
+        assert_eq!(idx.resolve(&t(ServicePort::Name("grpc".into()))), r("app.ns:9000", "grpc", true));
+        assert_eq!(idx.resolve(&t(ServicePort::Number(80))), r("app.ns:80", "http", false));
+        let e = idx.resolve(&t(ServicePort::Name("nope".into()))).unwrap_err();
+        assert_eq!(e.to_string(), "Service ns/app has no port named \"nope\"");
         let unknown = Target::Service { namespace: "ns".into(), name: "x".into(), port: ServicePort::Number(8080) };
-        assert_eq!(idx.resolve(&unknown), Ok(("x.ns:8080".into(), String::new(), false)), "numbers need no Service");
+        assert_eq!(idx.resolve(&unknown), r("x.ns:8080", "", false), "numbers need no Service");
     }
 }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use arc_swap::ArcSwap;
-use httpscale_core::cluster::{EndpointIndex, ServiceKey};
+use httpscale_core::index::{EndpointIndex, ServiceKey};
 
 #[derive(Default)]
 pub struct PodRouter {

@@ -1,0 +1,156 @@
+use std::time::Duration;
+
+use http::StatusCode;
+use httpscale_core::gate::{Refusal, RefusalKind};
+use tower::{Layer, ServiceExt};
+
+use super::*;
+use crate::proxy::testing::{Mock, mock, ok, route, routed, text};
+
+struct Layered {
+    svc: ColdStartService<Mock>,
+    handle: crate::proxy::testing::Handle,
+    params: Arc<ColdStartParams>,
+}
+
+fn layered() -> Layered {
+    let (inner, handle) = mock();
+    let params = Arc::new(ColdStartParams {
+        header: true,
+        stopping: Shutdown::new(),
+        metrics: ColdStartMetrics::default(),
+        bodies: None,
+    });
+    Layered { svc: ColdStartLayer::new(params.clone()).layer(inner), handle, params }
+}
+
+fn cold(resp: &ProxyResponse) -> &str {
+    resp.headers()[COLD_START_HEADER].to_str().unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_warm_request_passes_at_once_and_a_cold_one_is_held_unsent_until_the_gate_opens() {
+    let route = route("127.0.0.1:1", "");
+    let mut l = layered();
+    route.gate.set_open(true);
+    let answer = l.svc.ready().await.unwrap().call(routed(&route, "/", ()));
+    let (_, send) = l.handle.next_request().await.unwrap();
+    send.send_response(ok("warm"));
+    assert_eq!(cold(&answer.await.unwrap()), "false");
+
+    route.gate.set_open(false);
+    let started = Instant::now();
+    let held = tokio::spawn(l.svc.ready().await.unwrap().call(routed(&route, "/", ())));
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert!(!held.is_finished(), "held: no readiness timeout by default");
+    assert_eq!(route.pending.load(Ordering::Acquire), 1, "one hold slot taken");
+    route.gate.set_open(true);
+    let (_, send) = l.handle.next_request().await.unwrap();
+    assert_eq!(started.elapsed(), Duration::from_secs(3600), "sent when the gate opened, not before");
+    send.send_response(ok("woke up"));
+    let resp = held.await.unwrap().unwrap();
+    assert_eq!(cold(&resp), "true");
+    assert_eq!(text(resp).await, "woke up");
+    assert_eq!(route.pending.load(Ordering::Acquire), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_readiness_timeout_gives_504_or_the_fallback() {
+    let route = route("127.0.0.1:1", "    timeouts: {readiness: 2s}\n");
+    let mut l = layered();
+    let started = Instant::now();
+    let e = l.svc.ready().await.unwrap().call(routed(&route, "/", ())).await.unwrap_err();
+    assert_eq!(started.elapsed(), Duration::from_secs(2));
+    assert!(matches!(e, ProxyError::ReadinessTimeout { timeout, .. } if timeout == Duration::from_secs(2)));
+
+    let route = crate::proxy::testing::route(
+        "127.0.0.1:1",
+        "    timeouts: {readiness: 2s}\n    coldStart: {fallback: {upstream: '127.0.0.1:2'}}\n",
+    );
+    let answer = tokio::spawn(l.svc.ready().await.unwrap().call(routed(&route, "/", ())));
+    let (seen, send) = l.handle.next_request().await.unwrap();
+    assert!(seen.extensions().get::<UseFallback>().is_some(), "sent to the fallback after the wait");
+    send.send_response(ok("fallback"));
+    let resp = answer.await.unwrap().unwrap();
+    assert!(!resp.headers().contains_key(COLD_START_HEADER), "no cold-start header from the fallback, as upstream");
+}
+
+#[tokio::test(start_paused = true)]
+async fn over_the_cap_requests_are_refused_and_a_client_that_leaves_frees_its_place() {
+    let route = route("127.0.0.1:1", "    coldStart: {maxPendingRequests: 1}\n");
+    let mut l = layered();
+    let held = l.svc.ready().await.unwrap().call(routed(&route, "/", ()));
+    let held = tokio::spawn(held);
+    tokio::task::yield_now().await;
+    let e = l.svc.ready().await.unwrap().call(routed(&route, "/", ())).await.unwrap_err();
+    assert!(matches!(e, ProxyError::HoldQueueFull { max: 1, .. }));
+    assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(l.params.metrics.rejections.get_or_create(&route.labels).get(), 1);
+
+    held.abort();
+    let _ = held.await;
+    assert_eq!(route.pending.load(Ordering::Acquire), 0, "the client left: its place is free");
+    let next = tokio::spawn(l.svc.ready().await.unwrap().call(routed(&route, "/", ())));
+    tokio::task::yield_now().await;
+    assert_eq!(route.pending.load(Ordering::Acquire), 1, "held, not refused");
+    route.gate.set_open(true);
+    let (_, send) = l.handle.next_request().await.unwrap();
+    send.send_response(ok("ok"));
+    assert!(next.await.unwrap().is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_placeholder_answers_at_once_and_wakes_the_readiness_source() {
+    let route = route(
+        "127.0.0.1:1",
+        "    coldStart: {placeholder: {response: {statusCode: 418, body: warming up}}, fallback: {upstream: '127.0.0.1:2'}}\n",
+    );
+    let mut l = layered();
+    let woken = {
+        let gate = route.gate.clone();
+        tokio::spawn(async move { gate.demanded().await })
+    };
+    tokio::task::yield_now().await;
+    let resp = l.svc.ready().await.unwrap().call(routed(&route, "/", ())).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::IM_A_TEAPOT, "the placeholder wins over the fallback, as upstream");
+    assert_eq!(text(resp).await, "warming up");
+    woken.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn held_requests_get_503_on_shutdown_and_the_reason_when_the_source_refuses() {
+    let route = route("127.0.0.1:1", "");
+    let mut l = layered();
+    let held = tokio::spawn(l.svc.ready().await.unwrap().call(routed(&route, "/", ())));
+    tokio::task::yield_now().await;
+    route.gate.refuse(Refusal { kind: RefusalKind::Failed, reason: "exited with status 3".into() });
+    let e = held.await.unwrap().unwrap_err();
+    assert_eq!((e.status(), e.to_string()), (StatusCode::BAD_GATEWAY, "exited with status 3".to_string()));
+
+    route.gate.clear_refusal();
+    let held = tokio::spawn(l.svc.ready().await.unwrap().call(routed(&route, "/", ())));
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    l.params.stopping.trigger();
+    assert!(matches!(held.await.unwrap(), Err(ProxyError::ShuttingDown)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_a_per_pod_limit_a_ready_backend_gets_one_request_at_a_time_per_pod() {
+    let route = route("127.0.0.1:1", "    coldStart: {maxConcurrentPerPod: 1}\n");
+    route.gate.set_open(true);
+    let mut l = layered();
+    let first = tokio::spawn(l.svc.ready().await.unwrap().call(routed(&route, "/1", ())));
+    let (_, send_first) = l.handle.next_request().await.unwrap();
+    let second = tokio::spawn(l.svc.ready().await.unwrap().call(routed(&route, "/2", ())));
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(!second.is_finished(), "waits for a place");
+    send_first.send_response(ok("one"));
+    let first = first.await.unwrap().unwrap();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert!(!second.is_finished(), "the place is held until the first answer's body ends");
+    drop(first);
+    let (seen, send) = l.handle.next_request().await.unwrap();
+    assert_eq!(seen.uri().path(), "/2");
+    send.send_response(ok("two"));
+    assert_eq!(cold(&second.await.unwrap().unwrap()), "false");
+}

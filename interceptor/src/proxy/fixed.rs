@@ -1,0 +1,26 @@
+//! Fixed answers (a placeholder or a static route) as responses.
+
+use http::Response;
+use http::header::{CONTENT_TYPE, HeaderValue};
+
+use super::body::ProxyBody;
+use super::error::ProxyError;
+use super::types::ProxyResponse;
+use crate::placeholder::{Bodies, PreparedPlaceholder, resolve_body};
+
+/// The answer `p` gives to a request for `path`; a ConfigMap body is read now (see
+/// [`resolve_body`]), and its key's extension sets `Content-Type` unless the response sets one.
+pub fn fixed_response(p: &PreparedPlaceholder, path: &str, bodies: &Bodies) -> Result<ProxyResponse, ProxyError> {
+    let (body, inferred) = resolve_body(&p.body, path, bodies)?;
+    let mut resp = Response::new(ProxyBody::full(body));
+    *resp.status_mut() = p.status;
+    for (k, v) in &p.headers {
+        resp.headers_mut().insert(k.clone(), v.clone());
+    }
+    if let Some(ct) = inferred
+        && !resp.headers().contains_key(CONTENT_TYPE)
+    {
+        resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(ct));
+    }
+    Ok(resp)
+}

@@ -1,0 +1,77 @@
+use std::convert::Infallible;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use httpscale_testkit::Reserved;
+use tokio::net::TcpListener;
+use tower::ServiceExt;
+
+use super::*;
+use crate::proxy::testing::{route, routed};
+
+type TestForward = Forward<Full<Bytes>>;
+
+fn forwarder() -> TestForward {
+    Forward::new(Duration::from_millis(500), 8, None)
+}
+
+/// Serves HTTP/1.1 on `listener`, answering `ok` after `delay`.
+fn serve(listener: TcpListener, delay: Duration) {
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |_req| async move {
+                    tokio::time::sleep(delay).await;
+                    Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(b"ok"))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc).await;
+            });
+        }
+    });
+}
+
+/// Regression: an internal failure (a request that reached the forwarder without a route) was answered
+/// as the client's fault, 400 `MissingHost`. It is a 500 now.
+#[tokio::test(start_paused = true)]
+async fn a_request_without_a_route_is_an_internal_error_not_the_clients_fault() {
+    let req = Request::get("http://app.local/").body(Full::new(Bytes::new())).unwrap();
+    let e = forwarder().oneshot(req).await.unwrap_err();
+    assert!(matches!(e, ProxyError::Internal(_)), "{e:?}");
+    assert_eq!(e.status(), StatusCode::INTERNAL_SERVER_ERROR);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_response_header_timeout_runs_on_the_clock_not_the_socket() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    serve(listener, Duration::from_secs(3600));
+    let route = route(&addr.to_string(), "    timeouts: {responseHeader: 30s}\n");
+    let started = Instant::now();
+    let e = forwarder().oneshot(routed(&route, "/", Full::new(Bytes::new()))).await.unwrap_err();
+    assert!(matches!(e, ProxyError::ResponseHeaderTimeout { timeout, .. } if timeout == Duration::from_secs(30)));
+    assert_eq!(started.elapsed().as_secs(), 30);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_connect_is_retried_until_the_backend_listens_and_the_body_is_sent_whole() {
+    let reserved = Reserved::new();
+    let route = route(&reserved.addr().to_string(), "");
+    let body = Full::new(Bytes::from_static(b"{\"prompt\":\"hi\"}"));
+    let sent = tokio::spawn(forwarder().oneshot(routed(&route, "/api", body)));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(!sent.is_finished(), "still retrying after 10 s");
+    serve(reserved.listen(), Duration::ZERO);
+    let resp = sent.await.unwrap().unwrap();
+    assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+}
+
+#[tokio::test(start_paused = true)]
+async fn connects_give_up_after_the_retry_budget() {
+    let reserved = Reserved::new();
+    let route = route(&reserved.addr().to_string(), "");
+    let started = Instant::now();
+    let e = forwarder().oneshot(routed(&route, "/", Full::new(Bytes::new()))).await.unwrap_err();
+    assert!(matches!(e, ProxyError::ConnectFailed { .. }), "{e:?}");
+    assert_eq!(e.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert!(started.elapsed() >= RETRY_BUDGET - RETRY_INTERVAL && started.elapsed() <= RETRY_BUDGET);
+}

@@ -1,0 +1,52 @@
+//! The pipeline, assembled. Each layer gets only the handles it uses.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use http::Request;
+use tower::{Service, ServiceBuilder};
+
+use super::cold_start::{ColdStartLayer, ColdStartParams};
+use super::count::CountLayer;
+use super::forward::{Forward, RequestBody};
+use super::metrics::MetricsLayer;
+use super::rescue::{Draining, RescueLayer};
+use super::route::RouteLayer;
+use super::statics::StaticLayer;
+use super::types::{BoxFuture, ProxyResponse};
+use crate::metrics::RequestMetrics;
+use crate::placeholder::Bodies;
+use crate::routes::Routes;
+
+/// What the layers use, shared by every proxy thread.
+#[derive(Clone)]
+pub struct StackParams {
+    pub routes: Arc<Routes>,
+    pub requests: Arc<RequestMetrics>,
+    pub log_requests: bool,
+    pub draining: Draining,
+    pub cold_start: Arc<ColdStartParams>,
+    pub bodies: Bodies,
+}
+
+/// metrics → rescue → route → statics → count → cold start → `forward`.
+pub fn stack<B: RequestBody>(
+    p: &StackParams,
+    forward: Forward<B>,
+) -> impl Service<
+    Request<B>,
+    Response = ProxyResponse,
+    Error = Infallible,
+    Future = BoxFuture<Result<ProxyResponse, Infallible>>,
+> + Clone
++ Send
++ 'static {
+    ServiceBuilder::new()
+        .layer(MetricsLayer::new(p.requests.clone(), p.log_requests))
+        .layer(RescueLayer::new(p.draining.clone()))
+        .layer(RouteLayer::new(p.routes.clone()))
+        .layer(StaticLayer::new(p.bodies.clone(), forward.clone()))
+        .layer(CountLayer)
+        .layer(ColdStartLayer::new(p.cold_start.clone()))
+        .service(forward)
+}

@@ -1,0 +1,129 @@
+//! Standalone readiness (no Kubernetes): for each upstream in use, a [`probe`] loop, or for an upstream with
+//! a `process` section a [`supervisor`] that starts the program on demand ([`program`] launches real ones).
+//! Tasks are keyed by target and survive reloads that do not change them.
+
+pub mod probe;
+pub mod program;
+pub mod supervisor;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use httpscale_core::Shutdown;
+use httpscale_core::gate::Gate;
+use httpscale_core::route::Target;
+use httpscale_core::standalone::{Probe, ProcessSpec};
+use tokio::task::JoinHandle;
+
+use crate::readiness::{ReadinessSource, Tracked};
+use probe::{ProbeTiming, probe_loop};
+use program::Launcher;
+use supervisor::{ProcessMetrics, Supervised, Users, supervise};
+
+/// What identifies a running task: a change of any of these restarts it.
+#[derive(PartialEq)]
+struct TaskKey {
+    probe: Probe,
+    process: Option<ProcessSpec>,
+}
+
+/// A probe loop or supervisor.
+struct Task {
+    key: TaskKey,
+    gate: Arc<Gate>,
+    /// The counters a supervisor sums to decide idleness; updated in place on reloads.
+    users: Users,
+    cancel: Shutdown,
+    handle: JoinHandle<()>,
+}
+
+/// Standalone readiness: one probe loop or process supervisor per upstream.
+pub struct Standalone {
+    runtime: tokio::runtime::Handle,
+    timing: ProbeTiming,
+    metrics: ProcessMetrics,
+    launcher: Launcher,
+    tasks: Mutex<HashMap<Target, Task>>,
+}
+
+impl Standalone {
+    /// Runs its tasks on the current runtime.
+    pub fn new(timing: ProbeTiming, metrics: ProcessMetrics, launcher: Launcher) -> Self {
+        Self {
+            runtime: tokio::runtime::Handle::current(),
+            timing,
+            metrics,
+            launcher,
+            tasks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn spawn(&self, t: Tracked) -> Task {
+        let cancel = Shutdown::new();
+        let key = task_key(&t);
+        let gate = t.gate.clone();
+        let users: Users = Arc::new(Mutex::new(t.process.as_ref().map(|p| p.counters.clone()).unwrap_or_default()));
+        let handle = match t.process {
+            Some(p) => {
+                let supervised = Supervised {
+                    key: p.key,
+                    spec: p.spec,
+                    address: t.target.to_string(),
+                    probe: t.probe,
+                    users: users.clone(),
+                    metrics: self.metrics.clone(),
+                    programs: self.launcher.clone(),
+                };
+                self.runtime.spawn(supervise(supervised, t.gate, cancel.clone()))
+            }
+            None => self.runtime.spawn(probe_loop(t.target.to_string(), t.probe, t.gate, self.timing, cancel.clone())),
+        };
+        Task { key, gate, users, cancel, handle }
+    }
+}
+
+impl ReadinessSource for Standalone {
+    fn track(&self, targets: Vec<Tracked>) {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        let mut next = HashMap::new();
+        for t in targets {
+            match tasks.remove(&t.target) {
+                Some(task) if task.key == task_key(&t) && Arc::ptr_eq(&task.gate, &t.gate) => {
+                    // Unchanged: a running program keeps running; only the routes counting for it may differ.
+                    if let Some(p) = t.process {
+                        *task.users.lock().unwrap_or_else(|e| e.into_inner()) = p.counters;
+                    }
+                    next.insert(t.target, task);
+                }
+                old => {
+                    if let Some(task) = old {
+                        task.cancel.trigger();
+                    }
+                    next.insert(t.target.clone(), self.spawn(t));
+                }
+            }
+        }
+        for (_, task) in tasks.drain() {
+            task.cancel.trigger();
+        }
+        *tasks = next;
+    }
+
+    fn stop(&self) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let tasks: Vec<Task> = self.tasks.lock().unwrap_or_else(|p| p.into_inner()).drain().map(|(_, t)| t).collect();
+        Box::pin(async move {
+            for t in &tasks {
+                t.cancel.trigger();
+            }
+            for t in tasks {
+                let _ = t.handle.await;
+            }
+        })
+    }
+}
+
+fn task_key(t: &Tracked) -> TaskKey {
+    TaskKey { probe: t.probe.clone(), process: t.process.as_ref().map(|p| p.spec.clone()) }
+}

@@ -84,6 +84,9 @@ class PodBackends:
             except OSError:
                 time.sleep(0.02)
         else:
+            if not proc.alive:
+                print(f"backend of pod {md['namespace']}/{md['name']} exited ({proc.popen.returncode}) before it "
+                      f"answered on {ip}:{port}; see {proc.log_path}", file=sys.stderr, flush=True)
             return
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         conds = [{"type": t, "status": "True", "lastTransitionTime": now} for t in ("Ready", "ContainersReady")]

@@ -55,7 +55,8 @@ def setup(ctx, corpus):
     ns = corpus["namespace"]
     ctx.namespace(ns)
     for w in corpus["workloads"]:
-        ctx.workload(ns, w["name"], w.get("port", 8080), backend=w.get("backend", "http"),
+        # Port 3000: the Go interceptor binds 0.0.0.0:8080, 9090 and 2223 in this shared namespace.
+        ctx.workload(ns, w["name"], w.get("port", 3000), backend=w.get("backend", "http"),
                      replicas=w.get("replicas", 1), args=["--name", w["name"]], app_protocol=w.get("app_protocol"))
     rejected = {}
     for obj in corpus["objects"]:
@@ -70,7 +71,8 @@ def setup(ctx, corpus):
                   f"{e.message}", file=sys.stderr, flush=True)
     for w in corpus["workloads"]:
         if w.get("replicas", 1):
-            wait_for(f"{ns}/{w['name']} ready", lambda n=w["name"]: ready(ctx, ns, n), timeout=120)
+            wait_for(f"{ns}/{w['name']} ready (its backend's log: target/e2e/run/logs/pod-{ns}-{w['name']}-*.log)",
+                     lambda n=w["name"]: ready(ctx, ns, n), timeout=60)
     time.sleep(corpus.get("settle_seconds", 5))  # watches in both interceptors see the routes
     return rejected
 
@@ -134,6 +136,9 @@ def read_response(sock, timeout, head_only=False):
         if head_only and b"\r\n\r\n" in data:
             break
     head, sep, body = data.partition(b"\r\n\r\n")
+    # Interim 1xx answers (100 Continue) come before the final one; 101 Switching Protocols is final.
+    while sep and re.match(rb"HTTP/1\.[01] 1\d\d", head) and not head.startswith((b"HTTP/1.1 101", b"HTTP/1.0 101")):
+        head, sep, body = body.partition(b"\r\n\r\n")
     if not sep or not head.startswith(b"HTTP/"):
         return 0, {}, b""
     lines = head.decode("latin-1").split("\r\n")

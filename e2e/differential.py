@@ -188,7 +188,10 @@ def http1(target, req, timeout):
 
 
 def result(status, headers, body):
-    r = {"status": status, "headers": headers, "body": body.decode("utf-8", "replace")[:4096]}
+    # `origin`: who produced the answer: the backend (its Python server names itself) or the interceptor.
+    origin = "backend" if headers.get("server", "").startswith(("BaseHTTP", "grpc")) else "interceptor"
+    r = {"status": status, "origin": origin if status else None, "headers": headers,
+         "body": body.decode("utf-8", "replace")[:4096]}
     try:
         echoed = json.loads(body)
         if isinstance(echoed, dict) and "name" in echoed and "headers" in echoed:

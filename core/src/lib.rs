@@ -1,9 +1,9 @@
 //! Shared httpscale building blocks, split along the data flow:
 //!
-//! - pure: the upstream CRD spec types ([`spec`]), host and path matching ([`host`]), the normalised route
-//!   ([`route`]) and the routing table over it ([`table`]), the standalone routes file ([`standalone`]), the
-//!   indexes derived from watched objects ([`index`]), per-route counts and the `/queue` wire type ([`queue`]),
-//!   Go-style durations ([`duration`]) and setting parsers ([`settings`]);
+//! - pure: the upstream CRD spec types ([`spec`]), host and path matching ([`host`]), model patterns
+//!   ([`model`]), the normalised route ([`route`]) and the routing table over it ([`table`]), the standalone
+//!   routes file ([`standalone`]), the indexes derived from watched objects ([`index`]), per-route counts and
+//!   the `/queue` wire type ([`queue`]), Go-style durations ([`duration`]) and setting parsers ([`settings`]);
 //! - with a clock or I/O: readiness gates that hold requests ([`gate`], async), watch events turned into steps
 //!   ([`watch`]), the process shutdown signal ([`shutdown`]), what the binaries do to start ([`startup`]:
 //!   configuration, routes file, listeners, exit codes), log set-up ([`telemetry`]), and the small
@@ -14,6 +14,7 @@ pub mod duration;
 pub mod gate;
 pub mod host;
 pub mod index;
+pub mod model;
 pub mod queue;
 pub mod route;
 pub mod settings;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue, StatusCode};
 
 use crate::host::{HostPattern, normalize_host, prefix_matches};
+use crate::model::ModelPattern;
 use crate::spec::{
     ColdStartSpec, HeaderMatch, HttpScaledObjectSpec, InterceptorRouteSpec, Overflow, ResponseMode, RoutingRule,
     ScalingMetric, StaticResponse, StaticRoute,
@@ -74,7 +75,7 @@ impl HeaderMatcher {
     }
 }
 
-/// One way of matching a request: hosts OR'ed, paths OR'ed, headers AND'ed.
+/// One way of matching a request: hosts OR'ed, paths OR'ed, headers AND'ed, and (when set) one of the models.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Rule {
     /// Host patterns as written (`example.com`, `*.example.com`, `*`); empty means catch-all.
@@ -82,6 +83,8 @@ pub struct Rule {
     /// Path prefixes as written; empty means `/`.
     pub paths: Vec<String>,
     pub headers: Vec<HeaderMatcher>,
+    /// The models named in the request body (httpscale extension); empty means any request, body unread.
+    pub models: Vec<ModelPattern>,
 }
 
 impl Rule {
@@ -169,6 +172,8 @@ pub struct Route {
     /// Precedence among otherwise equal routes: lower is older and wins (creationTimestamp upstream,
     /// position in the file in standalone mode).
     pub order: i64,
+    /// Held SSE requests get their head at once and a comment this often (`coldStart.streamKeepAlive`).
+    pub stream_keep_alive: Option<Duration>,
 }
 
 /// Why a route spec cannot be used.
@@ -298,6 +303,9 @@ pub(crate) fn static_entries(field: &str, routes: &[StaticRoute]) -> Result<Vec<
             if s.rules.is_empty() {
                 return Err(route_err(format!("{f}.rules"), "needs at least one rule"));
             }
+            if let Some(j) = s.rules.iter().position(|r| !r.models.is_empty()) {
+                return Err(route_err(format!("{f}.rules[{j}].models"), "static routes cannot match on models"));
+            }
             Ok(StaticEntry {
                 rules: rules(&format!("{f}.rules"), &s.rules)?,
                 response: fixed_response(&format!("{f}.response"), &s.response, StatusCode::OK)?,
@@ -382,7 +390,7 @@ pub fn from_http_scaled_object(key: RouteKey, spec: &HttpScaledObjectSpec, order
     Ok(Route {
         scaling: scaling("spec.scalingMetric", spec.scaling_metric.as_ref(), true, spec.target_pending_requests)?,
         key,
-        rules: vec![Rule { hosts, paths, headers }],
+        rules: vec![Rule { hosts, paths, headers, models: Vec::new() }],
         target,
         fallback,
         placeholder: None,
@@ -393,6 +401,7 @@ pub fn from_http_scaled_object(key: RouteKey, spec: &HttpScaledObjectSpec, order
         h2c: false,
         statics: Vec::new(),
         order,
+        stream_keep_alive: None,
     })
 }
 
@@ -405,8 +414,21 @@ pub(crate) fn rules(field: &str, rules: &[RoutingRule]) -> Result<Vec<Rule>, Rou
             validate_hosts(&format!("{f}.hosts"), &r.hosts)?;
             let paths: Vec<String> = r.paths.iter().map(|p| p.value.clone()).collect();
             validate_paths(&format!("{f}.paths"), &paths)?;
-            Ok(Rule { hosts: r.hosts.clone(), paths, headers: header_matchers(&format!("{f}.headers"), &r.headers)? })
+            Ok(Rule {
+                hosts: r.hosts.clone(),
+                paths,
+                headers: header_matchers(&format!("{f}.headers"), &r.headers)?,
+                models: model_patterns(&format!("{f}.models"), &r.models)?,
+            })
         })
+        .collect()
+}
+
+fn model_patterns(field: &str, models: &[String]) -> Result<Vec<ModelPattern>, RouteError> {
+    models
+        .iter()
+        .enumerate()
+        .map(|(i, m)| ModelPattern::parse(m).map_err(|e| route_err(format!("{field}[{i}]"), e)))
         .collect()
 }
 
@@ -416,6 +438,7 @@ pub(crate) struct ColdStartParts {
     pub max_pending: Option<usize>,
     pub max_concurrent_per_pod: Option<usize>,
     pub overflow: Overflow,
+    pub stream_keep_alive: Option<Duration>,
 }
 
 pub(crate) fn cold_start_parts(field: &str, cs: Option<&ColdStartSpec>) -> Result<ColdStartParts, RouteError> {
@@ -432,7 +455,23 @@ pub(crate) fn cold_start_parts(field: &str, cs: Option<&ColdStartSpec>) -> Resul
         Some(n) if n >= 1 => Some(n as usize),
         Some(n) => return Err(route_err(format!("{field}.maxConcurrentPerPod"), format!("{n} must be at least 1"))),
     };
-    Ok(ColdStartParts { placeholder, max_pending: max_pending(field, cs)?, max_concurrent_per_pod, overflow })
+    let stream_keep_alive = match cs.and_then(|c| c.stream_keep_alive) {
+        None => None,
+        Some(k) if k.interval.0 >= Duration::from_millis(100) => Some(k.interval.0),
+        Some(k) => {
+            return Err(route_err(
+                format!("{field}.streamKeepAlive.interval"),
+                format!("{} is below the 100ms minimum", k.interval),
+            ));
+        }
+    };
+    Ok(ColdStartParts {
+        placeholder,
+        max_pending: max_pending(field, cs)?,
+        max_concurrent_per_pod,
+        overflow,
+        stream_keep_alive,
+    })
 }
 
 pub(crate) fn route_timeouts(t: Option<&crate::spec::RouteTimeoutsSpec>) -> RouteTimeouts {
@@ -478,6 +517,7 @@ pub fn from_interceptor_route(key: RouteKey, spec: &InterceptorRouteSpec, order:
         h2c: false,
         statics: static_entries("spec.staticRoutes", &spec.static_routes)?,
         order,
+        stream_keep_alive: parts.stream_keep_alive,
     })
 }
 
@@ -576,6 +616,28 @@ staticRoutes:
         assert!(wild.matches("A.b.X.io:80", "/", &probe));
         assert!(!wild.matches("x.io", "/", &probe), "*.x.io needs a subdomain");
         assert!(!wild.matches("a.x.io", "/", &none), "headers are AND'ed");
+    }
+
+    #[test]
+    fn interceptor_route_rules_may_match_on_models_but_static_routes_may_not() {
+        let ir = |yaml: &str| {
+            let spec: InterceptorRouteSpec = serde_yaml::from_str(yaml).unwrap();
+            from_interceptor_route(RouteKey::new("default", "llama"), &spec, 0)
+        };
+        let r = ir("target: {service: s, port: 1}\nscalingMetric: {concurrency: {targetValue: 1}}\n\
+             rules: [{hosts: [m.io], models: ['llama3:8b', 'llama3.1*']}]\ncoldStart: {streamKeepAlive: {interval: 3s}}\n")
+        .unwrap();
+        let models: Vec<String> = r.rules[0].models.iter().map(ToString::to_string).collect();
+        assert_eq!(models, vec!["llama3:8b", "llama3.1*"]);
+        assert_eq!(r.stream_keep_alive, Some(Duration::from_secs(3)));
+        let e = ir("target: {service: s, port: 1}\nscalingMetric: {concurrency: {targetValue: 1}}\n\
+             rules: [{models: ['*x']}]\n")
+        .unwrap_err();
+        assert_eq!(e.field, "spec.rules[0].models[0]");
+        let e = ir("target: {service: s, port: 1}\nscalingMetric: {concurrency: {targetValue: 1}}\n\
+             staticRoutes: [{rules: [{models: [a]}], response: {body: x}}]\n")
+        .unwrap_err();
+        assert_eq!(e.field, "spec.staticRoutes[0].rules[0].models");
     }
 
     #[test]

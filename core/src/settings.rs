@@ -1,5 +1,6 @@
 //! Value parsers shared by every binary's typed configuration, so each setting reads exactly as upstream's Go
-//! code reads it: durations like `time.ParseDuration`, booleans like `strconv.ParseBool`.
+//! code reads it: durations like `time.ParseDuration`, booleans like `strconv.ParseBool`; sizes like
+//! Kubernetes quantities.
 
 use std::time::Duration;
 
@@ -19,9 +20,43 @@ pub fn go_bool(s: &str) -> Result<bool, String> {
     }
 }
 
+/// A size in bytes: a number, optionally with a Kubernetes quantity suffix (`k`, `M`, `G`, `T` powers of
+/// 1000; `Ki`, `Mi`, `Gi`, `Ti` powers of 1024): `4194304`, `4Mi`, `24G`.
+pub fn bytes(s: &str) -> Result<u64, String> {
+    let bad = || format!("{s:?} is not a size (a number of bytes, or with a suffix: 512Ki, 4Mi, 24Gi, 8G)");
+    let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (number, suffix) = s.split_at(digits);
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    let unit: u64 = match suffix {
+        "" => 1,
+        "k" => 1_000,
+        "M" => 1_000_000,
+        "G" => 1_000_000_000,
+        "T" => 1_000_000_000_000,
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        _ => return Err(bad()),
+    };
+    number.checked_mul(unit).ok_or_else(bad)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_as_kubernetes_quantities() {
+        assert_eq!(bytes("4194304"), Ok(4 << 20));
+        assert_eq!(bytes("4Mi"), Ok(4 << 20));
+        assert_eq!(bytes("24Gi"), Ok(24 << 30));
+        assert_eq!(bytes("8G"), Ok(8_000_000_000));
+        assert_eq!(bytes("512Ki"), Ok(512 << 10));
+        for bad in ["", "Mi", "4 Mi", "4MB", "-1", "1.5Gi", "99999999999Ti"] {
+            assert!(bytes(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn booleans_as_go() {

@@ -298,6 +298,12 @@ pub struct RoutingRule {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub headers: Vec<HeaderMatch>,
+    /// httpscale extension: match only requests whose JSON body names one of these models (`model` of
+    /// OpenAI, Ollama and Anthropic inference requests); a trailing `*` matches a prefix. Requests without a
+    /// body or a `model` fall through to the other rules. Not in upstream's CRD.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub models: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -309,7 +315,7 @@ pub struct PathMatch {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.fallback) || has(self.placeholder) || has(self.maxPendingRequests) || has(self.maxConcurrentPerPod)").message("at least one of 'fallback', 'placeholder' or 'maxPendingRequests' must be set"))]
+#[x_kube(validation = Rule::new("has(self.fallback) || has(self.placeholder) || has(self.maxPendingRequests) || has(self.maxConcurrentPerPod) || has(self.streamKeepAlive)").message("at least one of 'fallback', 'placeholder' or 'maxPendingRequests' must be set"))]
 pub struct ColdStartSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback: Option<FallbackSpec>,
@@ -326,6 +332,23 @@ pub struct ColdStartSpec {
     /// What an over-cap request gets: `Reject` (503) or `Placeholder`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub overflow: Option<Overflow>,
+    /// httpscale extension: a held request that asks for an SSE stream gets its response head at once and
+    /// an SSE comment every `interval` until the backend answers. Not in upstream's CRD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_keep_alive: Option<StreamKeepAlive>,
+}
+
+/// `coldStart.streamKeepAlive` (httpscale extension).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StreamKeepAlive {
+    /// Time between two `: waiting for model` comments (at least 100ms).
+    #[serde(default = "default_keep_alive_interval")]
+    pub interval: GoDuration,
+}
+
+fn default_keep_alive_interval() -> GoDuration {
+    GoDuration::from_secs(5)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

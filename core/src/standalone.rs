@@ -12,6 +12,9 @@
 //!     upstream: 127.0.0.1:8000
 //! ```
 //!
+//! A route may also match on the model a request names (`models`), and a route's program may belong to a
+//! group of programs that share a machine (`groups`; see [`ProcessGroup`]).
+//!
 //! Errors carry the field path and the line (serde_yaml adds `at line L column C`); the caller adds the file.
 
 use std::collections::{BTreeMap, HashMap};
@@ -22,8 +25,10 @@ use serde::{Deserialize, Deserializer};
 
 use crate::duration::GoDuration;
 use crate::route::{self, Route, RouteError, RouteKey, Rule, Scaling, Target, route_err};
+use crate::settings;
 use crate::spec::{
     ColdStartSpec, HeaderMatch, Overflow, PlaceholderSpec, RouteTimeoutsSpec, RoutingRule, ScalingMetric, StaticRoute,
+    StreamKeepAlive,
 };
 
 /// How the interceptor learns that a standalone upstream is ready.
@@ -67,6 +72,43 @@ pub struct ProcessSpec {
     pub stop_signal: StopSignal,
     /// After the stop signal, wait this long, then SIGKILL the process group.
     pub stop_timeout: Duration,
+    /// The group of programs this one shares the machine with, if any.
+    pub group: Option<ProcessGroup>,
+}
+
+/// A program's group (`process.group`, defined under the file's `groups`): programs that compete for one
+/// machine's resources. Before a member starts, members that would not leave it room are stopped, each after
+/// its in-flight requests end or `drainTimeout` passes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ProcessGroup {
+    pub name: String,
+    pub policy: GroupPolicy,
+    /// How long a member asked to make room may finish its in-flight requests before it is stopped anyway.
+    pub drain_timeout: Duration,
+    /// This member's share of a memory budget, in bytes (`process.memory`; 0 without a budget).
+    pub memory: u64,
+}
+
+/// How many members of a group may run at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GroupPolicy {
+    /// One at a time (one GPU): starting a member first stops the one running.
+    Exclusive,
+    /// Side by side, without limit.
+    SideBySide,
+    /// Side by side while the sum of their `process.memory` fits in this many bytes.
+    MemoryBudget(u64),
+}
+
+impl ProcessGroup {
+    /// The member's weight and the group's capacity in the same unit (`None`: unlimited).
+    pub fn weight_and_capacity(&self) -> (u64, Option<u64>) {
+        match self.policy {
+            GroupPolicy::Exclusive => (1, Some(1)),
+            GroupPolicy::SideBySide => (0, None),
+            GroupPolicy::MemoryBudget(budget) => (self.memory, Some(budget)),
+        }
+    }
 }
 
 /// Signals a program may be asked to stop with.
@@ -110,7 +152,39 @@ struct RawFile {
     proxy_port: Option<u16>,
     #[serde(default)]
     admin_port: Option<u16>,
+    #[serde(default)]
+    groups: BTreeMap<String, RawGroup>,
     routes: Vec<CheckedRoute>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct RawGroup {
+    #[serde(default)]
+    exclusive: Option<bool>,
+    #[serde(default)]
+    memory_budget: Option<Size>,
+    #[serde(default)]
+    drain_timeout: Option<GoDuration>,
+}
+
+/// A size: bytes as a number, or a string with a quantity suffix (`24Gi`).
+#[derive(Clone, Copy)]
+struct Size(u64);
+
+impl<'de> Deserialize<'de> for Size {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Number(u64),
+            Text(String),
+        }
+        match Either::deserialize(d)? {
+            Either::Number(n) => Ok(Size(n)),
+            Either::Text(t) => settings::bytes(&t).map(Size).map_err(serde::de::Error::custom),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -129,7 +203,10 @@ struct RawRoute {
     path_prefixes: Vec<String>,
     #[serde(default)]
     headers: Vec<HeaderMatch>,
-    /// InterceptorRoute-style rules, as an alternative to hosts/pathPrefixes/headers.
+    /// The models named in the request body (see `RoutingRule::models`).
+    #[serde(default)]
+    models: Vec<String>,
+    /// InterceptorRoute-style rules, as an alternative to hosts/pathPrefixes/headers/models.
     #[serde(default)]
     rules: Option<Vec<RoutingRule>>,
     upstream: String,
@@ -170,6 +247,12 @@ struct RawProcess {
     stop_signal: Option<String>,
     #[serde(default)]
     stop_timeout: Option<GoDuration>,
+    /// A name under the file's `groups`.
+    #[serde(default)]
+    group: Option<String>,
+    /// The program's share of its group's `memoryBudget`.
+    #[serde(default)]
+    memory: Option<Size>,
 }
 
 /// `scaledownPeriod` as in an HTTPScaledObject (integer seconds) or as a duration string (`5m`).
@@ -200,6 +283,9 @@ fn process_spec(raw: RawProcess) -> Result<ProcessSpec, RouteError> {
             )
         })?,
     };
+    if raw.memory.is_some() && raw.group.is_none() {
+        return Err(route_err("process.memory", "counts only towards a group's memoryBudget: set process.group"));
+    }
     let start_timeout = raw.start_timeout.map_or(Duration::from_secs(120), |d| d.0);
     if start_timeout.is_zero() {
         return Err(route_err("process.startTimeout", "must be above 0"));
@@ -212,6 +298,13 @@ fn process_spec(raw: RawProcess) -> Result<ProcessSpec, RouteError> {
         scaledown_period: raw.scaledown_period.unwrap_or(Duration::from_secs(300)),
         stop_signal,
         stop_timeout: raw.stop_timeout.map_or(Duration::from_secs(30), |d| d.0),
+        // The group's policy is filled in from the file's `groups` once every route is read.
+        group: raw.group.map(|name| ProcessGroup {
+            name,
+            policy: GroupPolicy::SideBySide,
+            drain_timeout: Duration::ZERO,
+            memory: raw.memory.map_or(0, |m| m.0),
+        }),
     })
 }
 
@@ -241,6 +334,8 @@ struct RawColdStart {
     max_concurrent_per_pod: Option<i32>,
     #[serde(default)]
     overflow: Option<Overflow>,
+    #[serde(default)]
+    stream_keep_alive: Option<StreamKeepAlive>,
 }
 
 #[derive(Deserialize)]
@@ -298,6 +393,7 @@ impl TryFrom<RawRoute> for CheckedRoute {
             overflow: parts.overflow,
             scaling,
             order: 0,
+            stream_keep_alive: parts.stream_keep_alive,
         };
         let process = raw.process.map(process_spec).transpose()?;
         Ok(CheckedRoute(StandaloneRoute { route, probe, process }))
@@ -311,14 +407,18 @@ fn check_name(field: &str, value: &str) -> Result<(), RouteError> {
     Ok(())
 }
 
-/// `rules`, or the flat `hosts` / `pathPrefixes` / `headers` as one rule (never both).
+/// `rules`, or the flat `hosts` / `pathPrefixes` / `headers` / `models` as one rule (never both).
 fn rules_of(raw: &mut RawRoute) -> Result<Vec<Rule>, RouteError> {
-    let (hosts, paths, headers) =
-        (std::mem::take(&mut raw.hosts), std::mem::take(&mut raw.path_prefixes), std::mem::take(&mut raw.headers));
+    let (hosts, paths, headers, models) = (
+        std::mem::take(&mut raw.hosts),
+        std::mem::take(&mut raw.path_prefixes),
+        std::mem::take(&mut raw.headers),
+        std::mem::take(&mut raw.models),
+    );
     match raw.rules.take() {
         Some(rules) => {
-            if !(hosts.is_empty() && paths.is_empty() && headers.is_empty()) {
-                return Err(route_err("rules", "use either rules or hosts/pathPrefixes/headers, not both"));
+            if !(hosts.is_empty() && paths.is_empty() && headers.is_empty() && models.is_empty()) {
+                return Err(route_err("rules", "use either rules or hosts/pathPrefixes/headers/models, not both"));
             }
             route::rules("rules", &rules)
         }
@@ -328,6 +428,7 @@ fn rules_of(raw: &mut RawRoute) -> Result<Vec<Rule>, RouteError> {
                 hosts,
                 paths: paths.into_iter().map(|value| crate::spec::PathMatch { value }).collect(),
                 headers,
+                models,
             }],
         )
         .map_err(|e| route_err(strip_rule_prefix(&e.field), e.message)),
@@ -370,6 +471,7 @@ fn cold_start_of(cs: Option<&RawColdStart>, statics: &[StaticRoute]) -> Result<r
         max_pending_requests: cs.max_pending_requests,
         max_concurrent_per_pod: cs.max_concurrent_per_pod,
         overflow: cs.overflow,
+        stream_keep_alive: cs.stream_keep_alive,
     });
     let parts = route::cold_start_parts("coldStart", spec.as_ref())?;
     let needs_kubernetes = "needs Kubernetes; use body in standalone mode";
@@ -400,11 +502,57 @@ pub enum RoutesError {
         "routes[{second}].process: upstream {upstream} already has a process in routes[{first}]; one program per upstream"
     )]
     SharedProcess { upstream: String, first: usize, second: usize },
+    #[error("groups.{name}: {message}")]
+    Group { name: String, message: String },
+    #[error("routes[{index}].process.{field}: {message}")]
+    Member { index: usize, field: &'static str, message: String },
+}
+
+/// The file's `groups`, checked.
+fn groups_of(raw: BTreeMap<String, RawGroup>) -> Result<BTreeMap<String, ProcessGroup>, RoutesError> {
+    let mut out = BTreeMap::new();
+    for (name, g) in raw {
+        let err = |message: &str| RoutesError::Group { name: name.clone(), message: message.to_owned() };
+        if name.is_empty() || name.contains(char::is_whitespace) || name.contains('/') {
+            return Err(err("a group name must be non-empty, without whitespace or '/'"));
+        }
+        let policy = match (g.exclusive, g.memory_budget) {
+            (Some(true), Some(_)) => return Err(err("set exclusive or memoryBudget, not both")),
+            (_, Some(Size(0))) => return Err(err("memoryBudget must be above 0")),
+            (_, Some(Size(budget))) => GroupPolicy::MemoryBudget(budget),
+            (Some(false), None) => GroupPolicy::SideBySide,
+            (Some(true) | None, None) => GroupPolicy::Exclusive,
+        };
+        let drain_timeout = g.drain_timeout.map_or(Duration::from_secs(60), |d| d.0);
+        out.insert(name.clone(), ProcessGroup { name, policy, drain_timeout, memory: 0 });
+    }
+    Ok(out)
+}
+
+/// Fills in a member's group from the file's `groups`, checking its `memory` against the budget.
+fn join_group(index: usize, p: &mut ProcessSpec, groups: &BTreeMap<String, ProcessGroup>) -> Result<(), RoutesError> {
+    let Some(member) = p.group.as_mut() else { return Ok(()) };
+    let err = |field, message: String| RoutesError::Member { index, field, message };
+    let Some(group) = groups.get(&member.name) else {
+        return Err(err("group", format!("{:?} is not defined under groups", member.name)));
+    };
+    match group.policy {
+        GroupPolicy::MemoryBudget(budget) if member.memory == 0 => {
+            return Err(err("memory", format!("needed: group {} has a memoryBudget ({budget} bytes)", group.name)));
+        }
+        GroupPolicy::MemoryBudget(budget) if member.memory > budget => {
+            return Err(err("memory", format!("{} bytes is more than group {}'s memoryBudget", member.memory, group.name)));
+        }
+        _ => {}
+    }
+    *member = ProcessGroup { memory: member.memory, ..group.clone() };
+    Ok(())
 }
 
 /// Parses a routes file's text.
 pub fn parse(text: &str) -> Result<StandaloneConfig, RoutesError> {
     let raw: RawFile = serde_yaml::from_str(text)?;
+    let groups = groups_of(raw.groups)?;
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut processes: HashMap<String, usize> = HashMap::new();
     let mut routes = Vec::with_capacity(raw.routes.len());
@@ -413,11 +561,12 @@ pub fn parse(text: &str) -> Result<StandaloneConfig, RoutesError> {
         if let Some(first) = seen.insert(key.clone(), i) {
             return Err(RoutesError::Duplicate { key, first, second: i });
         }
-        if r.process.is_some() {
+        if let Some(p) = r.process.as_mut() {
             let upstream = r.route.target.to_string();
             if let Some(first) = processes.insert(upstream.clone(), i) {
                 return Err(RoutesError::SharedProcess { upstream, first, second: i });
             }
+            join_group(i, p, &groups)?;
         }
         // Earlier in the file = older: wins among otherwise equal matches.
         r.route.order = i as i64;
@@ -514,6 +663,68 @@ routes:
             "routes:\n  - {name: a, upstream: 'h:1', process: {command: [x]}}\n  - {name: b, upstream: 'h:1', process: {command: [y]}}\n",
         );
         assert!(e.contains("routes[1].process") && e.contains("routes[0]"), "{e}");
+    }
+
+    #[test]
+    fn models_flat_or_in_rules_and_stream_keep_alive() {
+        let c = parse(
+            "routes:\n  - {name: a, hosts: [m.local], models: [llama3*, 'qwen2.5:7b'], upstream: 'h:1', coldStart: {streamKeepAlive: {interval: 2s}}}\n  - {name: b, rules: [{hosts: [m.local], models: [phi]}], upstream: 'h:2', coldStart: {streamKeepAlive: {}}}\n",
+        )
+        .unwrap();
+        let models = |i: usize| c.routes[i].route.rules[0].models.iter().map(|m| m.to_string()).collect::<Vec<_>>();
+        assert_eq!(models(0), vec!["llama3*", "qwen2.5:7b"]);
+        assert_eq!(models(1), vec!["phi"]);
+        assert_eq!(c.routes[0].route.stream_keep_alive, Some(Duration::from_secs(2)));
+        assert_eq!(c.routes[1].route.stream_keep_alive, Some(Duration::from_secs(5)), "the default interval");
+        let e = err("routes:\n  - {name: a, models: ['l*a'], upstream: 'h:1'}\n");
+        assert!(e.contains("models[0]") && e.contains("trailing"), "{e}");
+        let e = err("routes:\n  - {name: a, models: [x], rules: [{hosts: [h]}], upstream: 'h:1'}\n");
+        assert!(e.contains("not both"), "{e}");
+        let e = err("routes:\n  - {name: a, upstream: 'h:1', coldStart: {streamKeepAlive: {interval: 10ms}}}\n");
+        assert!(e.contains("streamKeepAlive.interval") && e.contains("100ms"), "{e}");
+    }
+
+    #[test]
+    fn groups_exclusive_by_default_side_by_side_or_by_memory() {
+        let c = parse(
+            r#"
+groups:
+  gpu: {drainTimeout: 20s}
+  cpu: {exclusive: false}
+  big: {memoryBudget: 24Gi}
+routes:
+  - {name: a, upstream: 'h:1', process: {command: [x], group: gpu}}
+  - {name: b, upstream: 'h:2', process: {command: [x], group: cpu}}
+  - {name: c, upstream: 'h:3', process: {command: [x], group: big, memory: 16Gi}}
+  - {name: d, upstream: 'h:4', process: {command: [x]}}
+"#,
+        )
+        .unwrap();
+        let group = |i: usize| c.routes[i].process.as_ref().unwrap().group.clone();
+        let gpu = group(0).unwrap();
+        assert_eq!((gpu.name.as_str(), gpu.policy, gpu.drain_timeout), ("gpu", GroupPolicy::Exclusive, Duration::from_secs(20)));
+        assert_eq!(gpu.weight_and_capacity(), (1, Some(1)));
+        assert_eq!(group(1).unwrap().policy, GroupPolicy::SideBySide);
+        assert_eq!(group(1).unwrap().drain_timeout, Duration::from_secs(60), "the default drain bound");
+        let big = group(2).unwrap();
+        assert_eq!(big.weight_and_capacity(), (16 << 30, Some(24 << 30)));
+        assert_eq!(group(3), None);
+    }
+
+    #[test]
+    fn group_errors_name_the_group_or_the_member() {
+        let e = err("groups: {g: {exclusive: true, memoryBudget: 1Gi}}\nroutes: []\n");
+        assert_eq!(e, "groups.g: set exclusive or memoryBudget, not both");
+        let e = err("routes:\n  - {name: a, upstream: 'h:1', process: {command: [x], group: nope}}\n");
+        assert_eq!(e, "routes[0].process.group: \"nope\" is not defined under groups");
+        let e = err("groups: {g: {memoryBudget: 1Gi}}\nroutes:\n  - {name: a, upstream: 'h:1', process: {command: [x], group: g}}\n");
+        assert!(e.starts_with("routes[0].process.memory: needed"), "{e}");
+        let e = err("groups: {g: {memoryBudget: 1Gi}}\nroutes:\n  - {name: a, upstream: 'h:1', process: {command: [x], group: g, memory: 2Gi}}\n");
+        assert!(e.contains("more than group g's memoryBudget"), "{e}");
+        let e = err("routes:\n  - {name: a, upstream: 'h:1', process: {command: [x], memory: 2Gi}}\n");
+        assert!(e.contains("process.memory") && e.contains("process.group"), "{e}");
+        let e = err("groups: {g: {memoryBudget: lots}}\nroutes: []\n");
+        assert!(e.contains("not a size"), "{e}");
     }
 
     #[test]

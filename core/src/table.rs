@@ -13,6 +13,11 @@
 //! - when no entry at the longest prefix matches the headers, shorter prefixes on the same host are tried
 //!   before wildcards and the catch-all (upstream jumps straight to the wildcards and can answer 404).
 //!
+//! Rules with `models` (httpscale extension) come first in their bucket. A lookup passes what it knows of the
+//! request's model ([`ModelQuery`]): such a rule is skipped for requests that are not inference requests or name
+//! no model, matches when the model does, and otherwise stops the lookup with [`Lookup::NeedsModel`], so the
+//! body is read only when a rule that needs it is next in line.
+//!
 //! Lookups allocate only when the request's host has upper-case letters or a trailing dot.
 
 use std::cmp::Reverse;
@@ -22,6 +27,7 @@ use std::sync::Arc;
 use http::HeaderMap;
 
 use crate::host::{HostPattern, normalize_host, parent_domains, path_prefixes, trim_path};
+use crate::model::ModelQuery;
 use crate::route::{Route, RouteKey};
 
 /// One (route, rule) at a host and path prefix.
@@ -70,11 +76,19 @@ pub struct RoutingTable<R> {
     /// Keyed by the suffix after `*.`.
     wildcard: HashMap<Arc<str>, Arc<PathIndex<R>>>,
     catch_all: Arc<PathIndex<R>>,
+    /// Routes with at least one rule that matches on models.
+    model_routes: usize,
 }
 
 impl<R> Default for RoutingTable<R> {
     fn default() -> Self {
-        Self { routes: HashMap::new(), exact: HashMap::new(), wildcard: HashMap::new(), catch_all: Arc::default() }
+        Self {
+            routes: HashMap::new(),
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+            catch_all: Arc::default(),
+            model_routes: 0,
+        }
     }
 }
 
@@ -85,8 +99,22 @@ impl<R> Clone for RoutingTable<R> {
             exact: self.exact.clone(),
             wildcard: self.wildcard.clone(),
             catch_all: self.catch_all.clone(),
+            model_routes: self.model_routes,
         }
     }
+}
+
+/// What a lookup found.
+#[derive(Debug)]
+pub enum Lookup<'a, R> {
+    Found(&'a Arc<R>),
+    /// A rule with `models` is next in line and the request's model is not known yet.
+    NeedsModel,
+    NotFound,
+}
+
+fn has_models(route: &Route) -> bool {
+    route.rules.iter().any(|r| !r.models.is_empty())
 }
 
 /// Where a host pattern's entries live.
@@ -121,14 +149,16 @@ fn placements(route: &Route) -> Vec<(Slot, Arc<str>, u32)> {
     out
 }
 
-/// Precedence among entries of one bucket: more header matchers, more valued matchers, older, then
-/// namespace and name descending (upstream's order).
+/// Precedence among entries of one bucket: rules with models, more header matchers, more valued matchers,
+/// older, then namespace and name descending (upstream's order).
 fn sort_bucket<R: AsRef<Route>>(entries: &mut [Entry<R>]) {
     entries.sort_by_key(|e| {
         let route = e.route.as_ref().as_ref();
-        let headers = &route.rules[e.rule as usize].headers;
+        let rule = &route.rules[e.rule as usize];
+        let headers = &rule.headers;
         let valued = headers.iter().filter(|h| h.value.is_some()).count();
         (
+            rule.models.is_empty(),
             Reverse(headers.len()),
             Reverse(valued),
             route.order,
@@ -180,11 +210,13 @@ impl<R: AsRef<Route>> RoutingTable<R> {
             entries.push(Entry { route: route.clone(), rule });
             sort_bucket(entries);
         }
+        self.model_routes += usize::from(has_models(route.as_ref().as_ref()));
         self.routes.insert(key, route);
     }
 
     fn remove(&mut self, key: &RouteKey) {
         let Some(old) = self.routes.remove(key) else { return };
+        self.model_routes -= usize::from(has_models(old.as_ref().as_ref()));
         for (slot, prefix, _) in placements(old.as_ref().as_ref()) {
             let index = self.index_mut(&slot);
             if let Some(bucket) = index.prefixes.get_mut(&prefix) {
@@ -207,35 +239,83 @@ impl<R: AsRef<Route>> RoutingTable<R> {
         }
     }
 
-    /// Finds the route for a request. `host` is the Host header or `:authority` (a port is ignored).
+    /// Finds the route for a request that is not matched on a model (rules with `models` are skipped).
+    /// `host` is the Host header or `:authority` (a port is ignored).
     pub fn lookup(&self, host: &str, path: &str, headers: &HeaderMap) -> Option<&Arc<R>> {
+        match self.lookup_model(host, path, headers, ModelQuery::NotAsked) {
+            Lookup::Found(route) => Some(route),
+            Lookup::NeedsModel | Lookup::NotFound => None,
+        }
+    }
+
+    /// Finds the route for a request, given what is known of its model (see the module docs).
+    pub fn lookup_model(&self, host: &str, path: &str, headers: &HeaderMap, model: ModelQuery<'_>) -> Lookup<'_, R> {
         let host = normalize_host(host);
-        if let Some(found) = self.exact.get(host.as_ref()).and_then(|idx| self.match_index(idx, path, headers)) {
-            return Some(found);
+        if let Some(idx) = self.exact.get(host.as_ref()) {
+            match self.match_index(idx, path, headers, model) {
+                Lookup::NotFound => {}
+                found => return found,
+            }
         }
         if !self.wildcard.is_empty() {
             for suffix in parent_domains(&host) {
-                if let Some(found) = self.wildcard.get(suffix).and_then(|idx| self.match_index(idx, path, headers)) {
-                    return Some(found);
+                if let Some(idx) = self.wildcard.get(suffix) {
+                    match self.match_index(idx, path, headers, model) {
+                        Lookup::NotFound => {}
+                        found => return found,
+                    }
                 }
             }
         }
-        self.match_index(&self.catch_all, path, headers)
+        self.match_index(&self.catch_all, path, headers, model)
     }
 
-    fn match_index<'a>(&'a self, index: &'a PathIndex<R>, path: &str, headers: &HeaderMap) -> Option<&'a Arc<R>> {
+    fn match_index<'a>(
+        &'a self,
+        index: &'a PathIndex<R>,
+        path: &str,
+        headers: &HeaderMap,
+        model: ModelQuery<'_>,
+    ) -> Lookup<'a, R> {
         if index.prefixes.is_empty() {
-            return None;
+            return Lookup::NotFound;
         }
-        path_prefixes(path)
-            .filter_map(|prefix| index.prefixes.get(prefix))
-            .find_map(|entries| {
-                entries.iter().find(|e| {
-                    let rule = &e.route.as_ref().as_ref().rules[e.rule as usize];
-                    rule.headers.iter().all(|h| h.matches(headers))
-                })
-            })
-            .map(|e| &e.route)
+        for entries in path_prefixes(path).filter_map(|prefix| index.prefixes.get(prefix)) {
+            for e in entries.iter() {
+                let rule = &e.route.as_ref().as_ref().rules[e.rule as usize];
+                if !rule.headers.iter().all(|h| h.matches(headers)) {
+                    continue;
+                }
+                if rule.models.is_empty() {
+                    return Lookup::Found(&e.route);
+                }
+                match model.matches(&rule.models) {
+                    None => return Lookup::NeedsModel,
+                    Some(true) => return Lookup::Found(&e.route),
+                    Some(false) => {}
+                }
+            }
+        }
+        Lookup::NotFound
+    }
+
+    /// Whether any route matches on models (else no request body is ever read for routing).
+    pub fn has_models(&self) -> bool {
+        self.model_routes > 0
+    }
+
+    /// The exact model names a request for `host`, `path` and `headers` can name, sorted, each with the
+    /// oldest route that lists it (the model list endpoints).
+    pub fn models_for(&self, host: &str, path: &str, headers: &HeaderMap) -> Vec<(&str, &Arc<R>)> {
+        let mut out: Vec<(&str, &Arc<R>)> = Vec::new();
+        for r in self.routes.values() {
+            for rule in r.as_ref().as_ref().rules.iter().filter(|rule| rule.matches(host, path, headers)) {
+                out.extend(rule.models.iter().filter_map(|m| m.listed_name()).map(|name| (name, r)));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(b.0).then_with(|| a.1.as_ref().as_ref().order.cmp(&b.1.as_ref().as_ref().order)));
+        out.dedup_by(|later, first| later.0 == first.0);
+        out
     }
 
     /// Every route, in no particular order.
@@ -286,6 +366,7 @@ mod tests {
             h2c: false,
             statics: Vec::new(),
             order,
+            stream_keep_alive: None,
         }))
     }
 
@@ -297,6 +378,7 @@ mod tests {
                 .iter()
                 .map(|(n, v)| HeaderMatcher { name: n.parse().unwrap(), value: v.map(|v| v.parse().unwrap()) })
                 .collect(),
+            models: Vec::new(),
         }
     }
 
@@ -440,6 +522,64 @@ mod tests {
         for (host, path) in [("a.local", "/"), ("x.local", "/"), ("b.local", "/v2")] {
             assert_eq!(find(&relisted, host, path, &h), find(&t3, host, path, &h));
         }
+    }
+
+    fn model_rule(hosts: &[&str], headers: &[(&str, Option<&str>)], models: &[&str]) -> Rule {
+        Rule {
+            models: models.iter().map(|m| crate::model::ModelPattern::parse(m).unwrap()).collect(),
+            ..rule(hosts, &[], headers)
+        }
+    }
+
+    fn find_model<'a>(t: &'a RoutingTable<R>, host: &str, model: ModelQuery<'_>) -> Result<&'a str, &'static str> {
+        match t.lookup_model(host, "/v1/chat/completions", &HeaderMap::new(), model) {
+            Lookup::Found(r) => Ok(r.0.key.name.as_str()),
+            Lookup::NeedsModel => Err("needs model"),
+            Lookup::NotFound => Err("not found"),
+        }
+    }
+
+    #[test]
+    fn model_rules_come_first_need_the_model_and_let_other_requests_fall_through() {
+        let t = RoutingTable::new(vec![
+            route("rest", 0, vec![rule(&["m.local"], &[], &[])]),
+            route("llama", 1, vec![model_rule(&["m.local"], &[], &["llama3*"])]),
+            route("qwen", 2, vec![model_rule(&["m.local"], &[], &["qwen2.5:7b", "qwen"])]),
+            route("other", 3, vec![rule(&["o.local"], &[], &[])]),
+        ]);
+        assert!(t.has_models());
+        assert_eq!(find_model(&t, "m.local", ModelQuery::NotAsked), Ok("rest"), "not an inference request");
+        assert_eq!(find_model(&t, "m.local", ModelQuery::Unknown), Err("needs model"), "older, but no models");
+        assert_eq!(find_model(&t, "m.local", ModelQuery::Known(Some("llama3.1:8b"))), Ok("llama"));
+        assert_eq!(find_model(&t, "m.local", ModelQuery::Known(Some("qwen"))), Ok("qwen"));
+        assert_eq!(find_model(&t, "m.local", ModelQuery::Known(Some("mistral"))), Ok("rest"), "unknown model");
+        assert_eq!(find_model(&t, "m.local", ModelQuery::Known(None)), Ok("rest"), "no model in the body");
+        assert_eq!(find_model(&t, "o.local", ModelQuery::Unknown), Ok("other"), "no model rule, no body read");
+        let listed: Vec<_> = t
+            .models_for("m.local", "/v1/models", &HeaderMap::new())
+            .into_iter()
+            .map(|(m, r)| (m, r.0.key.name.as_str()))
+            .collect();
+        assert_eq!(listed, vec![("qwen", "qwen"), ("qwen2.5:7b", "qwen")], "patterns are not listed");
+        assert!(t.models_for("o.local", "/v1/models", &HeaderMap::new()).is_empty());
+        let t = t.delete(&RouteKey::new("default", "llama")).delete(&RouteKey::new("default", "qwen"));
+        assert!(!t.has_models());
+        assert_eq!(find_model(&t, "m.local", ModelQuery::Unknown), Ok("rest"));
+    }
+
+    #[test]
+    fn a_model_rule_whose_headers_do_not_match_never_asks_for_the_body() {
+        let t = RoutingTable::new(vec![
+            route("tenant", 0, vec![model_rule(&["m.local"], &[("x-tenant", Some("blue"))], &["a"])]),
+            route("all", 1, vec![model_rule(&["*"], &[], &["b"])]),
+            route("rest", 2, vec![rule(&["m.local"], &[], &[])]),
+        ]);
+        assert_eq!(find_model(&t, "m.local", ModelQuery::Unknown), Ok("rest"), "exact host first; tenant skipped");
+        assert_eq!(find_model(&t, "x.local", ModelQuery::Unknown), Err("needs model"));
+        assert_eq!(find_model(&t, "x.local", ModelQuery::Known(Some("b"))), Ok("all"));
+        assert_eq!(find_model(&t, "x.local", ModelQuery::Known(Some("a"))), Err("not found"));
+        let blue: HeaderMap = hdrs(&[("x-tenant", "blue")]);
+        assert!(matches!(t.lookup_model("m.local", "/", &blue, ModelQuery::Unknown), Lookup::NeedsModel));
     }
 
     #[test]

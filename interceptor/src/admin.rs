@@ -4,6 +4,8 @@
 //! `/queue/stream` is httpscale's push path to the scaler: NDJSON lines of [`QueueUpdate`], one at once, one
 //! whenever a route's concurrency leaves or reaches zero (at most one per 5 ms), and one at least every
 //! second. A scaler learns of the first request for an idle route within milliseconds instead of a poll tick.
+//!
+//! `/programs` (standalone mode) shows and controls the programs started for routes ([`programs`]).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -21,12 +23,17 @@ use hyper::body::Incoming;
 use crate::metrics::Metrics;
 use crate::proxy::rescue::Draining;
 use crate::routes::Routes;
+use crate::standalone::Standalone;
+
+mod programs;
 
 /// What the admin and metrics listeners answer from.
 pub struct AdminState {
     pub routes: Arc<Routes>,
     pub draining: Draining,
     pub metrics: Arc<Metrics>,
+    /// Standalone mode: the programs started for routes.
+    pub programs: Option<Arc<Standalone>>,
 }
 
 impl AdminState {
@@ -42,6 +49,9 @@ pub const STREAM_HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// Answers one admin request.
 pub fn admin(state: &AdminState, req: &Request<Incoming>) -> Response<AdminBody> {
+    if let Some(resp) = programs::answer(&state.routes, state.programs.as_deref(), req) {
+        return resp;
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n");
     }

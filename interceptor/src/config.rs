@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
-use httpscale_core::settings::{duration, go_bool};
+use httpscale_core::settings::{bytes, duration, go_bool};
 use httpscale_core::startup::ConfigError;
 use httpscale_core::telemetry::LogArgs;
 
@@ -152,6 +152,11 @@ pub struct Config {
     )]
     pub max_header_bytes: usize,
 
+    /// Most bytes of a request body read to find the model it names (routes with `models`, and held SSE
+    /// requests on routes with `coldStart.streamKeepAlive`); a larger body there gets 413. Bytes, or `4Mi`.
+    #[arg(long, env = "HTTPSCALE_MODEL_BODY_LIMIT", value_name = "HTTPSCALE_MODEL_BODY_LIMIT", default_value = "4Mi", value_parser = body_limit)]
+    pub model_body_limit: usize,
+
     /// Upstream's TLS listener; not supported yet, so `true` stops start-up instead of being ignored.
     #[arg(long, env = "KEDA_HTTP_PROXY_TLS_ENABLED", value_name = "KEDA_HTTP_PROXY_TLS_ENABLED", default_value = "false", value_parser = go_bool, action = clap::ArgAction::Set, hide = true)]
     pub proxy_tls_enabled: bool,
@@ -163,6 +168,15 @@ pub struct Config {
 
     #[command(flatten)]
     pub log: LogArgs,
+}
+
+/// A body bound: a size of at least 1 KiB that fits in memory.
+fn body_limit(s: &str) -> Result<usize, String> {
+    let n = bytes(s)?;
+    if n < 1024 {
+        return Err(format!("{s:?} is below the 1Ki minimum"));
+    }
+    usize::try_from(n).map_err(|_| format!("{s:?} is too large"))
 }
 
 impl Config {
@@ -239,6 +253,17 @@ mod tests {
         assert_eq!(c.readiness_timeout, Duration::ZERO);
         assert!(c.enable_cold_start_header && !c.log_requests && c.prometheus_enabled);
         assert_eq!(c.prometheus_port, 2223);
+        assert_eq!(c.model_body_limit, 4 << 20);
+    }
+
+    #[test]
+    fn the_model_body_limit_reads_sizes_and_names_itself_when_bad() {
+        let c = Config::try_parse_from(["interceptor", "--model-body-limit", "16Mi"]).unwrap();
+        assert_eq!(c.model_body_limit, 16 << 20);
+        for bad in ["12", "lots"] {
+            let e = Config::try_parse_from(["interceptor", "--model-body-limit", bad]).unwrap_err().to_string();
+            assert!(e.contains("HTTPSCALE_MODEL_BODY_LIMIT"), "{e}");
+        }
     }
 
     #[test]

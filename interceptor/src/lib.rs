@@ -68,8 +68,8 @@ impl Running {
 
 /// Where the routes come from.
 enum Source {
-    /// A routes file, reloaded when it changes; it may set the ports.
-    File { path: PathBuf, text: String, proxy_port: Option<u16>, admin_port: Option<u16> },
+    /// A routes file, reloaded when it changes; it may set the ports. `programs` supervises its programs.
+    File { path: PathBuf, text: String, proxy_port: Option<u16>, admin_port: Option<u16>, programs: Arc<Standalone> },
     /// The cluster's objects, followed by watches.
     Cluster { cluster: Arc<Cluster>, client: kube::Client },
 }
@@ -103,10 +103,10 @@ async fn routes_for(
                 ProbeTiming { timeout: config.connect_timeout.max(Duration::from_millis(100)), ..Default::default() };
             let launcher = Launcher(default_launcher(config.process_launcher.as_deref()));
             let readiness = Arc::new(Standalone::new(timing, process.clone(), launcher));
-            let routes = Arc::new(Routes::new(defaults, readiness, Arc::new(Addresses), gates));
+            let routes = Arc::new(Routes::new(defaults, readiness.clone(), Arc::new(Addresses), gates));
             routes.apply(file.routes);
             let (proxy_port, admin_port) = (file.proxy_port, file.admin_port);
-            Ok((routes, Source::File { path: path.clone(), text, proxy_port, admin_port }))
+            Ok((routes, Source::File { path: path.clone(), text, proxy_port, admin_port, programs: readiness }))
         }
         None => {
             let client = match client {
@@ -214,6 +214,7 @@ pub async fn start_with(
             bodies: source.bodies(),
         }),
         bodies: source.bodies(),
+        model_body_limit: config.model_body_limit,
     };
     let pods = match &source {
         Source::Cluster { cluster, .. } => cluster.pods.clone(),
@@ -225,7 +226,11 @@ pub async fn start_with(
 
     let (admin_addr, metrics_addr) = (listeners.admin.1, listeners.metrics.as_ref().map(|(_, a)| *a));
     let listeners_stop = Shutdown::new();
-    let state = AdminState { routes: routes.clone(), draining: draining.clone(), metrics: Arc::new(metrics) };
+    let programs = match &source {
+        Source::File { programs, .. } => Some(programs.clone()),
+        Source::Cluster { .. } => None,
+    };
+    let state = AdminState { routes: routes.clone(), draining: draining.clone(), metrics: Arc::new(metrics), programs };
     listeners.serve(Arc::new(state), &listeners_stop);
     // The watches run until the proxy has drained, like the programs of standalone routes.
     let followers = Shutdown::new();

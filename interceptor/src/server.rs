@@ -24,6 +24,7 @@ use tower::Service;
 
 use crate::cluster::pods::PodRouter;
 use crate::proxy::forward::Forward;
+use crate::proxy::peek::PeekBody;
 use crate::proxy::stack::{StackParams, stack};
 use crate::proxy::types::{BoxFuture, ClientAddr, ProxyResponse};
 
@@ -100,7 +101,7 @@ struct ConnService<S> {
 impl<S> hyper::service::Service<Request<Incoming>> for ConnService<S>
 where
     S: Service<
-            Request<Incoming>,
+            Request<PeekBody<Incoming>>,
             Response = ProxyResponse,
             Error = Infallible,
             Future = BoxFuture<Result<ProxyResponse, Infallible>>,
@@ -113,7 +114,7 @@ where
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         req.extensions_mut().insert(ClientAddr(self.remote));
         // Every layer is always ready (failures are per request), so `call` needs no `poll_ready` first.
-        self.stack.clone().call(req)
+        self.stack.clone().call(req.map(PeekBody::new))
     }
 }
 

@@ -1,6 +1,7 @@
 //! Bodies on both sides of the proxy.
 //!
-//! [`ProxyBody`] is every response the interceptor sends: the backend's streamed body or a fixed one, plus
+//! [`ProxyBody`] is every response the interceptor sends: the backend's streamed body, a fixed one or one the
+//! interceptor streams itself (the keep-alive of a held SSE request), plus
 //! what must happen when it ends or is dropped: the route's in-flight count is returned, the request metric
 //! is recorded, and an optional request deadline cuts the stream. Frames pass through as they arrive; nothing
 //! is buffered.
@@ -26,9 +27,13 @@ pub trait OnFinish: Send + Sync {
     fn finish(self: Box<Self>, completed: bool);
 }
 
+/// A body the interceptor streams itself.
+pub type StreamedBody = Pin<Box<dyn Body<Data = Bytes, Error = BoxError> + Send>>;
+
 enum Inner {
     Upstream(Incoming),
     Full(Option<Bytes>),
+    Streamed(StreamedBody),
 }
 
 pub struct ProxyBody {
@@ -60,6 +65,11 @@ impl ProxyBody {
         Self::with(Inner::Full((!b.is_empty()).then_some(b)))
     }
 
+    /// A body the interceptor streams itself.
+    pub fn streamed(body: impl Body<Data = Bytes, Error = BoxError> + Send + 'static) -> Self {
+        Self::with(Inner::Streamed(Box::pin(body)))
+    }
+
     fn with(inner: Inner) -> Self {
         Self { inner, in_flight: None, kept: Vec::new(), on_finish: None, deadline: None }
     }
@@ -80,7 +90,7 @@ impl ProxyBody {
 
     /// Ends a backend's stream with an error at `deadline` (answers made here are complete already).
     pub fn set_deadline(&mut self, deadline: Instant) {
-        if matches!(self.inner, Inner::Upstream(_)) && !self.is_end_stream() {
+        if matches!(self.inner, Inner::Upstream(_) | Inner::Streamed(_)) && !self.is_end_stream() {
             self.deadline = Some(Box::pin(tokio::time::sleep_until(deadline)));
         }
     }
@@ -119,6 +129,10 @@ impl Body for ProxyBody {
                 Poll::Ready(r) => r.map(|r| r.map_err(BoxError::from)),
             },
             Inner::Full(b) => b.take().map(|b| Ok(Frame::data(b))),
+            Inner::Streamed(b) => match b.as_mut().poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(r) => r,
+            },
         };
         match &polled {
             None => this.done(true),
@@ -137,6 +151,7 @@ impl Body for ProxyBody {
         match &self.inner {
             Inner::Upstream(b) => b.size_hint(),
             Inner::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Inner::Streamed(b) => b.size_hint(),
         }
     }
 }
@@ -146,6 +161,7 @@ impl ProxyBody {
         match &self.inner {
             Inner::Upstream(b) => b.is_end_stream(),
             Inner::Full(b) => b.is_none(),
+            Inner::Streamed(b) => b.is_end_stream(),
         }
     }
 }

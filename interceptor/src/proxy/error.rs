@@ -2,12 +2,14 @@
 //! cold start, the whole exchange, the backend, or the interceptor itself), and the HTTP answer each becomes.
 //! Upstream-compatible statuses and bodies (Go's `http.Error`: the status text and a newline,
 //! `text/plain; charset=utf-8`, `X-Content-Type-Options: nosniff`) where upstream defines them. The one place
-//! that turns them into answers is the [`rescue`](super::rescue) layer.
+//! that turns them into answers is the [`rescue`](super::rescue) layer; a held SSE request whose response head
+//! is already sent (the keep-alive) gets the same failure as an SSE `error` event ([`sse_error`]) instead.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{CONNECTION, CONTENT_TYPE, HeaderValue, RETRY_AFTER, X_CONTENT_TYPE_OPTIONS};
+use bytes::Bytes;
 use http::{Response, StatusCode};
 use httpscale_core::gate::{Refusal, RefusalKind};
 use httpscale_core::route::RouteKey;
@@ -21,10 +23,18 @@ pub enum ProxyError {
     // -- the client's request
     #[error("no route for host {host:?} and path {path:?}")]
     NoRoute { host: String, path: String },
+    #[error("no route for model {model:?} on host {host:?} (GET /v1/models lists the models served)")]
+    NoModelRoute { host: String, model: String },
     #[error("request has no Host header or authority")]
     MissingHost,
     #[error("CONNECT is not supported")]
     ConnectMethod,
+    #[error(
+        "the request body is larger than {limit} bytes, the most read to find the model it names (HTTPSCALE_MODEL_BODY_LIMIT)"
+    )]
+    BodyTooLarge { limit: usize },
+    #[error("the request body could not be read: {0}")]
+    BodyUnreadable(String),
 
     // -- holding for a cold start
     #[error("backend {upstream} not ready within {timeout:?}")]
@@ -66,9 +76,11 @@ pub const RETRY_AFTER_SECS: u64 = 5;
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::NoRoute { .. } => StatusCode::NOT_FOUND,
+            Self::NoRoute { .. } | Self::NoModelRoute { .. } => StatusCode::NOT_FOUND,
             Self::MissingHost => StatusCode::BAD_REQUEST,
             Self::ConnectMethod => StatusCode::METHOD_NOT_ALLOWED,
+            Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyUnreadable(_) => StatusCode::BAD_REQUEST,
             Self::HoldQueueFull { .. } | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::ReadinessTimeout { .. }
             | Self::RequestTimeout(_)
@@ -83,8 +95,8 @@ impl ProxyError {
         }
     }
 
-    /// The answer the client gets, and a log line naming the cause.
-    pub fn into_response(self, route: Option<&RouteKey>) -> Response<ProxyBody> {
+    /// Logs the failure, naming its cause.
+    fn log(&self, route: Option<&RouteKey>) {
         let status = self.status();
         let route = route.map(ToString::to_string).unwrap_or_default();
         if status.is_server_error() {
@@ -92,14 +104,28 @@ impl ProxyError {
         } else {
             tracing::info!(route, status = status.as_u16(), cause = %self, "request refused");
         }
+    }
+
+    /// The answer the client gets, and a log line naming the cause.
+    pub fn into_response(self, route: Option<&RouteKey>) -> Response<ProxyBody> {
+        self.log(route);
+        let status = self.status();
         let text = status.canonical_reason().unwrap_or("Error");
+        if matches!(self, Self::BodyTooLarge { .. } | Self::NoModelRoute { .. }) {
+            // Only inference requests meet these: answered as their clients read errors.
+            let mut resp = Response::new(ProxyBody::full(error_json(status, &format!("{text}: {self}")).to_string()));
+            *resp.status_mut() = status;
+            resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            return resp;
+        }
         // Upstream-defined errors keep upstream's exact body; our own say why.
         let body = match &self {
             Self::HoldQueueFull { .. }
             | Self::ShuttingDown
             | Self::ConnectMethod
             | Self::MissingHost
-            | Self::BackendRefused(_) => format!("{text}: {self}\n"),
+            | Self::BackendRefused(_)
+            | Self::BodyUnreadable(_) => format!("{text}: {self}\n"),
             _ => format!("{text}\n"),
         };
         let mut resp = Response::new(ProxyBody::full(body));
@@ -121,6 +147,28 @@ impl ProxyError {
         }
         resp
     }
+
+    /// The failure as the last event of an SSE stream whose head is already sent, and a log line.
+    pub fn into_sse_event(self, route: Option<&RouteKey>) -> Bytes {
+        self.log(route);
+        let status = self.status();
+        sse_error(status, &format!("{}: {self}", status.canonical_reason().unwrap_or("Error")))
+    }
+}
+
+/// An error as OpenAI's and Anthropic's clients read it (both take `error.message`):
+/// `{"type": "error", "error": {"type", "message", "code"}}`.
+fn error_json(status: StatusCode, message: &str) -> serde_json::Value {
+    serde_json::json!({
+        "type": "error",
+        "error": {"type": "httpscale_error", "message": message, "code": status.as_u16()},
+    })
+}
+
+/// An SSE `error` event both OpenAI's and Anthropic's clients raise as an API error: `event: error` and
+/// the error as JSON data.
+pub fn sse_error(status: StatusCode, message: &str) -> Bytes {
+    Bytes::from(format!("event: error\ndata: {}\n\n", error_json(status, message)))
 }
 
 /// A failed request and the route it was for, as the route layer hands it to the rescue layer.
@@ -144,6 +192,27 @@ mod tests {
     fn an_internal_failure_is_a_500_not_the_clients_fault() {
         let resp = ProxyError::Internal("no route on the request").into_response(None);
         assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+
+    #[tokio::test]
+    async fn an_oversized_body_is_a_413_that_names_the_bound_and_the_setting() {
+        let resp = ProxyError::BodyTooLarge { limit: 4096 }.into_response(None);
+        assert_eq!((resp.status(), &resp.headers()[CONTENT_TYPE]), (StatusCode::PAYLOAD_TOO_LARGE, &"application/json"));
+        let body: serde_json::Value = serde_json::from_str(&crate::proxy::testing::text(resp).await).unwrap();
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.starts_with("Payload Too Large: ") && message.contains("4096 bytes"), "{message}");
+        assert!(message.contains("HTTPSCALE_MODEL_BODY_LIMIT"), "{message}");
+    }
+
+    #[test]
+    fn a_failure_after_the_head_is_an_sse_error_event() {
+        let event = ProxyError::ReadinessTimeout { upstream: "u".into(), timeout: Duration::from_secs(1) }
+            .into_sse_event(None);
+        let text = std::str::from_utf8(&event).unwrap();
+        let data = text.strip_prefix("event: error\ndata: ").and_then(|d| d.strip_suffix("\n\n")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(data).unwrap();
+        assert_eq!((v["type"].as_str(), v["error"]["code"].as_u64()), (Some("error"), Some(504)));
+        assert!(v["error"]["message"].as_str().unwrap().starts_with("Gateway Timeout: backend u not ready"));
     }
 
     #[test]

@@ -9,7 +9,9 @@ use tower::{Service, ServiceBuilder};
 use super::cold_start::{ColdStartLayer, ColdStartParams};
 use super::count::CountLayer;
 use super::forward::{Forward, RequestBody};
+use super::keepalive::KeepAliveLayer;
 use super::metrics::MetricsLayer;
+use super::peek::Peek;
 use super::rescue::{Draining, RescueLayer};
 use super::route::RouteLayer;
 use super::statics::StaticLayer;
@@ -27,10 +29,12 @@ pub struct StackParams {
     pub draining: Draining,
     pub cold_start: Arc<ColdStartParams>,
     pub bodies: Bodies,
+    /// Most bytes of a request body read to find the model it names (`HTTPSCALE_MODEL_BODY_LIMIT`).
+    pub model_body_limit: usize,
 }
 
-/// metrics → rescue → route → statics → count → cold start → `forward`.
-pub fn stack<B: RequestBody>(
+/// metrics → rescue → route → statics → count → keep-alive → cold start → `forward`.
+pub fn stack<B: RequestBody + Peek>(
     p: &StackParams,
     forward: Forward<B>,
 ) -> impl Service<
@@ -44,9 +48,10 @@ pub fn stack<B: RequestBody>(
     ServiceBuilder::new()
         .layer(MetricsLayer::new(p.requests.clone(), p.log_requests))
         .layer(RescueLayer::new(p.draining.clone()))
-        .layer(RouteLayer::new(p.routes.clone()))
+        .layer(RouteLayer::new(p.routes.clone(), p.model_body_limit))
         .layer(StaticLayer::new(p.bodies.clone(), forward.clone()))
         .layer(CountLayer)
+        .layer(KeepAliveLayer::new(p.model_body_limit))
         .layer(ColdStartLayer::new(p.cold_start.clone()))
         .service(forward)
 }

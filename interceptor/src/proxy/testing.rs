@@ -1,13 +1,16 @@
 //! What the layer tests share: routes built the way the table builds them, requests routed to them as the
 //! route layer would, a mock inner service that fails with [`ProxyError`]s, and answers.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{HeaderValue, Request};
-use http_body_util::BodyExt;
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
 use tower::ServiceExt;
 use tower::util::MapErr;
 use tower_test::mock;
@@ -67,8 +70,10 @@ pub async fn text(resp: ProxyResponse) -> String {
     String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
 }
 
-pub type Handle = mock::Handle<Request<()>, ProxyResponse>;
-pub type Mock = MapErr<mock::Mock<Request<()>, ProxyResponse>, fn(tower::BoxError) -> ProxyError>;
+pub type HandleOf<B> = mock::Handle<Request<B>, ProxyResponse>;
+pub type MockOf<B> = MapErr<mock::Mock<Request<B>, ProxyResponse>, fn(tower::BoxError) -> ProxyError>;
+pub type Handle = HandleOf<()>;
+pub type Mock = MockOf<()>;
 
 fn as_proxy_error(e: tower::BoxError) -> ProxyError {
     match e.downcast::<ProxyError>() {
@@ -79,6 +84,21 @@ fn as_proxy_error(e: tower::BoxError) -> ProxyError {
 
 /// An inner service the test answers through the handle; `send_error(ProxyError)` fails a request.
 pub fn mock() -> (Mock, Handle) {
-    let (svc, handle) = mock::pair::<Request<()>, ProxyResponse>();
+    mock_of()
+}
+
+/// [`mock`], for requests with bodies of type `B`.
+pub fn mock_of<B>() -> (MockOf<B>, HandleOf<B>) {
+    let (svc, handle) = mock::pair::<Request<B>, ProxyResponse>();
     (svc.map_err(as_proxy_error as fn(tower::BoxError) -> ProxyError), handle)
 }
+
+/// A streamed request body: `parts` as separate data frames, then `trailers` (no declared length).
+pub fn chunks(parts: &[&[u8]], trailers: Option<http::HeaderMap>) -> Chunks {
+    let mut frames: Vec<Result<Frame<Bytes>, Infallible>> =
+        parts.iter().map(|p| Ok(Frame::data(Bytes::copy_from_slice(p)))).collect();
+    frames.extend(trailers.map(|t| Ok(Frame::trailers(t))));
+    StreamBody::new(futures_util::stream::iter(frames))
+}
+
+pub type Chunks = StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>>;

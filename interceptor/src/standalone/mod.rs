@@ -1,12 +1,17 @@
 //! Standalone readiness (no Kubernetes): for each upstream in use, a [`probe`] loop, or for an upstream with
-//! a `process` section a [`supervisor`] that starts the program on demand ([`program`] launches real ones).
-//! Tasks are keyed by target and survive reloads that do not change them.
+//! a `process` section a [`supervisor`] that starts the program on demand ([`program`] launches real ones),
+//! taking room in its [`group`] first if it has one. Tasks are keyed by target and survive reloads that do not
+//! change them. Each program's [`handle`] (state, output in an [`output`] log, unload) is what the admin port
+//! sees.
 
+pub mod group;
+pub mod handle;
+pub mod output;
 pub mod probe;
 pub mod program;
 pub mod supervisor;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -14,13 +19,15 @@ use std::sync::{Arc, Mutex};
 use httpscale_core::Shutdown;
 use httpscale_core::gate::Gate;
 use httpscale_core::route::Target;
-use httpscale_core::standalone::{Probe, ProcessSpec};
+use httpscale_core::standalone::{Probe, ProcessGroup, ProcessSpec};
 use tokio::task::JoinHandle;
 
 use crate::readiness::{ReadinessSource, Tracked};
+use group::Group;
+use handle::{ProgramHandle, Users};
 use probe::{ProbeTiming, probe_loop};
 use program::Launcher;
-use supervisor::{ProcessMetrics, Supervised, Users, supervise};
+use supervisor::{ProcessMetrics, Supervised, supervise};
 
 /// What identifies a running task: a change of any of these restarts it.
 #[derive(PartialEq)]
@@ -35,6 +42,8 @@ struct Task {
     gate: Arc<Gate>,
     /// The counters a supervisor sums to decide idleness; updated in place on reloads.
     users: Users,
+    /// A supervisor's program, as the admin port sees it.
+    program: Option<Arc<ProgramHandle>>,
     cancel: Shutdown,
     handle: JoinHandle<()>,
 }
@@ -46,6 +55,8 @@ pub struct Standalone {
     metrics: ProcessMetrics,
     launcher: Launcher,
     tasks: Mutex<HashMap<Target, Task>>,
+    /// Program groups by name, replaced when their definition changes.
+    groups: Mutex<HashMap<String, Arc<Group>>>,
 }
 
 impl Standalone {
@@ -57,6 +68,21 @@ impl Standalone {
             metrics,
             launcher,
             tasks: Mutex::new(HashMap::new()),
+            groups: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The group `spec` names, created (or replaced, if its definition changed) on first use.
+    fn group(&self, spec: &ProcessGroup) -> Arc<Group> {
+        let mut groups = self.groups.lock().unwrap_or_else(|p| p.into_inner());
+        let same = |g: &Arc<Group>| g.spec == ProcessGroup { memory: 0, ..spec.clone() };
+        match groups.get(&spec.name) {
+            Some(g) if same(g) => g.clone(),
+            _ => {
+                let g = Group::new(ProcessGroup { memory: 0, ..spec.clone() });
+                groups.insert(spec.name.clone(), g.clone());
+                g
+            }
         }
     }
 
@@ -65,22 +91,40 @@ impl Standalone {
         let key = task_key(&t);
         let gate = t.gate.clone();
         let users: Users = Arc::new(Mutex::new(t.process.as_ref().map(|p| p.counters.clone()).unwrap_or_default()));
-        let handle = match t.process {
+        let (handle, program) = match t.process {
             Some(p) => {
+                let group = p.spec.group.as_ref();
+                let program = Arc::new(ProgramHandle::new(
+                    p.key.clone(),
+                    t.target.to_string(),
+                    group.map(|g| g.name.clone()),
+                    users.clone(),
+                ));
+                let member = group.map(|g| self.group(g).member(p.key.clone(), g.weight_and_capacity().0));
                 let supervised = Supervised {
                     key: p.key,
                     spec: p.spec,
                     address: t.target.to_string(),
                     probe: t.probe,
-                    users: users.clone(),
+                    handle: program.clone(),
+                    member,
                     metrics: self.metrics.clone(),
                     programs: self.launcher.clone(),
                 };
-                self.runtime.spawn(supervise(supervised, t.gate, cancel.clone()))
+                (self.runtime.spawn(supervise(supervised, t.gate, cancel.clone())), Some(program))
             }
-            None => self.runtime.spawn(probe_loop(t.target.to_string(), t.probe, t.gate, self.timing, cancel.clone())),
+            None => {
+                let task = probe_loop(t.target.to_string(), t.probe, t.gate, self.timing, cancel.clone());
+                (self.runtime.spawn(task), None)
+            }
         };
-        Task { key, gate, users, cancel, handle }
+        Task { key, gate, users, program, cancel, handle }
+    }
+
+    /// Every supervised program, by route key.
+    pub fn programs(&self) -> BTreeMap<String, Arc<ProgramHandle>> {
+        let tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        tasks.values().filter_map(|t| t.program.clone()).map(|p| (p.key.to_string(), p)).collect()
     }
 }
 

@@ -1,14 +1,13 @@
 //! Real programs for the [`supervisor`](super::supervisor): each is launched through the interceptor's own
 //! binary ([`exec_child`]), which sets `PR_SET_PDEATHSIG` (SIGKILL) before `exec`, so even a SIGKILLed
 //! interceptor leaves no program behind; it runs in its own process group, which is what gets signalled; its
-//! output is logged line by line and the last lines are kept for error reports.
+//! output is logged line by line and kept in its [`OutputLog`] (error reports, the admin port).
 
-use std::collections::VecDeque;
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use httpscale_core::route::RouteKey;
@@ -18,8 +17,9 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 
+use super::output::OutputLog;
 use super::probe::probe_once;
-use super::supervisor::{OUTPUT_LINES_KEPT, Program, Programs};
+use super::supervisor::{Program, Programs};
 
 /// First argument that turns the interceptor binary into the launcher ([`exec_child`]).
 pub const EXEC_ARG: &str = "__httpscale-exec";
@@ -61,7 +61,7 @@ pub struct Launcher(pub PathBuf);
 impl Programs for Launcher {
     type Program = ChildProgram;
 
-    fn start(&self, key: &RouteKey, spec: &ProcessSpec) -> std::io::Result<ChildProgram> {
+    fn start(&self, key: &RouteKey, spec: &ProcessSpec, output: &Arc<OutputLog>) -> std::io::Result<ChildProgram> {
         let mut cmd = Command::new(&self.0);
         cmd.arg(EXEC_ARG)
             .arg(std::process::id().to_string())
@@ -77,7 +77,7 @@ impl Programs for Launcher {
         }
         let mut child = cmd.spawn()?;
         let pid = child.id().map_or(0, |p| p as i32);
-        let output = Arc::new(Mutex::new(VecDeque::with_capacity(OUTPUT_LINES_KEPT)));
+        let output = output.clone();
         if let Some(out) = child.stdout.take() {
             tokio::spawn(pump(out, "stdout", key.to_string(), output.clone()));
         }
@@ -96,7 +96,7 @@ impl Programs for Launcher {
 pub struct ChildProgram {
     child: Child,
     pid: i32,
-    output: Arc<Mutex<VecDeque<String>>>,
+    output: Arc<OutputLog>,
 }
 
 fn signal_of(s: StopSignal) -> Signal {
@@ -131,9 +131,7 @@ impl Program for ChildProgram {
     }
 
     fn last_output(&self, n: usize) -> String {
-        let lines = self.output.lock().unwrap_or_else(|p| p.into_inner());
-        let skip = lines.len().saturating_sub(n);
-        lines.iter().skip(skip).cloned().collect::<Vec<_>>().join(" | ")
+        self.output.last(n).join(" | ")
     }
 
     async fn stop(mut self, signal: StopSignal, timeout: Duration) -> Option<ExitStatus> {
@@ -153,15 +151,11 @@ impl Program for ChildProgram {
     }
 }
 
-/// Logs a program's output line by line, prefixed by route, and keeps the last lines for error reports.
-async fn pump(stream: impl AsyncRead + Unpin, name: &'static str, route: String, kept: Arc<Mutex<VecDeque<String>>>) {
+/// Logs a program's output line by line, prefixed by route, and keeps it in its output log.
+async fn pump(stream: impl AsyncRead + Unpin, name: &'static str, route: String, kept: Arc<OutputLog>) {
     let mut lines = BufReader::new(stream).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         tracing::info!(target: "process", route = %route, stream = name, "{line}");
-        let mut kept = kept.lock().unwrap_or_else(|p| p.into_inner());
-        if kept.len() == OUTPUT_LINES_KEPT {
-            kept.pop_front();
-        }
-        kept.push_back(line);
+        kept.push(&line);
     }
 }

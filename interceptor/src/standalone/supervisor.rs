@@ -6,9 +6,13 @@
 //! - *starting*: the program runs in its own process group; it is probed every 50 ms until ready (gate opens,
 //!   held requests go on), until it exits (held requests get 502 with its exit status and last output) or
 //!   until `startTimeout` (504, and the program is stopped).
+//! - *waiting* (programs in a group): wanted, but waiting for room in its group while members in the way
+//!   stop (see [`super::group`]).
 //! - *running*: when no request has been in flight for `scaledownPeriod`, the gate closes, and unless a
 //!   request slipped in, the program gets `stopSignal`, then SIGKILL after `stopTimeout`. A request that
 //!   arrives meanwhile waits and starts it again. A program that exits on its own is reported.
+//! - *stopping* (unloaded from the admin port, or asked to make room in its group): the gate closes (new
+//!   requests wait), requests in flight finish (at most the group's `drainTimeout`), then the program stops.
 //! - *backing off*: after a failure the gate refuses requests with the reason for 1 s, 2 s, 4 s … (at most
 //!   30 s), so a crash loop does not spin; the next request after that tries again.
 //!
@@ -17,12 +21,11 @@
 
 use std::future::Future;
 use std::process::ExitStatus;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use httpscale_core::Shutdown;
 use httpscale_core::gate::{Gate, Refusal, RefusalKind};
-use httpscale_core::queue::RouteCounters;
 use httpscale_core::route::RouteKey;
 use httpscale_core::standalone::{Probe, ProcessSpec, StopSignal};
 use prometheus_client::metrics::counter::Counter;
@@ -32,7 +35,12 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::time::Instant;
 
+use super::group::{Member, Slot};
+use super::handle::{ProgramHandle, ProgramState};
+use super::output::OutputLog;
 use crate::labels::RouteLabels;
+
+pub use super::handle::Users;
 
 const START_PROBE_INTERVAL: Duration = Duration::from_millis(50);
 const START_PROBE_TIMEOUT: Duration = Duration::from_millis(200);
@@ -45,8 +53,8 @@ const OUTPUT_LINES_REPORTED: usize = 3;
 /// How programs are started and their upstream probed.
 pub trait Programs: Send + Sync + 'static {
     type Program: Program;
-    /// Starts the route `key`'s program.
-    fn start(&self, key: &RouteKey, spec: &ProcessSpec) -> std::io::Result<Self::Program>;
+    /// Starts the route `key`'s program; its output goes to `output`.
+    fn start(&self, key: &RouteKey, spec: &ProcessSpec, output: &Arc<OutputLog>) -> std::io::Result<Self::Program>;
     /// One probe of the upstream; true when it is ready.
     fn probe(&self, address: &str, probe: &Probe, timeout: Duration) -> impl Future<Output = bool> + Send;
 }
@@ -61,10 +69,6 @@ pub trait Program: Send + 'static {
     /// Stops it: `signal` to its process group, then SIGKILL after `timeout`.
     fn stop(self, signal: StopSignal, timeout: Duration) -> impl Future<Output = Option<ExitStatus>> + Send;
 }
-
-/// The counters of every route forwarding to one upstream; the program is idle when all are at zero.
-/// Updated in place when a reload changes which routes forward there.
-pub type Users = Arc<Mutex<Vec<Arc<RouteCounters>>>>;
 
 /// `httpscale_process_*` metrics, per route.
 #[derive(Clone)]
@@ -104,7 +108,10 @@ pub struct Supervised<P> {
     pub spec: ProcessSpec,
     pub address: String,
     pub probe: Probe,
-    pub users: Users,
+    /// Its state for the admin port, its output, the routes counting for it and the unload command.
+    pub handle: Arc<ProgramHandle>,
+    /// Its place in its group, if it has one.
+    pub member: Option<Member>,
     pub metrics: ProcessMetrics,
     pub programs: P,
 }
@@ -112,8 +119,9 @@ pub struct Supervised<P> {
 /// Where a supervisor is (see the module docs).
 enum State<Prog> {
     Stopped,
-    Starting { program: Prog, since: Instant },
-    Running { program: Prog },
+    /// `room`: its group's room, held until it stops.
+    Starting { program: Prog, since: Instant, room: Option<Slot> },
+    Running { program: Prog, room: Option<Slot> },
     BackingOff(Refusal),
     Done,
 }
@@ -143,8 +151,8 @@ pub async fn supervise<P: Programs>(s: Supervised<P>, gate: Arc<Gate>, stop: Shu
     loop {
         state = match state {
             State::Stopped => sup.stopped().await,
-            State::Starting { program, since } => sup.starting(program, since).await,
-            State::Running { program } => sup.running(program).await,
+            State::Starting { program, since, room } => sup.starting(program, since, room).await,
+            State::Running { program, room } => sup.running(program, room).await,
             State::BackingOff(refusal) => sup.backing_off(refusal).await,
             State::Done => return,
         };
@@ -161,7 +169,12 @@ fn describe(status: Option<ExitStatus>) -> String {
 
 impl<P: Programs> Supervisor<P> {
     fn in_flight(&self) -> i64 {
-        self.s.users.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|c| c.snapshot().concurrency).sum()
+        self.s.handle.in_flight()
+    }
+
+    /// Records where the program is, for the admin port.
+    fn report(&self, state: ProgramState, pid: Option<i32>) {
+        self.s.handle.set(state, pid);
     }
 
     fn up(&self, up: bool) {
@@ -170,26 +183,33 @@ impl<P: Programs> Supervisor<P> {
 
     fn failed(&mut self, kind: RefusalKind, reason: String) -> State<P::Program> {
         self.failures += 1;
+        self.report(ProgramState::BackingOff, None);
         State::BackingOff(Refusal { kind, reason })
     }
 
-    /// Stopped: waits until someone wants the upstream, then starts the program.
+    /// Stopped: waits until someone wants the upstream and its group has room, then starts the program.
     async fn stopped(&mut self) -> State<P::Program> {
-        let (key, address) = (&self.s.key, &self.s.address);
-        tokio::select! {
-            _ = self.gate.demanded() => {}
-            _ = self.stop.triggered() => return State::Done,
+        self.report(ProgramState::Stopped, None);
+        // Requests still waiting (say, for a program stopped to make room) want it at once.
+        if self.gate.waiting() == 0 {
+            tokio::select! {
+                _ = self.gate.demanded() => {}
+                _ = self.stop.triggered() => return State::Done,
+            }
         }
+        let Some(room) = self.room().await else { return State::Done };
+        let (key, address) = (&self.s.key, &self.s.address);
         if self.s.programs.probe(address, &Probe::Tcp, START_PROBE_TIMEOUT).await {
             // Readiness probes would see that process, not ours: say so before it confuses anyone.
             tracing::warn!(route = %key, upstream = %address, "something already listens on the upstream before the program starts; requests may reach it instead");
         }
         let since = Instant::now();
-        match self.s.programs.start(key, &self.s.spec) {
+        match self.s.programs.start(key, &self.s.spec, &self.s.handle.output) {
             Ok(program) => {
                 self.s.metrics.starts.get_or_create(&self.labels).inc();
                 tracing::info!(route = %key, pid = program.pid(), command = ?self.s.spec.command, "program starting");
-                State::Starting { program, since }
+                self.report(ProgramState::Starting, Some(program.pid()));
+                State::Starting { program, since, room }
             }
             Err(e) => {
                 tracing::error!(route = %key, cause = %e, "cannot start the program");
@@ -201,7 +221,7 @@ impl<P: Programs> Supervisor<P> {
     }
 
     /// Starting: probes until ready, exited, timed out or stopped.
-    async fn starting(&mut self, mut program: P::Program, since: Instant) -> State<P::Program> {
+    async fn starting(&mut self, mut program: P::Program, since: Instant, room: Option<Slot>) -> State<P::Program> {
         let key = self.s.key.clone();
         match self.wait_ready(&mut program, since + self.s.spec.start_timeout).await {
             Started::Ready => {
@@ -209,8 +229,9 @@ impl<P: Programs> Supervisor<P> {
                 self.s.metrics.start_seconds.get_or_create(&self.labels).observe(took.as_secs_f64());
                 self.up(true);
                 tracing::info!(route = %key, pid = program.pid(), took = ?took, "program ready");
+                self.report(ProgramState::Running, Some(program.pid()));
                 self.gate.set_open(true);
-                State::Running { program }
+                State::Running { program, room }
             }
             Started::Cancelled => {
                 program.stop(self.s.spec.stop_signal, self.s.spec.stop_timeout).await;
@@ -251,8 +272,8 @@ impl<P: Programs> Supervisor<P> {
         }
     }
 
-    /// Running: watches for idleness, an exit of its own, and shutdown.
-    async fn running(&mut self, mut program: P::Program) -> State<P::Program> {
+    /// Running: watches for idleness, an exit of its own, an unload, a request to make room, and shutdown.
+    async fn running(&mut self, mut program: P::Program, room: Option<Slot>) -> State<P::Program> {
         let (key, spec) = (self.s.key.clone(), self.s.spec.clone());
         let tick = (spec.scaledown_period / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
         let mut busy_at = Instant::now();
@@ -270,9 +291,14 @@ impl<P: Programs> Supervisor<P> {
                     return self.failed(RefusalKind::Failed, reason);
                 }
                 _ = tokio::time::sleep(tick) => {}
+                _ = self.s.handle.unload_asked() => return self.drain_and_stop(program, room, "unloaded").await,
+                _ = self.asked_to_make_room() => {
+                    return self.drain_and_stop(program, room, "making room in its group").await;
+                }
                 _ = self.stop.triggered() => {
                     self.gate.set_open(false);
                     self.up(false);
+                    self.report(ProgramState::Stopping, Some(program.pid()));
                     let status = program.stop(spec.stop_signal, spec.stop_timeout).await;
                     tracing::info!(route = %key, status = %describe(status), "program stopped at shutdown");
                     return State::Done;
@@ -294,6 +320,7 @@ impl<P: Programs> Supervisor<P> {
                 continue;
             }
             self.up(false);
+            self.report(ProgramState::Stopping, Some(program.pid()));
             tracing::info!(route = %key, pid = program.pid(), idle = ?busy_at.elapsed(), "stopping idle program");
             let status = program.stop(spec.stop_signal, spec.stop_timeout).await;
             tracing::info!(route = %key, status = %describe(status), "program stopped");
@@ -316,6 +343,8 @@ impl<P: Programs> Supervisor<P> {
         State::Stopped
     }
 }
+
+mod room;
 
 #[cfg(test)]
 mod tests;

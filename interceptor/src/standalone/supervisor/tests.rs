@@ -1,8 +1,13 @@
 //! The supervisor's states on a paused clock, with a scripted program.
 
 use std::os::unix::process::ExitStatusExt;
+use std::sync::Mutex;
+
+use httpscale_core::queue::RouteCounters;
+use httpscale_core::standalone::{GroupPolicy, ProcessGroup};
 
 use super::*;
+use crate::standalone::group::Group;
 
 /// What the scripted programs do and what happened to them.
 #[derive(Debug, Default)]
@@ -35,7 +40,7 @@ struct FakeProgram {
 impl Programs for Fake {
     type Program = FakeProgram;
 
-    fn start(&self, _: &RouteKey, _: &ProcessSpec) -> std::io::Result<FakeProgram> {
+    fn start(&self, _: &RouteKey, _: &ProcessSpec, _: &Arc<OutputLog>) -> std::io::Result<FakeProgram> {
         let mut s = self.script();
         if let Some(msg) = s.refuse_start {
             return Err(std::io::Error::new(std::io::ErrorKind::NotFound, msg));
@@ -85,16 +90,25 @@ struct Running {
     gate: Arc<Gate>,
     counters: Arc<RouteCounters>,
     metrics: ProcessMetrics,
+    handle: Arc<ProgramHandle>,
     stop: Shutdown,
     task: tokio::task::JoinHandle<()>,
 }
 
 fn start(script: Script) -> Running {
+    start_in(script, "llm", None)
+}
+
+/// A supervisor for the route `default/<name>`, a member of `group` if given.
+fn start_in(script: Script, name: &str, group: Option<&Arc<Group>>) -> Running {
     let fake = Fake(Arc::new(Mutex::new(script)));
     let gate = Arc::new(Gate::new(false));
     let counters = Arc::new(RouteCounters::default());
     let metrics = ProcessMetrics::default();
     let stop = Shutdown::new();
+    let key = RouteKey::new("default", name);
+    let users = Arc::new(Mutex::new(vec![counters.clone()]));
+    let handle = Arc::new(ProgramHandle::new(key.clone(), "127.0.0.1:1".into(), None, users));
     let spec = ProcessSpec {
         command: vec!["llm".into()],
         env: Default::default(),
@@ -103,18 +117,20 @@ fn start(script: Script) -> Running {
         scaledown_period: Duration::from_secs(60),
         stop_signal: StopSignal::Int,
         stop_timeout: Duration::from_secs(5),
+        group: group.map(|g| g.spec.clone()),
     };
     let s = Supervised {
-        key: RouteKey::new("default", "llm"),
+        key: key.clone(),
         spec,
         address: "127.0.0.1:1".into(),
         probe: Probe::HttpGet("/ready".into()),
-        users: Arc::new(Mutex::new(vec![counters.clone()])),
+        handle: handle.clone(),
+        member: group.map(|g| g.member(key, 1)),
         metrics: metrics.clone(),
         programs: fake.clone(),
     };
     let task = tokio::spawn(supervise(s, gate.clone(), stop.clone()));
-    Running { fake, gate, counters, metrics, stop, task }
+    Running { fake, gate, counters, metrics, handle, stop, task }
 }
 
 impl Running {
@@ -125,6 +141,92 @@ impl Running {
     fn starts(&self) -> u32 {
         self.fake.script().starts
     }
+
+    fn state(&self) -> ProgramState {
+        self.handle.status().state
+    }
+
+    /// A request held until the program is ready, counted as the count layer does.
+    fn request(&self) -> tokio::task::JoinHandle<httpscale_core::queue::InFlight> {
+        let (gate, in_flight) = (self.gate.clone(), self.counters.begin());
+        tokio::spawn(async move {
+            gate.wait_open().await.unwrap();
+            in_flight
+        })
+    }
+
+    async fn shut_down(self) {
+        self.stop.trigger();
+        self.task.await.unwrap();
+    }
+}
+
+fn gpu(drain: Duration) -> Arc<Group> {
+    Group::new(ProcessGroup { name: "gpu".into(), policy: GroupPolicy::Exclusive, drain_timeout: drain, memory: 0 })
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_exclusive_group_swaps_only_after_the_running_members_requests_finish() {
+    let group = gpu(Duration::from_secs(60));
+    let (a, b) = (start_in(Script::default(), "a", Some(&group)), start_in(Script::default(), "b", Some(&group)));
+    let streaming = a.request().await.unwrap();
+    assert_eq!((a.state(), a.handle.status().pid), (ProgramState::Running, Some(42)));
+
+    let t = Instant::now();
+    let held_b = b.request();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(b.starts(), 0, "b waits for room");
+    assert_eq!(b.state(), ProgramState::Waiting);
+    assert_eq!(a.state(), ProgramState::Stopping);
+    assert!(a.fake.script().stops.is_empty(), "a's stream is never cut while it runs");
+    assert!(!a.gate.is_open(), "new requests for a wait meanwhile");
+
+    drop(streaming);
+    let _b_in_flight = tokio::time::timeout(Duration::from_secs(1), held_b).await.unwrap().unwrap();
+    assert_eq!(a.fake.script().stops, vec![StopSignal::Int], "a stopped once its stream ended");
+    assert!(t.elapsed() < Duration::from_secs(31), "swapped right after: {:?}", t.elapsed());
+    assert_eq!((b.starts(), b.state(), a.state()), (1, ProgramState::Running, ProgramState::Stopped));
+
+    // A request for a now waits for b in turn.
+    let held_a = a.request();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(a.starts(), 1);
+    drop(_b_in_flight);
+    tokio::time::timeout(Duration::from_secs(1), held_a).await.unwrap().unwrap();
+    assert_eq!((a.starts(), b.fake.script().stops.len()), (2, 1));
+    a.shut_down().await;
+    b.shut_down().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_member_asked_to_make_room_is_stopped_at_the_drain_bound_even_with_requests_in_flight() {
+    let group = gpu(Duration::from_secs(10));
+    let (a, b) = (start_in(Script::default(), "a", Some(&group)), start_in(Script::default(), "b", Some(&group)));
+    let _never_ends = a.request().await.unwrap();
+    let t = Instant::now();
+    let held_b = b.request();
+    tokio::time::timeout(Duration::from_secs(11), held_b).await.unwrap().unwrap();
+    assert!(t.elapsed() >= Duration::from_secs(10), "not before the bound: {:?}", t.elapsed());
+    assert_eq!(a.fake.script().stops, vec![StopSignal::Int]);
+    a.shut_down().await;
+    b.shut_down().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unload_stops_a_running_program_after_its_requests_and_a_new_request_starts_it_again() {
+    let r = start(Script::default());
+    assert!(!r.handle.unload(), "nothing to unload while stopped");
+    let in_flight = r.request().await.unwrap();
+    assert!(r.handle.unload());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(r.state(), ProgramState::Stopping);
+    assert!(r.fake.script().stops.is_empty(), "its request finishes first");
+    drop(in_flight);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!((r.state(), r.fake.script().stops.len()), (ProgramState::Stopped, 1));
+    let _again = r.request().await.unwrap();
+    assert_eq!((r.starts(), r.state()), (2, ProgramState::Running));
+    r.shut_down().await;
 }
 
 #[tokio::test(start_paused = true)]

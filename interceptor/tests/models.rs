@@ -1,0 +1,238 @@
+//! LLM-native routing with the official OpenAI and Ollama Python clients and real programs
+//! (`examples/fake_llm.py`, started on demand): one host, a route per model, model lists answered while
+//! everything is stopped, 413 over the body bound, a swap in an exclusive group that never drops a stream,
+//! idle stops per model, the admin port's `/programs`, and the SSE keep-alive that outlasts a client's read
+//! timeout. Needs `scripts/setup-test-peers.sh` (the README's test command runs it).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::StatusCode;
+use http_body_util::{BodyExt, Full};
+use httpscale_testkit::process::peers_python;
+use httpscale_testkit::*;
+use serde_json::Value;
+use tokio::time::Instant;
+
+fn fake_llm() -> String {
+    repo().join("examples/fake_llm.py").to_string_lossy().into_owned()
+}
+
+/// A route `name` on `models.local` for `models`, whose program is `fake_llm.py --name <name>` with `args`,
+/// on the reserved `port`; `route_extra` and `process_extra` are more YAML lines.
+fn model_route(name: &str, models: &[&str], port: u16, args: &str, route_extra: &str, process_extra: &str) -> String {
+    let models = models.iter().map(|m| format!("{m:?}")).collect::<Vec<_>>().join(", ");
+    format!(
+        "  - name: {name}\n    hosts: [models.local]\n    models: [{models}]\n    upstream: 127.0.0.1:{port}\n{route_extra}    process:\n      command: [python3, {:?}, --port, \"{port}\", --name, {name}{args}]\n      readiness: {{httpGet: /health}}\n{process_extra}",
+        fake_llm()
+    )
+}
+
+async fn start(routes: &str, tweak: impl FnOnce(&mut httpscale_interceptor::Config)) -> Harness {
+    interceptor_with(routes, |c| {
+        c.process_launcher = Some(PathBuf::from(env!("CARGO_BIN_EXE_interceptor")));
+        tweak(c);
+    })
+    .await
+}
+
+/// Runs `tests/peers/llm_client.py` through the proxy; its JSON lines.
+async fn llm_client(proxy: SocketAddr, timeout: f64, args: &[&str]) -> Vec<Value> {
+    let out = tokio::process::Command::new(peers_python())
+        .arg(repo().join("tests/peers/llm_client.py"))
+        .args(["--url", &format!("http://{proxy}"), "--host-header", "models.local", "--timeout", &timeout.to_string()])
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "client failed: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn text(lines: &[Value]) -> String {
+    lines.iter().filter(|l| l["kind"] == "chunk").map(|l| l["text"].as_str().unwrap()).collect()
+}
+
+fn error(lines: &[Value]) -> Option<&Value> {
+    lines.iter().find(|l| l["kind"] == "error")
+}
+
+async fn admin(h: &Harness, method: &str, path: &str) -> (StatusCode, String) {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(format!("http://{}{path}", h.admin()))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (status, _, body) = send(req).await;
+    (status, body)
+}
+
+/// The admin port's view of the route `name`'s program.
+async fn program(h: &Harness, name: &str) -> Value {
+    let (_, body) = admin(h, "GET", "/programs").await;
+    let all: Value = serde_json::from_str(&body).unwrap();
+    all["programs"].as_array().unwrap().iter().find(|p| p["route"] == format!("default/{name}")).unwrap().clone()
+}
+
+async fn state(h: &Harness, name: &str) -> String {
+    program(h, name).await["state"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_official_clients_reach_each_model_through_one_host_and_list_them_while_stopped() {
+    let (r1, r2) = (Reserved::new(), Reserved::new());
+    let routes = format!(
+        "routes:\n{}{}",
+        model_route("llama", &["llama3:8b", "llama3*"], r1.port(), "", "", ""),
+        model_route("qwen", &["qwen2.5:7b"], r2.port(), "", "", "")
+    );
+    let h = start(&routes, |_| {}).await;
+    let listed = llm_client(h.proxy(), 30.0, &["openai-models"]).await;
+    assert_eq!(listed[0]["ids"], serde_json::json!(["llama3:8b", "qwen2.5:7b"]), "exact names, while nothing runs");
+    let listed = llm_client(h.proxy(), 30.0, &["ollama-list"]).await;
+    assert_eq!(listed[0]["ids"], serde_json::json!(["llama3:8b", "qwen2.5:7b"]));
+    assert_eq!((state(&h, "llama").await, state(&h, "qwen").await), ("stopped".into(), "stopped".into()));
+
+    let llama = llm_client(h.proxy(), 30.0, &["openai-chat", "llama3.1:70b"]).await;
+    assert!(text(&llama).starts_with("[llama@"), "a prefix pattern: {llama:?}");
+    let qwen = llm_client(h.proxy(), 30.0, &["ollama-chat", "qwen2.5:7b"]).await;
+    assert!(text(&qwen).starts_with("[qwen@") && qwen.len() > 3, "streamed by the other program: {qwen:?}");
+    let unknown = llm_client(h.proxy(), 30.0, &["openai-chat", "mistral"]).await;
+    let e = error(&unknown).unwrap();
+    assert_eq!((e["type"].as_str(), e["status"].as_u64()), (Some("NotFoundError"), Some(404)), "{e}");
+    assert!(e["message"].as_str().unwrap().contains("mistral"), "{e}");
+
+    let q = queue(h.admin()).await;
+    assert_eq!((q["default/llama"]["RequestCount"].as_i64(), q["default/qwen"]["RequestCount"].as_i64()), (Some(1), Some(1)));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_body_over_the_bound_is_refused_with_413_and_never_starts_the_model() {
+    let r = Reserved::new();
+    let routes = format!("routes:\n{}", model_route("llama", &["llama3:8b"], r.port(), "", "", ""));
+    let h = start(&routes, |c| c.model_body_limit = 64 * 1024).await;
+    let big = llm_client(h.proxy(), 30.0, &["openai-chat", "llama3:8b", "--prompt-bytes", "100000"]).await;
+    let e = error(&big).unwrap();
+    assert_eq!(e["status"].as_u64(), Some(413), "{e}");
+    assert!(e["message"].as_str().unwrap().contains("65536 bytes"), "says why: {e}");
+    let small = llm_client(h.proxy(), 30.0, &["openai-chat", "llama3:8b", "--prompt-bytes", "60000"]).await;
+    assert!(text(&small).starts_with("[llama@"), "under the bound: {small:?}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_exclusive_group_swaps_models_without_dropping_the_running_stream() {
+    let (r1, r2) = (Reserved::new(), Reserved::new());
+    let slow = ", --tokens, \"8\", --token-delay, \"0.3\"";
+    let routes = format!(
+        "groups:\n  gpu: {{exclusive: true, drainTimeout: 30s}}\nroutes:\n{}{}",
+        model_route("llama", &["llama3:8b"], r1.port(), slow, "", "      group: gpu\n"),
+        model_route("qwen", &["qwen2.5:7b"], r2.port(), "", "", "      group: gpu\n")
+    );
+    let h = start(&routes, |_| {}).await;
+    let proxy = h.proxy();
+    let stream = tokio::spawn(async move { llm_client(proxy, 30.0, &["openai-chat", "llama3:8b", "--stream"]).await });
+    eventually(Duration::from_secs(20), "llama streaming", || async { program(&h, "llama").await["inFlight"] == 1 }).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let qwen = llm_client(proxy, 30.0, &["ollama-chat", "qwen2.5:7b"]).await;
+    let llama = stream.await.unwrap();
+    assert!(error(&llama).is_none() && llama.last().unwrap()["kind"] == "done", "the stream was not cut: {llama:?}");
+    assert_eq!(llama.iter().filter(|l| l["kind"] == "chunk").count(), 8, "every token: {llama:?}");
+    assert!(text(&qwen).starts_with("[qwen@"), "{qwen:?}");
+    let (llama_end, qwen_start) = (llama.last().unwrap()["at"].as_f64().unwrap(), qwen[0]["at"].as_f64().unwrap());
+    assert!(qwen_start >= llama_end, "qwen answered only after llama's stream ended and llama stopped");
+    assert_eq!((state(&h, "llama").await, state(&h, "qwen").await), ("stopped".into(), "running".into()));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_model_stops_after_its_own_idle_period() {
+    let (r1, r2) = (Reserved::new(), Reserved::new());
+    let routes = format!(
+        "routes:\n{}{}",
+        model_route("llama", &["llama3:8b"], r1.port(), "", "", "      scaledownPeriod: 1s\n"),
+        model_route("qwen", &["qwen2.5:7b"], r2.port(), "", "", "      scaledownPeriod: 60s\n")
+    );
+    let h = start(&routes, |_| {}).await;
+    for model in ["qwen2.5:7b", "llama3:8b"] {
+        assert!(error(&llm_client(h.proxy(), 30.0, &["openai-chat", model]).await).is_none());
+    }
+    let idle_since = Instant::now();
+    eventually(Duration::from_secs(10), "llama stopped", || async { state(&h, "llama").await == "stopped" }).await;
+    assert!(idle_since.elapsed() >= Duration::from_millis(500));
+    assert_eq!(state(&h, "qwen").await, "running", "the other model keeps its own idle period");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_port_lists_unloads_and_streams_each_programs_output() {
+    let (r1, r2) = (Reserved::new(), Reserved::new());
+    let routes = format!(
+        "routes:\n{}{}",
+        model_route("llama", &["llama3:8b"], r1.port(), "", "", ""),
+        model_route("qwen", &["qwen2.5:7b"], r2.port(), "", "", "")
+    );
+    let h = start(&routes, |_| {}).await;
+    assert!(error(&llm_client(h.proxy(), 30.0, &["openai-chat", "llama3:8b"]).await).is_none());
+    let llama = program(&h, "llama").await;
+    assert_eq!((llama["state"].as_str(), llama["inFlight"].as_i64()), (Some("running"), Some(0)), "{llama}");
+    assert!(llama["pid"].as_i64().unwrap() > 0 && llama["since"].as_str().unwrap().ends_with('Z'), "{llama}");
+    assert_eq!(llama["models"], serde_json::json!(["llama3:8b"]));
+
+    let (status, output) = admin(&h, "GET", "/programs/default/llama/output?lines=5").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(output.contains("POST /v1/chat/completions HTTP/1.1\" 200"), "the program's own log: {output}");
+    let (_, _, on_proxy) = get(h.proxy(), "models.local", "/programs/default/llama/output").await;
+    assert!(!on_proxy.contains("POST /v1/chat"), "never on the proxy port: {on_proxy}");
+
+    // The live stream: the kept lines, then a new line as a request arrives.
+    let req = request(h.admin(), "admin", "/programs/default/llama/output/stream?lines=0").body(Full::new(Bytes::new())).unwrap();
+    let resp = client().request(req).await.unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut body = resp.into_body();
+    let proxy = h.proxy();
+    tokio::spawn(async move { llm_client(proxy, 30.0, &["openai-chat", "llama3:8b"]).await });
+    let event = tokio::time::timeout(Duration::from_secs(20), body.frame()).await.unwrap().unwrap().unwrap();
+    let event = String::from_utf8(event.into_data().unwrap().to_vec()).unwrap();
+    assert!(event.starts_with("data: ") && event.contains("POST /v1/chat/completions"), "{event}");
+    drop(body);
+
+    let (status, body) = admin(&h, "GET", "/programs/default/llama/unload").await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{body}");
+    let (status, body) = admin(&h, "POST", "/programs/default/llama/unload").await;
+    assert_eq!((status, body.as_str()), (StatusCode::ACCEPTED, r#"{"unloading":["default/llama"]}"#));
+    eventually(Duration::from_secs(10), "llama unloaded", || async { state(&h, "llama").await == "stopped" }).await;
+    assert!(error(&llm_client(h.proxy(), 30.0, &["openai-chat", "qwen2.5:7b"]).await).is_none());
+    let (status, body) = admin(&h, "POST", "/programs/unload").await;
+    assert_eq!((status, body.as_str()), (StatusCode::ACCEPTED, r#"{"unloading":["default/qwen"]}"#));
+    eventually(Duration::from_secs(10), "qwen unloaded", || async { state(&h, "qwen").await == "stopped" }).await;
+    assert_eq!(admin(&h, "GET", "/programs/default/nope/output").await.0, StatusCode::NOT_FOUND);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_with_a_2s_read_timeout_outlasts_a_10s_load_only_with_the_keep_alive() {
+    let (r1, r2) = (Reserved::new(), Reserved::new());
+    let load = ", --load-delay, \"10\"";
+    let routes = format!(
+        "routes:\n{}{}",
+        model_route("llama", &["llama3:8b"], r1.port(), load, "    coldStart: {streamKeepAlive: {interval: 1s}}\n", ""),
+        model_route("plain", &["plain"], r2.port(), load, "", "")
+    );
+    let h = start(&routes, |_| {}).await;
+    let proxy = h.proxy();
+    let without = tokio::spawn(async move { llm_client(proxy, 2.0, &["openai-chat", "plain", "--stream"]).await });
+    let started = Instant::now();
+    let kept = llm_client(h.proxy(), 2.0, &["openai-chat", "llama3:8b", "--stream"]).await;
+    assert!(started.elapsed() >= Duration::from_secs(10), "the load took its 10 s");
+    assert!(error(&kept).is_none(), "kept alive through the load: {kept:?}");
+    assert!(text(&kept).starts_with("[llama@"), "then the model's stream: {kept:?}");
+    let timed_out = without.await.unwrap();
+    assert_eq!(error(&timed_out).map(|e| e["type"].as_str().unwrap()), Some("APITimeoutError"), "{timed_out:?}");
+    h.stop().await;
+}

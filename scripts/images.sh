@@ -45,10 +45,10 @@ bash scripts/image-rootfs.sh "$out/rootfs" "$arch"
 for bin in "${binaries[@]}"; do
   tag=ghcr.io/httpscale/$bin:$version
   old=$(podman image inspect --format '{{.Id}}' "$tag" 2>/dev/null || true)
-  # The main context stays empty: the image stages copy only from the two named contexts. No --layers: the
-  # intermediate images it keeps would only fill the store.
-  podman build --quiet --layers=false --platform "linux/$arch" --target "$bin" --file Dockerfile --tag "$tag" \
-    --build-context binaries="$out/binaries" --build-context rootfs="$out/rootfs" \
+  # The main context stays empty: the image stages copy only from the two named contexts, so nothing is pulled
+  # (--pull=never makes sure). No --layers: the intermediate images it keeps would only fill the store.
+  podman build --quiet --pull=never --layers=false --platform "linux/$arch" --file Dockerfile --target "$bin" \
+    --tag "$tag" --build-context binaries="$out/binaries" --build-context rootfs="$out/rootfs" \
     --build-arg VERSION="$version" --build-arg REVISION="$revision" --build-arg CREATED="$created" \
     --timestamp "$epoch" "$out/context" >/dev/null
   # The image this tag named before is now unnamed: remove it, unless a container still uses it.

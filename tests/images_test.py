@@ -9,9 +9,10 @@ no privilege escalation, the image's non-root user), with the podman flags this 
   --cgroup-manager cgroupfs  systemd is not PID 1 here, so there is no systemd to place containers in cgroups
   --network host             the peers (backends, the gRPC client, the fake API server) are host processes on
                              127.0.0.1 with ports chosen at run time; no CNI plugins needed, nothing leaves loopback
+  --pull never               the images are local; a missing one must not send podman to a registry
   --ulimit nofile=H:H, nproc=4096:4096
                              podman asks for 1048576 open files; root here lacks CAP_SYS_RESOURCE, so runc cannot
-                             raise a limit above the host's hard one (H = `ulimit -Hn`)
+                             raise a limit above the host's hard one (H = `ulimit -Hn`); the same for processes
 
 Prints `ok NAME` or `FAIL NAME: why` per check and `N passed, M failed` last; exits 1 if any failed.
 """
@@ -43,6 +44,7 @@ MAX_IMAGE_BYTES = 40 * 1000 * 1000  # as `podman images` counts (decimal MB)
 PODMAN = ["podman", "--runtime", "runc", "--cgroup-manager", "cgroupfs"]
 NOFILE = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
 RUN_FLAGS = [
+    "--pull", "never",  # the images are local; a missing one must not send podman to the registry
     "--network", "host",
     "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
     "--ulimit", f"nofile={NOFILE}:{NOFILE}", "--ulimit", "nproc=4096:4096",
@@ -51,7 +53,8 @@ RUN_FLAGS = [
 LOOPBACK_ONLY = {"HTTPSCALE_BIND_ADDRESS": "127.0.0.1", "OTEL_PROM_EXPORTER_ENABLED": "false"}
 # A pod's resolver configuration (namespace keda), pointed at the DNS stub below.
 DNS_ADDR = ("127.0.0.153", 53)
-RESOLV_CONF = f"nameserver {DNS_ADDR[0]}\nsearch keda.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n"
+RESOLV_CONF = (f"nameserver {DNS_ADDR[0]}\n"
+               "search keda.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n")
 
 results = []
 
@@ -106,7 +109,9 @@ class Containers:
             cmd += ["--volume", f"{src}:{dst}:ro"]
         for k, v in (env or {}).items():
             cmd += ["--env", f"{k}={v}"]
-        subprocess.run([*cmd, image(binary), *args], check=True, capture_output=True, text=True)
+        r = subprocess.run([*cmd, image(binary), *args], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"podman run {image(binary)}: {r.stderr.strip()}")
         self.names.append(name)
         return name
 
@@ -421,21 +426,29 @@ def test_operator(containers, tmp):
               f"ScaledObject {so}\n{containers.logs(operator)}")
 
 
+def guarded(test, *args):
+    """Runs one group of checks; an exception in it is one more failure, and the other groups still run."""
+    try:
+        test(*args)
+    except Exception as e:  # noqa: BLE001 (reported, never swallowed)
+        check(f"{test.__name__} ran to the end", False, f"{type(e).__name__}: {e}")
+
+
 def main():
     from cyclonedx.schema import SchemaVersion
     from cyclonedx.validation.json import JsonStrictValidator
 
-    test_lints()
-    test_release_files()
+    guarded(test_lints)
+    guarded(test_release_files)
     validator = JsonStrictValidator(SchemaVersion.V1_5)
     for binary in BINARIES:
-        test_image(binary, validator)
+        guarded(test_image, binary, validator)
     containers = Containers()
     tmp = tempfile.mkdtemp(prefix="hs-image-test-")
     os.chmod(tmp, 0o755)  # the containers' user 65532 reads the mounted files
     try:
-        test_interceptor_and_scaler(containers, tmp)
-        test_operator(containers, tmp)
+        guarded(test_interceptor_and_scaler, containers, tmp)
+        guarded(test_operator, containers, tmp)
     finally:
         containers.remove_all()
         shutil.rmtree(tmp, ignore_errors=True)

@@ -27,6 +27,8 @@ pub struct StackParams {
     pub draining: Draining,
     pub cold_start: Arc<ColdStartParams>,
     pub bodies: Bodies,
+    /// Remove dot segments from paths before matching (`HTTPSCALE_NORMALIZE_PATH`).
+    pub normalize_path: bool,
 }
 
 /// metrics → rescue → route → statics → count → cold start → `forward`.
@@ -44,7 +46,7 @@ pub fn stack<B: RequestBody>(
     ServiceBuilder::new()
         .layer(MetricsLayer::new(p.requests.clone(), p.log_requests))
         .layer(RescueLayer::new(p.draining.clone()))
-        .layer(RouteLayer::new(p.routes.clone()))
+        .layer(RouteLayer::new(p.routes.clone(), p.normalize_path))
         .layer(StaticLayer::new(p.bodies.clone(), forward.clone()))
         .layer(CountLayer)
         .layer(ColdStartLayer::new(p.cold_start.clone()))

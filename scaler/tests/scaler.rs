@@ -346,3 +346,39 @@ fn the_binary_refuses_bad_settings_naming_them() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("HTTPSCALE_INTERCEPTORS"));
 }
+
+/// Regression: a 1 MB route name was echoed back as a 1 MB error message; a connection that never sent its
+/// HTTP/2 preface stayed open forever; streams per connection were unlimited.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_grpc_server_bounds_messages_echoes_and_silent_connections() {
+    let dead = Reserved::new();
+    let i = interceptor(&format!("routes:\n{}", route("app", dead.addr(), ""))).await;
+    let s = scaler(&i.routes_file, vec![i.admin().to_string()], |c| {
+        c.listen.header_read_timeout = Duration::from_millis(300);
+        c.grpc_max_concurrent_streams = 4;
+    })
+    .await;
+    let mut client = s.client().await;
+    let huge = "x".repeat(1 << 20);
+    let e = client.is_active(httpso(&huge)).await.unwrap_err();
+    assert_eq!(e.code(), Code::OutOfRange, "{}", &e.message()[..100.min(e.message().len())]);
+    let long = "y".repeat(10_000);
+    let e = client.is_active(httpso(&long)).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    assert!(e.message().len() < 200, "a short prefix of the name, not all of it: {} bytes", e.message().len());
+
+    let mut streams = Vec::new();
+    for _ in 0..4 {
+        streams.push(client.stream_is_active(httpso("app")).await.unwrap().into_inner());
+    }
+    let fifth = tokio::time::timeout(Duration::from_millis(500), client.clone().stream_is_active(httpso("app"))).await;
+    assert!(fifth.is_err(), "the fifth concurrent stream waits for a place");
+    drop(streams);
+
+    let mut silent = tokio::net::TcpStream::connect(s.running.grpc_addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(3), tokio::io::AsyncReadExt::read(&mut silent, &mut buf));
+    assert!(matches!(closed.await, Ok(Ok(0)) | Ok(Err(_))), "closed within the header timeout");
+    s.stop().await;
+    i.stop().await;
+}

@@ -246,7 +246,7 @@ async fn serve(
         };
         conns.spawn(stream, remote, permit);
     }
-    for (stream, remote, permit) in conns.gate.stop_accepting(&listener) {
+    for (stream, remote, permit) in conns.gate.stop_accepting(&listener).await {
         conns.spawn(stream, remote, permit);
     }
     drop(listener);

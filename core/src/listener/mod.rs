@@ -220,15 +220,30 @@ pub async fn detect(stream: &TcpStream, within: Option<Duration>) -> io::Result<
     }
 }
 
+/// How long handshakes already under way get to complete once new ones are ignored (loopback takes
+/// microseconds; a cluster network one round trip).
+const HANDSHAKE_GRACE: Duration = Duration::from_millis(100);
+
+/// A socket filter for a listener: drops every packet with SYN set (a new handshake: its client retries and
+/// finds the port closed), keeps the rest (the ACK that completes a handshake under way). A TCP socket
+/// filter sees the packet from the TCP header on; byte 13 holds the flags.
+const IGNORE_NEW_HANDSHAKES: [(u16, u8, u8, u32); 4] = [
+    (0x30, 0, 0, 13),       // ldb [13]
+    (0x45, 0, 1, 0x02),     // jset #SYN, drop, keep
+    (0x06, 0, 0, 0),        // drop: ret #0
+    (0x06, 0, 0, u32::MAX), // keep: ret #all
+];
+
 impl Gatekeeper {
-    /// Stops taking new connections without resetting those the kernel already completed: a socket filter
-    /// that drops every packet makes the listener ignore new handshakes (their clients retry and find the
-    /// port closed), then what is already queued is accepted and returned, to be served like any other.
-    pub fn stop_accepting(self: &Arc<Self>, listener: &TcpListener) -> Vec<(TcpStream, SocketAddr, Permit)> {
-        // cBPF `ret #0`: keep no byte of any packet.
-        let drop_all = [socket2::SockFilter::new(0x06, 0, 0, 0)];
-        if let Err(e) = socket2::SockRef::from(listener).attach_filter(&drop_all) {
-            tracing::debug!(cause = %e, "cannot filter the listener; closing it after draining its queue");
+    /// Stops taking new connections without resetting those the kernel completed or is completing: new
+    /// handshakes are ignored (their clients retry and find the port closed, so they were never accepted),
+    /// those under way get [`HANDSHAKE_GRACE`] to complete, then the queue is accepted and returned, to be
+    /// served like any other, before the caller closes the listener.
+    pub async fn stop_accepting(self: &Arc<Self>, listener: &TcpListener) -> Vec<(TcpStream, SocketAddr, Permit)> {
+        let filter = IGNORE_NEW_HANDSHAKES.map(|(code, jt, jf, k)| socket2::SockFilter::new(code, jt, jf, k));
+        match socket2::SockRef::from(listener).attach_filter(&filter) {
+            Ok(()) => tokio::time::sleep(HANDSHAKE_GRACE).await,
+            Err(e) => tracing::debug!(cause = %e, "cannot filter the listener; closing it after draining its queue"),
         }
         let mut queued = Vec::new();
         while let Some(Ok((stream, peer))) = futures_util::FutureExt::now_or_never(listener.accept()) {

@@ -29,11 +29,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
-use tower::Service;
 
 use crate::cluster::pods::PodRouter;
 use crate::proxy::forward::{Forward, ForwardSettings};
-use crate::proxy::stack::{StackParams, stack};
+use crate::proxy::stack::{Pipeline, StackParams, stack};
 use crate::proxy::types::{BoxFuture, ClientAddr, ProxyResponse};
 
 /// Pending connections each listener keeps (a burst of clients arriving at a cold route).
@@ -112,15 +111,7 @@ struct ConnService<S> {
     state: Arc<ConnState>,
 }
 
-impl<S> hyper::service::Service<Request<Incoming>> for ConnService<S>
-where
-    S: Service<
-            Request<Incoming>,
-            Response = ProxyResponse,
-            Error = Infallible,
-            Future = BoxFuture<Result<ProxyResponse, Infallible>>,
-        > + Clone,
-{
+impl<S: Pipeline<Incoming>> hyper::service::Service<Request<Incoming>> for ConnService<S> {
     type Response = ProxyResponse;
     type Error = Infallible;
     type Future = Answered;
@@ -184,17 +175,7 @@ struct Connections<S> {
     open: mpsc::Sender<()>,
 }
 
-impl<S> Connections<S>
-where
-    S: Service<
-            Request<Incoming>,
-            Response = ProxyResponse,
-            Error = Infallible,
-            Future = BoxFuture<Result<ProxyResponse, Infallible>>,
-        > + Clone
-        + Send
-        + 'static,
-{
+impl<S: Pipeline<Incoming>> Connections<S> {
     fn spawn(&self, stream: TcpStream, remote: SocketAddr, permit: Permit) {
         let (stack, builder, gate, stop, open) =
             (self.stack.clone(), self.builder.clone(), self.gate.clone(), self.stop.clone(), self.open.clone());

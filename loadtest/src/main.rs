@@ -411,25 +411,27 @@ fn scenario(cmd: Cmd) -> anyhow::Result<()> {
             report.print();
             a.common.json.map_or(Ok(()), |p| write_json(&p, &report))
         }
-        Cmd::Sigterm(a) => {
-            let tools = Tools::locate(a.common.interceptor.as_deref())?;
-            let opts = sigterm::SigtermOpts {
-                rounds: a.rounds,
-                connections: a.connections,
-                before: a.before,
-                shutdown_delay: a.shutdown_delay,
-                proxy_threads: a.proxy_threads,
-                client_threads: a.client_threads,
-                progress: !a.common.quiet,
-            };
-            let report = sigterm::run(&tools, &opts)?;
-            report.print();
-            a.common.json.map_or(Ok(()), |p| write_json(&p, &report))?;
-            anyhow::ensure!(report.lost_total == 0, "{} requests lost", report.lost_total);
-            Ok(())
-        }
+        Cmd::Sigterm(a) => sigterm_cmd(a),
         Cmd::Backend(_) | Cmd::RunInterceptor { .. } => Ok(()),
     }
+}
+
+fn sigterm_cmd(a: SigtermArgs) -> anyhow::Result<()> {
+    let tools = Tools::locate(a.common.interceptor.as_deref())?;
+    let opts = sigterm::SigtermOpts {
+        rounds: a.rounds,
+        connections: a.connections,
+        before: a.before,
+        shutdown_delay: a.shutdown_delay,
+        proxy_threads: a.proxy_threads,
+        client_threads: a.client_threads,
+        progress: !a.common.quiet,
+    };
+    let report = sigterm::run(&tools, &opts)?;
+    report.print();
+    a.common.json.map_or(Ok(()), |p| write_json(&p, &report))?;
+    anyhow::ensure!(report.lost_total == 0, "{} requests lost", report.lost_total);
+    Ok(())
 }
 
 fn run_one(a: RunArgs) -> anyhow::Result<()> {

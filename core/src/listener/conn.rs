@@ -24,7 +24,8 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use super::{Gatekeeper, Limit, Permit, Protocol};
+use super::gate::{Gatekeeper, Permit, Protocol};
+use super::stats::Limit;
 
 const NEVER: u64 = u64::MAX;
 

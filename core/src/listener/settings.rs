@@ -4,7 +4,18 @@ use std::time::Duration;
 
 use crate::settings::duration;
 
-use super::Limits;
+/// The time limits of one listener; `None` disables one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// From accept to the end of the first request head (HTTP/1) or the preface (HTTP/2); from the first byte
+    /// to the end of the head for the next requests on a kept-alive connection.
+    pub header_timeout: Option<Duration>,
+    /// A kept-alive HTTP/1 connection waiting for its next request, or an HTTP/2 connection with no open
+    /// stream, is closed after this.
+    pub idle_timeout: Option<Duration>,
+    /// Open client connections; past it a new connection gets `503` and is closed.
+    pub max_connections: usize,
+}
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ListenerArgs {

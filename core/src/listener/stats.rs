@@ -1,20 +1,12 @@
 //! Counts of every limit a listener enforces, logged at most once per [`LOG_EVERY`] per limit (with how many
-//! hits the silence hid), and exposed as `httpscale_connection_limits_total{listener, limit}` and
-//! `httpscale_open_connections{listener}` by [`LimitsCollector`].
+//! hits the silence hid); exposed by [`LimitsCollector`](super::collector::LimitsCollector).
 
 use std::fmt::Display;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
 use tokio::time::Instant;
-
-use super::Gatekeeper;
 
 /// The longest silence between two log lines about one limit of one listener.
 pub const LOG_EVERY: Duration = Duration::from_secs(10);
@@ -97,41 +89,5 @@ impl Stats {
         }
         let hidden = self.unlogged[i].swap(0, Ordering::Relaxed);
         tracing::warn!(listener = self.listener, limit = limit.label(), unlogged_since_last_line = hidden, "{what}");
-    }
-}
-
-/// The limit counts and open connections of every listener of a binary, for its registry.
-pub struct LimitsCollector(pub Vec<Arc<Gatekeeper>>);
-
-impl std::fmt::Debug for LimitsCollector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("LimitsCollector")
-    }
-}
-
-impl Collector for LimitsCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let mut hits = encoder.encode_descriptor(
-            "httpscale_connection_limits",
-            "Connections and requests refused or cut by a listener's limits",
-            None,
-            MetricType::Counter,
-        )?;
-        for g in &self.0 {
-            for limit in Limit::ALL {
-                let labels = [("listener", g.name), ("limit", limit.label())];
-                ConstCounter::new(g.stats.hits(limit)).encode(hits.encode_family(&labels)?)?;
-            }
-        }
-        let mut open = encoder.encode_descriptor(
-            "httpscale_open_connections",
-            "Client connections open on each listener",
-            None,
-            MetricType::Gauge,
-        )?;
-        for g in &self.0 {
-            ConstGauge::new(g.open() as i64).encode(open.encode_family(&[("listener", g.name)])?)?;
-        }
-        Ok(())
     }
 }

@@ -5,6 +5,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
 use super::*;
 use crate::Shutdown;
 use crate::admin::{self, AdminBody};

@@ -6,10 +6,10 @@
 //! refused): a failed check is `400` and nothing is forwarded, whatever the routes. The host is the request
 //! target's authority when it has one (absolute-form HTTP/1.1 targets and HTTP/2's `:authority`, as RFC 9112
 //! §3.2.2 requires), else the `Host` header; the backend gets that host in `Host`. A request no route names
-//! fails with `NoRoute` (404) and is never forwarded; CONNECT is refused. States of a routed request: *in flight* (the
-//! inner pipeline works on it; with a request deadline it must produce headers in time, else 504) and
-//! *streaming* (the answer's body is cut at the deadline). Failures leave here tagged with their route, for
-//! the rescue layer to answer.
+//! fails with `NoRoute` (404) and is never forwarded; CONNECT is refused. States of a routed request:
+//! *in flight* (the inner pipeline works on it; with a request deadline it must produce headers in time, else
+//! 504) and *streaming* (the answer's body is cut at the deadline). Failures leave here tagged with their
+//! route, for the rescue layer to answer.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};

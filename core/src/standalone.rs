@@ -67,6 +67,9 @@ pub struct ProcessSpec {
     pub stop_signal: StopSignal,
     /// After the stop signal, wait this long, then SIGKILL the process group.
     pub stop_timeout: Duration,
+    /// Quote the program's last output lines in the answers to clients when it fails (off by default:
+    /// output can hold secrets; it is always in the log).
+    pub expose_output: bool,
 }
 
 /// Signals a program may be asked to stop with.
@@ -170,6 +173,8 @@ struct RawProcess {
     stop_signal: Option<String>,
     #[serde(default)]
     stop_timeout: Option<GoDuration>,
+    #[serde(default)]
+    expose_output: bool,
 }
 
 /// `scaledownPeriod` as in an HTTPScaledObject (integer seconds) or as a duration string (`5m`).
@@ -212,6 +217,7 @@ fn process_spec(raw: RawProcess) -> Result<ProcessSpec, RouteError> {
         scaledown_period: raw.scaledown_period.unwrap_or(Duration::from_secs(300)),
         stop_signal,
         stop_timeout: raw.stop_timeout.map_or(Duration::from_secs(30), |d| d.0),
+        expose_output: raw.expose_output,
     })
 }
 

@@ -179,7 +179,8 @@ pub struct LoadResult {
     pub latency: Latency,
     /// Answers by status class (`2xx`, `5xx`, …).
     pub status: BTreeMap<String, u64>,
-    /// Failures by kind: `connect`, `connect-timeout`, `timeout`, `reset`, `closed`, `protocol`, `other`.
+    /// Failures by kind: `connect`, `connect-timeout`, `timeout`, `reset`, `closed`, `protocol`, `other`, and
+    /// `closed-between-requests` (a connection that ended with no request on it: nothing was lost).
     pub errors: BTreeMap<String, u64>,
     /// Requests cut by the end of the run.
     pub unfinished: u64,
@@ -332,6 +333,9 @@ impl Sender {
     }
 }
 
+/// The error kind of a connection that ended while no request was on it (nothing lost).
+pub const CLOSED_BETWEEN_REQUESTS: &str = "closed-between-requests";
+
 /// Classifies a hyper error into a short kind.
 pub fn error_kind(e: &hyper::Error) -> &'static str {
     use std::error::Error as _;
@@ -407,7 +411,8 @@ async fn stream_loop(ctx: &Ctx, sender: &mut Sender, slot: usize, sent: &mut u64
         }
         if let Err(kind) = sender.ready().await {
             if Instant::now() >= ctx.record_from && !ctx.over() {
-                ctx.stats.borrow_mut().error(kind);
+                // No request was on the connection: it ended between two (a server's `Connection: close`).
+                ctx.stats.borrow_mut().error(if kind == "closed" { CLOSED_BETWEEN_REQUESTS } else { kind });
             }
             return StreamEnd::Broken;
         }

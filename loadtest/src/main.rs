@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use httpscale_loadtest::load::{self, LoadSpec, Protocol};
 use httpscale_loadtest::procs::Tools;
 use httpscale_loadtest::report::{Table, write_json};
-use httpscale_loadtest::scenarios::{ceiling, cold_burst, many_routes, overhead, streaming};
+use httpscale_loadtest::scenarios::{ceiling, cold_burst, many_routes, overhead, sigterm, streaming};
 use httpscale_loadtest::{backend, parse_duration, set_aborted};
 
 #[derive(Parser)]
@@ -49,6 +49,8 @@ enum Cmd {
     ManyRoutes(ManyRoutesArgs),
     /// loadtest's ceiling compared with wrk's against the same fast backend.
     Ceiling(CeilingArgs),
+    /// SIGTERM under load: every request answered or refused, none accepted and lost.
+    Sigterm(SigtermArgs),
     /// A tiny hyper backend (used by the scenarios as a child process).
     Backend(BackendArgs),
     /// nginx as a keep-alive reverse proxy to `--upstream` (the comparison proxy of the real-cluster
@@ -153,6 +155,26 @@ struct OverheadArgs {
     /// Load generator for every leg: loadtest, or wrk (closed-loop HTTP/1.1, like the reference figures).
     #[arg(long, value_enum, default_value = "loadtest")]
     client: overhead::Client,
+}
+
+#[derive(Args)]
+struct SigtermArgs {
+    #[command(flatten)]
+    common: Common,
+    #[arg(long, default_value = "3")]
+    rounds: usize,
+    #[arg(long, default_value = "64")]
+    connections: usize,
+    /// Load before the SIGTERM.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    before: Duration,
+    /// The interceptor's KEDA_HTTP_SHUTDOWN_DELAY.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    shutdown_delay: Duration,
+    #[arg(long, default_value = "2")]
+    proxy_threads: usize,
+    #[arg(long, default_value = "1")]
+    client_threads: usize,
 }
 
 #[derive(Args)]
@@ -431,8 +453,27 @@ fn scenario(cmd: Cmd) -> anyhow::Result<()> {
             let chart: httpscale_loadtest::svg::Chart = serde_json::from_slice(&std::fs::read(&input)?)?;
             Ok(std::fs::write(out, httpscale_loadtest::svg::render(&chart))?)
         }
+        Cmd::Sigterm(a) => sigterm_cmd(a),
         Cmd::Backend(_) | Cmd::RunInterceptor { .. } => Ok(()),
     }
+}
+
+fn sigterm_cmd(a: SigtermArgs) -> anyhow::Result<()> {
+    let tools = Tools::locate(a.common.interceptor.as_deref())?;
+    let opts = sigterm::SigtermOpts {
+        rounds: a.rounds,
+        connections: a.connections,
+        before: a.before,
+        shutdown_delay: a.shutdown_delay,
+        proxy_threads: a.proxy_threads,
+        client_threads: a.client_threads,
+        progress: !a.common.quiet,
+    };
+    let report = sigterm::run(&tools, &opts)?;
+    report.print();
+    a.common.json.map_or(Ok(()), |p| write_json(&p, &report))?;
+    anyhow::ensure!(report.lost_total == 0, "{} requests lost", report.lost_total);
+    Ok(())
 }
 
 fn run_one(a: RunArgs) -> anyhow::Result<()> {

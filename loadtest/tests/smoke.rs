@@ -330,3 +330,30 @@ fn refuses_targets_off_loopback() {
     assert!(!ok);
     assert!(out.contains("only loopback"), "{out}");
 }
+
+#[test]
+fn sigterm_under_load_loses_nothing() {
+    let r = loadtest(
+        &[
+            "sigterm",
+            "--interceptor",
+            "embedded",
+            "--quiet",
+            "--rounds",
+            "1",
+            "--connections",
+            "16",
+            "--before",
+            "700ms",
+            "--shutdown-delay",
+            "300ms",
+            "--proxy-threads",
+            "2",
+        ],
+        Duration::from_secs(60),
+    );
+    let run = &r["runs"][0];
+    assert!(u(&run["answered"]) > 100, "under load: {run}");
+    assert!(u(&run["refused"]) > 0, "refused once the port closed: {run}");
+    assert_eq!(u(&r["lost_total"]), 0, "nothing accepted and lost: {run}");
+}

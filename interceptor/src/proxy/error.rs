@@ -11,6 +11,7 @@ use http::header::{CONNECTION, CONTENT_TYPE, HeaderValue, RETRY_AFTER, X_CONTENT
 use http::{Response, StatusCode};
 use httpscale_core::gate::{Refusal, RefusalKind};
 use httpscale_core::route::RouteKey;
+use httpscale_core::target::TargetError;
 
 use super::body::ProxyBody;
 use crate::placeholder::BodyError;
@@ -21,10 +22,14 @@ pub enum ProxyError {
     // -- the client's request
     #[error("no route for host {host:?} and path {path:?}")]
     NoRoute { host: String, path: String },
-    #[error("request has no Host header or authority")]
-    MissingHost,
+    #[error(transparent)]
+    Target(#[from] TargetError),
     #[error("CONNECT is not supported")]
     ConnectMethod,
+    #[error("request body: {0}")]
+    ClientBody(String),
+    #[error("request body stalled for {0:?}")]
+    BodyTimeout(Duration),
 
     // -- holding for a cold start
     #[error("backend {upstream} not ready within {timeout:?}")]
@@ -67,7 +72,8 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::NoRoute { .. } => StatusCode::NOT_FOUND,
-            Self::MissingHost => StatusCode::BAD_REQUEST,
+            Self::Target(_) | Self::ClientBody(_) => StatusCode::BAD_REQUEST,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::ConnectMethod => StatusCode::METHOD_NOT_ALLOWED,
             Self::HoldQueueFull { .. } | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::ReadinessTimeout { .. }
@@ -98,7 +104,9 @@ impl ProxyError {
             Self::HoldQueueFull { .. }
             | Self::ShuttingDown
             | Self::ConnectMethod
-            | Self::MissingHost
+            | Self::Target(_)
+            | Self::ClientBody(_)
+            | Self::BodyTimeout(_)
             | Self::BackendRefused(_) => format!("{text}: {self}\n"),
             _ => format!("{text}\n"),
         };
@@ -111,7 +119,8 @@ impl ProxyError {
             Self::HoldQueueFull { .. } => {
                 h.insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
             }
-            Self::ShuttingDown => {
+            // The request body's state is unknown: the connection cannot carry another request.
+            Self::ShuttingDown | Self::ClientBody(_) | Self::BodyTimeout(_) => {
                 h.insert(CONNECTION, HeaderValue::from_static("close"));
             }
             Self::ConnectMethod => {

@@ -14,7 +14,8 @@
 //! 7. [`forward`]: sends the request upstream over a pooled connection and streams the answer back.
 //!
 //! Shared by the layers: [`types`] (request extensions), [`body`] (the response body that carries counts
-//! and records to its end), [`fixed`] (placeholder and static answers), [`headers`] (proxy header rules).
+//! and records to its end), [`fixed`] (placeholder and static answers), [`headers`] (proxy header rules),
+//! [`forwarded`] (what the backend is told about the client, and whom to believe).
 //! Every layer is generic over the request body and tested alone on a paused clock.
 
 pub mod body;
@@ -23,6 +24,7 @@ pub mod count;
 pub mod error;
 pub mod fixed;
 pub mod forward;
+pub mod forwarded;
 pub mod headers;
 pub mod metrics;
 pub mod rescue;

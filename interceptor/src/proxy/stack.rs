@@ -27,24 +27,41 @@ pub struct StackParams {
     pub draining: Draining,
     pub cold_start: Arc<ColdStartParams>,
     pub bodies: Bodies,
+    /// Remove dot segments from paths before matching (`HTTPSCALE_NORMALIZE_PATH`).
+    pub normalize_path: bool,
+}
+
+/// The assembled pipeline for request bodies `B`: every failure answered, so it never errs.
+pub trait Pipeline<B>:
+    Service<
+        Request<B>,
+        Response = ProxyResponse,
+        Error = Infallible,
+        Future = BoxFuture<Result<ProxyResponse, Infallible>>,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<B, T> Pipeline<B> for T where
+    T: Service<
+            Request<B>,
+            Response = ProxyResponse,
+            Error = Infallible,
+            Future = BoxFuture<Result<ProxyResponse, Infallible>>,
+        > + Clone
+        + Send
+        + 'static
+{
 }
 
 /// metrics → rescue → route → statics → count → cold start → `forward`.
-pub fn stack<B: RequestBody>(
-    p: &StackParams,
-    forward: Forward<B>,
-) -> impl Service<
-    Request<B>,
-    Response = ProxyResponse,
-    Error = Infallible,
-    Future = BoxFuture<Result<ProxyResponse, Infallible>>,
-> + Clone
-+ Send
-+ 'static {
+pub fn stack<B: RequestBody>(p: &StackParams, forward: Forward<B>) -> impl Pipeline<B> {
     ServiceBuilder::new()
         .layer(MetricsLayer::new(p.requests.clone(), p.log_requests))
         .layer(RescueLayer::new(p.draining.clone()))
-        .layer(RouteLayer::new(p.routes.clone()))
+        .layer(RouteLayer::new(p.routes.clone(), p.normalize_path))
         .layer(StaticLayer::new(p.bodies.clone(), forward.clone()))
         .layer(CountLayer)
         .layer(ColdStartLayer::new(p.cold_start.clone()))

@@ -18,7 +18,7 @@ fn request(uri: &str, host: Option<&str>) -> Request<()> {
 #[tokio::test(start_paused = true)]
 async fn requests_are_routed_on_the_target_authority_else_the_host_header() {
     let (inner, mut handle) = mock();
-    let mut svc = RouteLayer::new(routes(TWO_ROUTES)).layer(inner);
+    let mut svc = RouteLayer::new(routes(TWO_ROUTES), true).layer(inner);
     let slot = RouteSlot::default();
     let mut req = request("/x", Some("App.Local:8080"));
     req.extensions_mut().insert(slot.clone());
@@ -41,11 +41,11 @@ async fn requests_are_routed_on_the_target_authority_else_the_host_header() {
 #[tokio::test(start_paused = true)]
 async fn unknown_hosts_connect_and_missing_hosts_fail_without_reaching_the_inner_layers() {
     let (inner, mut handle) = mock();
-    let mut svc = RouteLayer::new(routes(TWO_ROUTES)).layer(inner);
+    let mut svc = RouteLayer::new(routes(TWO_ROUTES), true).layer(inner);
     let failure = svc.ready().await.unwrap().call(request("/", Some("evil.example"))).await.unwrap_err();
     assert!(matches!(failure.error, ProxyError::NoRoute { .. }) && failure.route.is_none());
     let failure = svc.ready().await.unwrap().call(request("/", None)).await.unwrap_err();
-    assert!(matches!(failure.error, ProxyError::MissingHost));
+    assert!(matches!(failure.error, ProxyError::Target(TargetError::MissingHost)));
     let mut connect = request("/", Some("app.local"));
     *connect.method_mut() = Method::CONNECT;
     let failure = svc.ready().await.unwrap().call(connect).await.unwrap_err();
@@ -57,7 +57,7 @@ async fn unknown_hosts_connect_and_missing_hosts_fail_without_reaching_the_inner
 #[tokio::test(start_paused = true)]
 async fn the_request_deadline_gives_504_at_the_deadline_naming_the_route() {
     let (inner, mut handle) = mock();
-    let mut svc = RouteLayer::new(routes(TWO_ROUTES)).layer(inner);
+    let mut svc = RouteLayer::new(routes(TWO_ROUTES), true).layer(inner);
     let started = Instant::now();
     let answer = svc.ready().await.unwrap().call(request("/", Some("slow.local")));
     let _never_answered = handle.next_request().await.unwrap();
@@ -70,11 +70,62 @@ async fn the_request_deadline_gives_504_at_the_deadline_naming_the_route() {
 #[tokio::test(start_paused = true)]
 async fn an_inner_failure_leaves_tagged_with_its_route() {
     let (inner, mut handle) = mock();
-    let mut svc = RouteLayer::new(routes(TWO_ROUTES)).layer(inner);
+    let mut svc = RouteLayer::new(routes(TWO_ROUTES), true).layer(inner);
     let answer = svc.ready().await.unwrap().call(request("/", Some("app.local")));
     let (_, send) = handle.next_request().await.unwrap();
     send.send_error(ProxyError::ShuttingDown);
     let failure = answer.await.unwrap_err();
     assert!(matches!(failure.error, ProxyError::ShuttingDown));
     assert_eq!(failure.route.unwrap().to_string(), "default/app");
+}
+
+#[tokio::test(start_paused = true)]
+async fn invalid_targets_fail_with_400_before_any_lookup() {
+    let (inner, mut handle) = mock();
+    let catch_all = "routes:\n  - {name: all, upstream: '127.0.0.1:1'}\n";
+    let mut svc = RouteLayer::new(routes(catch_all), true).layer(inner);
+    let mut two_hosts = request("/", Some("app.local"));
+    two_hosts.headers_mut().append("host", HeaderValue::from_static("evil.example"));
+    let mut star = request("/", Some("app.local"));
+    *star.uri_mut() = Uri::from_static("*");
+    for req in [
+        two_hosts,
+        request("/", Some("a b")),
+        request("/", Some("app.local:99999")),
+        star,
+        request("/../etc", Some("a")),
+    ] {
+        let failure = svc.ready().await.unwrap().call(req).await.unwrap_err();
+        assert_eq!(failure.error.status(), http::StatusCode::BAD_REQUEST, "{:?}", failure.error);
+    }
+    drop(svc);
+    assert!(handle.next_request().await.is_none(), "nothing was passed on, even with a catch-all route");
+}
+
+#[tokio::test(start_paused = true)]
+async fn options_asterisk_is_answered_here() {
+    let (inner, mut handle) = mock();
+    let mut svc = RouteLayer::new(routes(TWO_ROUTES), true).layer(inner);
+    let mut req = request("/", Some("app.local"));
+    *req.method_mut() = Method::OPTIONS;
+    *req.uri_mut() = Uri::from_static("*");
+    let resp = svc.ready().await.unwrap().call(req).await.unwrap();
+    assert_eq!(resp.status(), http::StatusCode::OK);
+    drop(svc);
+    assert!(handle.next_request().await.is_none());
+}
+
+#[tokio::test(start_paused = true)]
+async fn dot_segments_are_removed_before_matching_unless_turned_off() {
+    let api = "routes:\n  - {name: root, hosts: [h], upstream: '127.0.0.1:1'}\n  - {name: api, hosts: [h], pathPrefixes: [/api], upstream: '127.0.0.1:2'}\n";
+    for (normalize, route, uri) in [(true, "root", "/secret?x=1"), (false, "api", "/api/%2e%2e/secret?x=1")] {
+        let (inner, mut handle) = mock();
+        let mut svc = RouteLayer::new(routes(api), normalize).layer(inner);
+        let answer = svc.ready().await.unwrap().call(request("/api/%2e%2e/secret?x=1", Some("h")));
+        let (seen, send) = handle.next_request().await.unwrap();
+        assert_eq!(seen.extensions().get::<Routed>().unwrap().route.route.key.name, route);
+        assert_eq!(seen.uri(), uri, "forwarded as matched");
+        send.send_response(ok("ok"));
+        assert!(answer.await.is_ok());
+    }
 }

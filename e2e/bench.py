@@ -35,6 +35,7 @@ NS = "bench"
 PORT = 3000
 GO_PORTS = {"proxy": 8090, "admin": 9095, "metrics": 2225}
 HUNG_IP = "10.245.1.9"
+SUBSCRIBE_WAIT = 10  # seconds for every StreamIsActive subscriber's first answer
 CLK = os.sysconf("SC_CLK_TCK")
 
 
@@ -337,7 +338,8 @@ def first_true(scalers, hold_for=15):
 
     def watch(name, addr):
         with grpc.insecure_channel(addr) as ch:
-            stream = pb2_grpc.ExternalScalerStub(ch).StreamIsActive(ref, timeout=hold_for + 5)
+            # Long enough to outlive the wait for every subscriber's first answer (a stalled scaler may not give one).
+            stream = pb2_grpc.ExternalScalerStub(ch).StreamIsActive(ref, timeout=SUBSCRIBE_WAIT + hold_for + 5)
             try:
                 for i, msg in enumerate(stream):
                     if i == 0:
@@ -351,8 +353,9 @@ def first_true(scalers, hold_for=15):
     threads = [threading.Thread(target=watch, args=item, daemon=True) for item in scalers.items()]
     for t in threads:
         t.start()
+    deadline = time.monotonic() + SUBSCRIBE_WAIT
     for _ in threads:
-        subscribed.acquire(timeout=20)
+        subscribed.acquire(timeout=max(0.0, deadline - time.monotonic()))
     with socket.create_connection(("10.245.1.1", 8080)) as held:
         t0[0] = time.monotonic()
         held.sendall(b"GET / HTTP/1.1\r\nHost: hung.bench\r\n\r\n")

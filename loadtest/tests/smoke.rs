@@ -325,10 +325,10 @@ fn run_closed_open_and_h2() {
 }
 
 #[test]
-fn refuses_targets_off_loopback() {
+fn refuses_targets_off_this_host() {
     let (ok, out) = run(&["run", "http://10.1.2.3:80/", "-d", "1s"], None, Duration::from_secs(20));
     assert!(!ok);
-    assert!(out.contains("only loopback"), "{out}");
+    assert!(out.contains("only addresses of this host"), "{out}");
 }
 
 #[test]

@@ -166,7 +166,7 @@ class AddOn:
             done.append(f"{doc['kind']}/{doc['metadata']['name']}")
         return done
 
-    def _component(self, name, deployment, binary, ip, port_name, env=None, ports=None):
+    def component(self, name, deployment, binary, ip, port_name, env=None, ports=None):
         sa = self.deployments[deployment]["spec"]["template"]["spec"]["serviceAccountName"]
         sa_dir, _ = self.plane.service_account(NAMESPACE, sa)
         c = Component(name, self.deployments[deployment], self.bin_dir / binary, ip, sa_dir, self.plane.logs,
@@ -174,7 +174,7 @@ class AddOn:
         return c.start(port_name)
 
     def start_operator(self):
-        self.operator = self._component("operator", "keda-add-ons-http-controller-manager", "operator", OPERATOR_IP,
+        self.operator = self.component("operator", "keda-add-ons-http-controller-manager", "operator", OPERATOR_IP,
                                         "probes", ports=self.operator_ports)
         self.write_slice("keda-add-ons-http-controller-manager-metrics-service", [OPERATOR_IP],
                          {"metrics": self.operator.ports["metrics"]})
@@ -182,7 +182,7 @@ class AddOn:
 
     def start_scaler(self, env=None):
         env = dict(env or {}, **{k: str(v) for k, v in self.scaler_env().items()})
-        self.scaler = self._component("scaler", "keda-add-ons-http-external-scaler", "scaler", SCALER_IP, "grpc",
+        self.scaler = self.component("scaler", "keda-add-ons-http-external-scaler", "scaler", SCALER_IP, "grpc",
                                       env, self.scaler_ports)
         self.write_slice("keda-add-ons-http-external-scaler", [SCALER_IP],
                          {"grpc": self.scaler.ports["grpc"], "metrics": self.scaler.ports["metrics"]})
@@ -194,7 +194,7 @@ class AddOn:
     def start_interceptor(self, index=0, env=None):
         assert index < self.max_interceptors, f"{self.name} runs at most {self.max_interceptors} interceptor(s) here"
         ip = INTERCEPTOR_IPS[index]
-        c = self._component(f"interceptor-{index + 1}", "keda-add-ons-http-interceptor", "interceptor", ip, "admin",
+        c = self.component(f"interceptor-{index + 1}", "keda-add-ons-http-interceptor", "interceptor", ip, "admin",
                             env)
         wait_for(f"{c.name} ready", lambda: http_status(f"http://{ip}:{c.ports['admin']}/readyz") == 200, timeout=60)
         self.interceptors = [i for i in self.interceptors if i.name != c.name] + [c]

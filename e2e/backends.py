@@ -9,6 +9,7 @@ ready endpoints (and refuse connections while it has none), and /etc/hosts (this
 Service as `<svc>.<ns>[.svc[.cluster.local]]`.
 """
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -30,6 +31,9 @@ def backend_argv(kind, ip, port, extra):
         return [sys.executable, REPO / "tests/peers/fake_ollama.py", "--host", ip, "--port", port, *extra]
     if kind == "http":
         return [sys.executable, REPO / "e2e/echo_backend.py", "--host", ip, "--port", port, *extra]
+    if kind == "loadtest":
+        loadtest = os.environ.get("HTTPSCALE_LOADTEST", str(REPO / "target/release/loadtest"))
+        return [loadtest, "backend", "--listen", f"{ip}:{port}", "--threads", "1"]
     if kind == "grpc":
         return [sys.executable, REPO / "e2e/grpc_backend.py", "--host", ip, "--port", port]
     raise ValueError(f"unknown backend kind {kind!r}")

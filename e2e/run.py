@@ -55,6 +55,24 @@ def run_differential(a, ctx, v, results):
     return 0
 
 
+def run_bench(a, ctx, results):
+    """Installs the add-on and runs one side-by-side benchmark; its JSON goes to target/e2e/bench-<name>.json."""
+    import bench
+    ctx.hs.install()
+    ctx.hs.start()
+    ctx.interceptor_url = f"http://{ctx.hs.interceptors[0].ip}:8080"
+    ctx.loadtest = Path(a.rust_bins) / "loadtest"
+    out = Path(a.report).parent / f"bench-{a.bench}.json"
+    t = time.monotonic()
+    if a.bench == "data-path":
+        bench.run(ctx, a.upstream_dir, out)
+    else:
+        bench.activation(ctx, out)
+    results.append({"name": f"bench-{a.bench}", "passed": True, "seconds": round(time.monotonic() - t, 1)})
+    print(f"bench {a.bench} done in {time.monotonic() - t:.0f}s: {out}", flush=True)
+    return 0
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--go-bins", required=True, help="the cache directory scripts/e2e-build.sh printed")
@@ -67,9 +85,14 @@ def main():
     ap.add_argument("--differential", choices=["httpscale", "upstream"],
                     help="instead of the scenarios, run the differential corpus against this add-on")
     ap.add_argument("--upstream-dir", help="the KEDA HTTP add-on's cache directory (bin/, crds/)")
+    ap.add_argument("--bench", choices=["data-path", "activation-httpscale", "activation-upstream"],
+                    help="instead of the scenarios, a side-by-side benchmark (e2e/bench.py)")
     a = ap.parse_args()
     v = versions()
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # Every process started here may hold thousands of connections (the burst benchmarks): soft = hard limit.
+    import resource
+    resource.setrlimit(resource.RLIMIT_NOFILE, (resource.getrlimit(resource.RLIMIT_NOFILE)[1],) * 2)
 
     workdir = Path(a.workdir)
     if workdir.exists():
@@ -92,13 +115,15 @@ def main():
         # The kubelet and kube-proxy stand-ins run in a process of their own (e2e/backends.py).
         node = Proc("node", [sys.executable, REPO / "e2e/backends.py", "--workdir", workdir], plane.logs).start()
         plane.procs["node"] = node
-        hs = Upstream(plane, a.upstream_dir, a.helm) if a.differential == "upstream" else Httpscale(
-            plane, a.rust_bins, a.helm)
+        go = a.differential == "upstream" or a.bench == "activation-upstream"
+        hs = Upstream(plane, a.upstream_dir, a.helm) if go else Httpscale(plane, a.rust_bins, a.helm)
         ctx = Context(plane, keda, hs)
         print(f"cluster up in {time.monotonic() - t:.0f}s: Kubernetes {report['kubernetes_version']}, "
               f"KEDA {report['keda_version']}", flush=True)
         if a.differential:
             return run_differential(a, ctx, v, results)
+        if a.bench:
+            return run_bench(a, ctx, results)
         failed_before = None
         for name, fn in SCENARIOS:
             if a.only and name not in a.only and name not in ("install", "rbac"):
@@ -134,7 +159,7 @@ def main():
         if hs:
             hs.stop()
         plane.down()
-    if a.differential:
+    if a.differential or a.bench:
         return 0 if results and all(r["passed"] for r in results) else 1
     report["scenarios"] = results
     report["activation_ms"] = activation_medians(ctx) if ctx else None

@@ -5,6 +5,7 @@
 #
 #   bash scripts/e2e.sh [--only SCENARIO ...] [--pause]
 #   bash scripts/e2e.sh --upstream      # differential conformance against the KEDA HTTP add-on
+#   bash scripts/e2e.sh --bench         # side-by-side benchmarks against it (release builds; ~1 h)
 #
 # Prints one line per scenario and `N passed, M failed` last; writes target/e2e/report.json and the logs of
 # every process under target/e2e/run/logs/. With --upstream: the corpus e2e/differential/corpus.yaml goes to
@@ -19,14 +20,15 @@ cd "$ROOT"
 source e2e/versions.env
 echo "pinned: Kubernetes $K8S_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION, KEDA $KEDA_VERSION," \
     "KEDA HTTP add-on $HTTP_ADDON_VERSION" >&2
-UPSTREAM=false
-[[ ${1:-} == --upstream ]] && { UPSTREAM=true; shift; }
-CACHE=$(bash scripts/e2e-build.sh $($UPSTREAM && echo --upstream) | tail -1)
+MODE=scenarios
+case ${1:-} in --upstream) MODE=differential; shift ;; --bench) MODE=bench; shift ;; esac
+CACHE=$(bash scripts/e2e-build.sh $([[ $MODE != scenarios ]] && echo --upstream) | tail -1)
+UPSTREAM_DIR=$CACHE/http-add-on-$HTTP_ADDON_VERSION
 bash scripts/setup-test-peers.sh >/dev/null
 bash charts/tests/install-peers.sh >/dev/null
-PROFILE=${HTTPSCALE_E2E_PROFILE:-debug}
+PROFILE=${HTTPSCALE_E2E_PROFILE:-$([[ $MODE == bench ]] && echo release || echo debug)}
 cargo build --locked --bins $([[ $PROFILE == release ]] && echo --release) -p httpscale-interceptor \
-    -p httpscale-scaler -p httpscale-operator
+    -p httpscale-scaler -p httpscale-operator -p httpscale-loadtest
 
 NS=
 cleanup() {
@@ -59,12 +61,23 @@ in_namespace() {
 
 PY=$ROOT/.peers/venv/bin/python
 ARGS=(e2e/run.py --go-bins "$CACHE" --rust-bins "target/$PROFILE" --helm "$ROOT/.peers/bin/helm")
-if ! $UPSTREAM; then
+case $MODE in
+scenarios)
     in_namespace "$PY" "${ARGS[@]}" "$@"
-    exit
-fi
-echo "differential conformance: httpscale vs KEDA HTTP add-on $HTTP_ADDON_VERSION" >&2
-in_namespace "$PY" "${ARGS[@]}" --differential httpscale
-in_namespace "$PY" "${ARGS[@]}" --differential upstream --upstream-dir "$CACHE/http-add-on-$HTTP_ADDON_VERSION"
-"$PY" e2e/differential.py compare target/e2e/differential-httpscale.json target/e2e/differential-upstream.json \
-    --out target/e2e/differential.json --upstream-version "$HTTP_ADDON_VERSION"
+    ;;
+differential)
+    echo "differential conformance: httpscale vs KEDA HTTP add-on $HTTP_ADDON_VERSION" >&2
+    in_namespace "$PY" "${ARGS[@]}" --differential httpscale
+    in_namespace "$PY" "${ARGS[@]}" --differential upstream --upstream-dir "$UPSTREAM_DIR"
+    "$PY" e2e/differential.py compare target/e2e/differential-httpscale.json target/e2e/differential-upstream.json \
+        --out target/e2e/differential.json --upstream-version "$HTTP_ADDON_VERSION"
+    ;;
+bench)
+    echo "side-by-side benchmarks: httpscale vs KEDA HTTP add-on $HTTP_ADDON_VERSION" >&2
+    export HTTPSCALE_LOADTEST=$ROOT/target/$PROFILE/loadtest
+    in_namespace "$PY" "${ARGS[@]}" --bench data-path --upstream-dir "$UPSTREAM_DIR"
+    in_namespace "$PY" "${ARGS[@]}" --bench activation-httpscale
+    in_namespace "$PY" "${ARGS[@]}" --bench activation-upstream --upstream-dir "$UPSTREAM_DIR"
+    "$PY" e2e/bench.py report "$HTTPSCALE_LOADTEST"
+    ;;
+esac

@@ -1,8 +1,9 @@
 //! The small plain-HTTP listeners every binary has (admin endpoints, Prometheus `/metrics`): a handler from
-//! request to response, served until the shutdown signal fires.
+//! request to response, served until the shutdown signal fires, within the listener's limits
+//! ([`crate::listener`]).
 
 use std::convert::Infallible;
-use std::time::Duration;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
@@ -10,11 +11,13 @@ use http::{Request, Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
 use crate::Shutdown;
+use crate::listener::{ConnState, Gatekeeper, Guarded, GuardedBody};
+use crate::target;
 
 pub type AdminBody = UnsyncBoxBody<Bytes, Infallible>;
 
@@ -38,36 +41,48 @@ pub fn metrics(exposition: String) -> Response<AdminBody> {
     r
 }
 
-/// Serves `handler` on `listener` until `stop` fires; open connections end then too.
-pub async fn serve<F>(listener: TcpListener, handler: F, stop: Shutdown)
+/// Serves `handler` on `listener` until `stop` fires; open connections end then too. Connections are
+/// bounded by `gate` (its budget and time limits), and a request whose host is invalid gets `400`.
+pub async fn serve<F>(listener: TcpListener, gate: Arc<Gatekeeper>, handler: F, stop: Shutdown)
 where
     F: Fn(&Request<Incoming>) -> Response<AdminBody> + Clone + Send + Sync + 'static,
 {
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(None);
     loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::warn!(cause = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let (stream, _, permit) = tokio::select! {
+            accepted = gate.accept(&listener) => accepted,
             _ = stop.triggered() => return,
         };
-        let handler = handler.clone();
-        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-            let resp = handler(&req);
-            async move { Ok::<_, Infallible>(resp) }
-        });
-        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
-        let stop = stop.clone();
+        let (handler, stop, builder, gate) = (handler.clone(), stop.clone(), builder.clone(), gate.clone());
         tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            let Some(protocol) = gate.protocol(&stream).await else { return };
+            let state = ConnState::new(permit, protocol, start);
+            let io = TokioIo::new(Guarded::new(stream, state.clone()));
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let guard = state.begin();
+                let resp = answer(&handler, &req);
+                async move { Ok::<_, Infallible>(resp.map(|b| GuardedBody::new(b, Some(guard)))) }
+            });
             tokio::select! {
-                _ = conn => {}
+                _ = builder.serve_connection(io, service) => {}
                 _ = stop.triggered() => {}
             }
         });
+    }
+}
+
+/// `handler`'s answer, or `400` for a request whose host is invalid.
+fn answer<F: Fn(&Request<Incoming>) -> Response<AdminBody>>(
+    handler: &F,
+    req: &Request<Incoming>,
+) -> Response<AdminBody> {
+    match target::request_host(req.version(), req.uri(), req.headers()) {
+        Ok(_) => handler(req),
+        Err(e) => {
+            tracing::info!(cause = %e, "admin request refused");
+            text(StatusCode::BAD_REQUEST, "Bad Request: invalid Host\n")
+        }
     }
 }

@@ -14,6 +14,7 @@ pub mod duration;
 pub mod gate;
 pub mod host;
 pub mod index;
+pub mod listener;
 pub mod model;
 pub mod queue;
 pub mod route;
@@ -23,6 +24,7 @@ pub mod spec;
 pub mod standalone;
 pub mod startup;
 pub mod table;
+pub mod target;
 pub mod telemetry;
 pub mod watch;
 

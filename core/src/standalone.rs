@@ -74,6 +74,9 @@ pub struct ProcessSpec {
     pub stop_timeout: Duration,
     /// The group of programs this one shares the machine with, if any.
     pub group: Option<ProcessGroup>,
+    /// Quote the program's last output lines in the answers to clients when it fails (off by default:
+    /// output can hold secrets; it is always in the log).
+    pub expose_output: bool,
 }
 
 /// A program's group (`process.group`, defined under the file's `groups`): programs that compete for one
@@ -253,6 +256,8 @@ struct RawProcess {
     /// The program's share of its group's `memoryBudget`.
     #[serde(default)]
     memory: Option<Size>,
+    #[serde(default)]
+    expose_output: bool,
 }
 
 /// `scaledownPeriod` as in an HTTPScaledObject (integer seconds) or as a duration string (`5m`).
@@ -305,6 +310,7 @@ fn process_spec(raw: RawProcess) -> Result<ProcessSpec, RouteError> {
             drain_timeout: Duration::ZERO,
             memory: raw.memory.map_or(0, |m| m.0),
         }),
+        expose_output: raw.expose_output,
     })
 }
 

@@ -88,12 +88,14 @@ pub fn parse<C: clap::Parser, E: Display>(
     })
 }
 
-/// Runs `body` on a runtime (`worker_threads: None` = one current thread) with the shutdown signal wired.
+/// Runs `body` on a runtime (`worker_threads: None` = one current thread) with the shutdown signal wired,
+/// after raising the open-file limit to the hard limit (as Go's runtime does).
 pub fn run<F, Fut>(program: &str, worker_threads: Option<usize>, body: F) -> ExitCode
 where
     F: FnOnce(Shutdown) -> Fut,
     Fut: Future<Output = ExitCode>,
 {
+    crate::listener::raise_open_file_limit();
     let runtime = match worker_threads {
         None => tokio::runtime::Builder::new_current_thread().enable_all().build(),
         Some(n) => tokio::runtime::Builder::new_multi_thread().worker_threads(n).enable_all().build(),

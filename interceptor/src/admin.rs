@@ -4,11 +4,13 @@
 //! `/queue/stream` is httpscale's push path to the scaler: NDJSON lines of [`QueueUpdate`], one at once, one
 //! whenever a route's concurrency leaves or reaches zero (at most one per 5 ms), and one at least every
 //! second. A scaler learns of the first request for an idle route within milliseconds instead of a poll tick.
+//! Subscribers are capped ([`StreamSlots`]); past the cap the answer is `503`.
 //!
 //! `/programs` (standalone mode) shows and controls the programs started for routes ([`programs`]).
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -32,8 +34,38 @@ pub struct AdminState {
     pub routes: Arc<Routes>,
     pub draining: Draining,
     pub metrics: Arc<Metrics>,
+    pub streams: StreamSlots,
     /// Standalone mode: the programs started for routes.
     pub programs: Option<Arc<Standalone>>,
+}
+
+/// The cap on `/queue/stream` subscribers at once (`HTTPSCALE_MAX_QUEUE_STREAMS`): each holds a task and
+/// a buffer, and a scaler replica needs one per interceptor.
+#[derive(Debug)]
+pub struct StreamSlots {
+    used: Arc<AtomicUsize>,
+    max: usize,
+}
+
+/// One subscriber's place, given back when its stream ends.
+struct StreamSlot(Arc<AtomicUsize>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl StreamSlots {
+    pub fn new(max: usize) -> Self {
+        Self { used: Arc::new(AtomicUsize::new(0)), max }
+    }
+
+    fn take(&self) -> Option<StreamSlot> {
+        let max = self.max;
+        self.used.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < max).then_some(n + 1)).ok()?;
+        Some(StreamSlot(self.used.clone()))
+    }
 }
 
 impl AdminState {
@@ -56,7 +88,13 @@ pub fn admin(state: &AdminState, req: &Request<Incoming>) -> Response<AdminBody>
         return text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n");
     }
     match req.uri().path() {
-        "/queue/stream" => queue_stream(state.routes.clone()),
+        "/queue/stream" => match state.streams.take() {
+            Some(slot) => queue_stream(state.routes.clone(), slot),
+            None => {
+                tracing::warn!(max = state.streams.max, "/queue/stream subscriber refused: at the cap");
+                text(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable: too many /queue/stream subscribers\n")
+            }
+        },
         "/queue" => match serde_json::to_vec(&state.routes.queue_counts()) {
             Ok(body) => {
                 let mut r = Response::new(full(body));
@@ -79,10 +117,10 @@ fn update_line(routes: &Routes, changed_us: u64) -> Bytes {
     Bytes::from(line)
 }
 
-/// The push stream (see the module docs).
-fn queue_stream(routes: Arc<Routes>) -> Response<AdminBody> {
+/// The push stream (see the module docs), holding its subscriber's `slot` until it ends.
+fn queue_stream(routes: Arc<Routes>, slot: StreamSlot) -> Response<AdminBody> {
     let rx = routes.activity.subscribe();
-    let lines = futures_util::stream::unfold((routes, rx, true), |(routes, mut rx, first)| async move {
+    let lines = futures_util::stream::unfold((routes, rx, true, slot), |(routes, mut rx, first, slot)| async move {
         if !first {
             tokio::time::sleep(STREAM_MIN_SPACING).await;
             if tokio::time::timeout(STREAM_HEARTBEAT, rx.changed()).await.is_ok_and(|r| r.is_err()) {
@@ -92,7 +130,7 @@ fn queue_stream(routes: Arc<Routes>) -> Response<AdminBody> {
         }
         let changed_us = *rx.borrow_and_update();
         let line = update_line(&routes, changed_us);
-        Some((Ok::<_, Infallible>(Frame::data(line)), (routes, rx, false)))
+        Some((Ok::<_, Infallible>(Frame::data(line)), (routes, rx, false, slot)))
     });
     let mut r = Response::new(StreamBody::new(lines).boxed_unsync());
     r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/x-ndjson"));
@@ -121,7 +159,9 @@ mod tests {
     async fn the_queue_stream_pushes_a_change_within_the_spacing_and_beats_every_second() {
         let routes =
             crate::proxy::testing::routes("routes:\n  - {name: app, hosts: [app.local], upstream: '127.0.0.1:1'}\n");
-        let mut body = queue_stream(routes.clone()).into_body();
+        let slots = StreamSlots::new(1);
+        let mut body = queue_stream(routes.clone(), slots.take().unwrap()).into_body();
+        assert!(slots.take().is_none(), "one subscriber at the cap");
         assert_eq!(next_line(&mut body).await.queue["default/app"].concurrency, 0, "a line at once");
         let route = routes.table().routes().next().unwrap().clone();
         let t = Instant::now();
@@ -131,5 +171,7 @@ mod tests {
         let t = Instant::now();
         assert_eq!(next_line(&mut body).await.queue["default/app"].concurrency, 1);
         assert_eq!(t.elapsed(), STREAM_MIN_SPACING + STREAM_HEARTBEAT, "nothing changed: the heartbeat");
+        drop(body);
+        assert!(slots.take().is_some(), "the place is given back when the stream ends");
     }
 }

@@ -7,10 +7,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use httpscale_core::listener::{Limits, ListenerArgs, default_max_connections};
 use httpscale_core::settings::{bytes, duration, go_bool};
 use httpscale_core::startup::ConfigError;
 use httpscale_core::telemetry::LogArgs;
 
+use crate::proxy::forward::ForwardSettings;
+use crate::proxy::forwarded::{Cidr, TrustedProxies};
 use crate::server::ServerSettings;
 
 #[derive(Debug, Clone, Parser)]
@@ -139,18 +142,50 @@ pub struct Config {
     #[arg(long, env = "HTTPSCALE_PROXY_THREADS", value_name = "HTTPSCALE_PROXY_THREADS", default_value = "0")]
     pub proxy_threads: usize,
 
-    /// A client must send its request headers within this time or the connection is closed.
-    #[arg(long, env = "HTTPSCALE_HEADER_READ_TIMEOUT", value_name = "HTTPSCALE_HEADER_READ_TIMEOUT", default_value = "30s", value_parser = duration)]
-    pub header_read_timeout: Duration,
+    #[command(flatten)]
+    pub listen: ListenerArgs,
 
-    /// Largest request header block accepted; larger gets 431.
+    /// Open client connections on the proxy port; past it a new one gets 503 and is closed. Default: the lower
+    /// of 30000 and the open-file limit less a reserve (10000 upstream connections for held requests + 1024).
+    #[arg(long, env = "HTTPSCALE_MAX_CONNECTIONS", value_name = "HTTPSCALE_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+
+    /// A request body the client stops sending for this long (once it is being forwarded) gets 408 and
+    /// the connection is closed. 0 = no limit.
+    #[arg(long, env = "HTTPSCALE_BODY_TIMEOUT", value_name = "HTTPSCALE_BODY_TIMEOUT", default_value = "60s", value_parser = duration)]
+    pub body_timeout: Duration,
+
+    /// Largest request head (HTTP/1) or header list (HTTP/2) accepted; larger gets 431 (Go's default: 1 MiB).
     #[arg(
         long,
         env = "HTTPSCALE_MAX_HEADER_BYTES",
         value_name = "HTTPSCALE_MAX_HEADER_BYTES",
-        default_value = "65536"
+        default_value = "1048576"
     )]
     pub max_header_bytes: usize,
+
+    /// Most header lines in an HTTP/1 request; more gets 431.
+    #[arg(long, env = "HTTPSCALE_MAX_HEADERS", value_name = "HTTPSCALE_MAX_HEADERS", default_value = "1000")]
+    pub max_headers: usize,
+
+    /// Peers (addresses or CIDR blocks, comma-separated) whose X-Forwarded-Host/-Proto/-Port, X-Real-IP and
+    /// Forwarded headers are kept; from anyone else they are replaced with the interceptor's own values.
+    #[arg(long, env = "HTTPSCALE_TRUSTED_PROXIES", value_name = "HTTPSCALE_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxies: Vec<Cidr>,
+
+    /// Remove `.` and `..` path segments (also `%2e`) before matching and forwarding; a path above the root
+    /// gets 400. `false` forwards paths as received.
+    #[arg(long, env = "HTTPSCALE_NORMALIZE_PATH", value_name = "HTTPSCALE_NORMALIZE_PATH", default_value = "true", value_parser = go_bool, action = clap::ArgAction::Set)]
+    pub normalize_path: bool,
+
+    /// Subscribers of the admin port's `/queue/stream` at once; past it 503.
+    #[arg(long, env = "HTTPSCALE_MAX_QUEUE_STREAMS", value_name = "HTTPSCALE_MAX_QUEUE_STREAMS", default_value = "64")]
+    pub max_queue_streams: usize,
+
+    /// Address the admin listener binds. Default: 127.0.0.1 in standalone mode (a routes file), the bind
+    /// address in Kubernetes mode (the scaler reads it from other pods).
+    #[arg(long, env = "HTTPSCALE_ADMIN_BIND_ADDRESS", value_name = "HTTPSCALE_ADMIN_BIND_ADDRESS")]
+    pub admin_bind_address: Option<IpAddr>,
 
     /// Most bytes of a request body read to find the model it names (routes with `models`, and held SSE
     /// requests on routes with `coldStart.streamKeepAlive`); a larger body there gets 413. Bytes, or `4Mi`.
@@ -200,6 +235,9 @@ impl Config {
         if self.max_header_bytes < 8192 {
             return Err(ConfigError::new("HTTPSCALE_MAX_HEADER_BYTES", "must be at least 8192"));
         }
+        if self.max_headers < 100 {
+            return Err(ConfigError::new("HTTPSCALE_MAX_HEADERS", "must be at least 100"));
+        }
         Ok(self)
     }
 
@@ -215,12 +253,27 @@ impl Config {
     pub fn server_settings(&self) -> ServerSettings {
         ServerSettings {
             threads: self.proxy_threads(),
-            header_read_timeout: self.header_read_timeout,
             max_header_bytes: self.max_header_bytes,
+            max_headers: self.max_headers,
             drain_timeout: self.drain_timeout,
-            connect_timeout: self.connect_timeout,
-            max_idle_per_host: self.max_idle_conns_per_host,
+            forward: ForwardSettings {
+                connect_timeout: self.connect_timeout,
+                max_idle_per_host: self.max_idle_conns_per_host,
+                body_timeout: (!self.body_timeout.is_zero()).then_some(self.body_timeout),
+                trusted: TrustedProxies::new(self.trusted_proxies.clone()),
+            },
         }
+    }
+
+    /// The proxy listener's limits, for a process allowed `files` open files.
+    pub fn proxy_limits(&self, files: usize) -> Limits {
+        self.listen.limits(self.max_connections.unwrap_or_else(|| default_max_connections(files)))
+    }
+
+    /// Where the admin listener binds (see `HTTPSCALE_ADMIN_BIND_ADDRESS`).
+    pub fn admin_bind(&self) -> IpAddr {
+        let standalone = IpAddr::from([127, 0, 0, 1]);
+        self.admin_bind_address.unwrap_or(if self.config.is_some() { standalone } else { self.bind_address })
     }
 
     /// A config for tests and embedding: every default, the given routes file, ports chosen by the OS.
@@ -264,6 +317,22 @@ mod tests {
             let e = Config::try_parse_from(["interceptor", "--model-body-limit", bad]).unwrap_err().to_string();
             assert!(e.contains("HTTPSCALE_MODEL_BODY_LIMIT"), "{e}");
         }
+    }
+
+    #[test]
+    fn limits_are_no_stricter_than_gos_server_and_admin_binds_loopback_in_standalone_mode() {
+        let c = Config::parse_from(["interceptor"]);
+        assert_eq!((c.max_header_bytes, c.max_headers), (1 << 20, 1000));
+        assert_eq!(c.listen.header_read_timeout, Duration::from_secs(30));
+        assert_eq!(c.listen.idle_timeout, Duration::from_secs(75));
+        assert_eq!(c.body_timeout, Duration::from_secs(60));
+        assert_eq!(c.proxy_limits(1 << 20).max_connections, 30_000);
+        assert_eq!(c.proxy_limits(20_000).max_connections, 10_000, "10 000 held requests fit beside their upstreams");
+        assert_eq!(c.admin_bind(), IpAddr::from([0, 0, 0, 0]), "Kubernetes mode: reachable by the scaler");
+        let c = Config::parse_from(["interceptor", "--config", "r.yaml", "--trusted-proxies", "10.0.0.0/8,::1"]);
+        assert_eq!(c.admin_bind(), IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(c.trusted_proxies.len(), 2);
+        assert!(Config::try_parse_from(["interceptor", "--trusted-proxies", "10.0.0.0/40"]).is_err());
     }
 
     #[test]

@@ -30,12 +30,13 @@ use std::time::Duration;
 
 use httpscale_core::Shutdown;
 use httpscale_core::admin as core_admin;
+use httpscale_core::listener::{self, Gatekeeper, LimitsCollector};
 use httpscale_core::startup::{self, StartError, bind, read_routes, watch_routes_file};
 use tokio::net::TcpListener;
 
 pub use config::Config;
 
-use crate::admin::AdminState;
+use crate::admin::{AdminState, StreamSlots};
 use crate::cluster::Cluster;
 use crate::cluster::watch::{Follower, watches};
 use crate::gates::Gates;
@@ -120,37 +121,56 @@ async fn routes_for(
     }
 }
 
-/// The admin and metrics listeners, bound before anything serves.
+/// The admin and metrics listeners, bound before anything serves, and every listener's budget and limits
+/// (each its own, so a flood on one cannot starve another).
 struct Listeners {
     admin: (TcpListener, SocketAddr),
     metrics: Option<(TcpListener, SocketAddr)>,
+    proxy_gate: Arc<Gatekeeper>,
+    admin_gate: Arc<Gatekeeper>,
+    metrics_gate: Arc<Gatekeeper>,
 }
 
 impl Listeners {
     async fn bind(config: &Config, file_admin_port: Option<u16>) -> Result<Self, StartError> {
-        let ip = config.bind_address;
-        let admin = bind("admin", SocketAddr::new(ip, config.admin_port.or(file_admin_port).unwrap_or(9090))).await?;
+        let port = config.admin_port.or(file_admin_port).unwrap_or(9090);
+        let admin = bind("admin", SocketAddr::new(config.admin_bind(), port)).await?;
         let metrics = match config.prometheus_enabled {
-            true => Some(bind("metrics", SocketAddr::new(ip, config.prometheus_port)).await?),
+            true => Some(bind("metrics", SocketAddr::new(config.bind_address, config.prometheus_port)).await?),
             false => None,
         };
-        Ok(Self { admin, metrics })
+        let files = listener::open_file_limit();
+        Ok(Self {
+            admin,
+            metrics,
+            proxy_gate: Gatekeeper::new("proxy", config.proxy_limits(files)),
+            admin_gate: Gatekeeper::new("admin", config.listen.admin()),
+            metrics_gate: Gatekeeper::new("metrics", config.listen.admin()),
+        })
+    }
+
+    fn gates(&self) -> Vec<Arc<Gatekeeper>> {
+        vec![self.proxy_gate.clone(), self.admin_gate.clone(), self.metrics_gate.clone()]
     }
 
     /// Serves both until `stop` fires.
     fn serve(self, state: Arc<AdminState>, stop: &Shutdown) {
         let for_admin = state.clone();
-        tokio::spawn(core_admin::serve(self.admin.0, move |req| admin::admin(&for_admin, req), stop.clone()));
+        let answer = move |req: &_| admin::admin(&for_admin, req);
+        tokio::spawn(core_admin::serve(self.admin.0, self.admin_gate, answer, stop.clone()));
         if let Some((l, _)) = self.metrics {
-            tokio::spawn(core_admin::serve(l, move |req| admin::metrics(&state, req), stop.clone()));
+            let answer = move |req: &_| admin::metrics(&state, req);
+            tokio::spawn(core_admin::serve(l, self.metrics_gate, answer, stop.clone()));
         }
     }
 }
 
-/// The registry, with the families of the data path, the per-route concurrency and the programs' metrics.
-fn metrics_for(routes: &Arc<Routes>, process: &ProcessMetrics) -> Metrics {
+/// The registry, with the families of the data path, the per-route concurrency, the programs' metrics and
+/// the listeners' limits.
+fn metrics_for(routes: &Arc<Routes>, process: &ProcessMetrics, gates: Vec<Arc<Gatekeeper>>) -> Metrics {
     let mut metrics = Metrics::new();
     metrics.registry_mut().register_collector(Box::new(ConcurrencyCollector(routes.clone())));
+    metrics.registry_mut().register_collector(Box::new(LimitsCollector(gates)));
     process.register(metrics.registry_mut());
     metrics
 }
@@ -200,7 +220,7 @@ pub async fn start_with(
         Source::Cluster { .. } => (None, None),
     };
     let listeners = Listeners::bind(&config, file_admin_port).await?;
-    let metrics = metrics_for(&routes, &process);
+    let metrics = metrics_for(&routes, &process, listeners.gates());
     let (draining, stopping) = (Draining::default(), Shutdown::new());
     let params = StackParams {
         routes: routes.clone(),
@@ -215,13 +235,15 @@ pub async fn start_with(
         }),
         bodies: source.bodies(),
         model_body_limit: config.model_body_limit,
+        normalize_path: config.normalize_path,
     };
     let pods = match &source {
         Source::Cluster { cluster, .. } => cluster.pods.clone(),
         Source::File { .. } => None,
     };
     let proxy_addr = SocketAddr::new(config.bind_address, config.proxy_port.or(file_proxy_port).unwrap_or(8080));
-    let proxy = server::spawn(proxy_addr, config.server_settings(), params, pods, stopping.clone())
+    let gate = listeners.proxy_gate.clone();
+    let proxy = server::spawn(proxy_addr, config.server_settings(), params, pods, gate, stopping.clone())
         .map_err(|source| StartError::Bind { what: "proxy", addr: proxy_addr, source })?;
 
     let (admin_addr, metrics_addr) = (listeners.admin.1, listeners.metrics.as_ref().map(|(_, a)| *a));
@@ -230,7 +252,13 @@ pub async fn start_with(
         Source::File { programs, .. } => Some(programs.clone()),
         Source::Cluster { .. } => None,
     };
-    let state = AdminState { routes: routes.clone(), draining: draining.clone(), metrics: Arc::new(metrics), programs };
+    let state = AdminState {
+        routes: routes.clone(),
+        draining: draining.clone(),
+        metrics: Arc::new(metrics),
+        streams: StreamSlots::new(config.max_queue_streams),
+        programs,
+    };
     listeners.serve(Arc::new(state), &listeners_stop);
     // The watches run until the proxy has drained, like the programs of standalone routes.
     let followers = Shutdown::new();

@@ -1,44 +1,53 @@
 //! The proxy listener. Work runs on `N` threads, each with its own single-threaded runtime, its own
 //! `SO_REUSEPORT` listener on the shared port and its own upstream connection pool: no connection, pool or
-//! task crosses threads on the hot path. HTTP/1.1 and h2c (prior knowledge) share the port.
+//! task crosses threads on the hot path. HTTP/1.1 and h2c (prior knowledge) share the port, told apart by
+//! the first bytes within the header timeout. Every connection is held to the listener's limits
+//! ([`httpscale_core::listener`]): a budget of open connections shared by the threads (`503` past it), the
+//! header and idle timeouts, and the header size and count limits (`431`).
 //!
-//! Shutdown: when `stop` fires each thread stops accepting and drains: idle connections close, in-flight
-//! requests (streams included) get up to the drain timeout, then whatever is left is cut.
+//! Shutdown, when `stop` fires: each thread stops accepting without resetting what the kernel had queued
+//! (those connections are served), then drains: an idle connection is closed, an HTTP/2 one gets GOAWAY, a
+//! request in flight (streams included) is answered and its connection closed after it, and a connection
+//! that has not sent its first request yet gets it answered (with `Connection: close`) instead of being cut.
+//! The drain timeout bounds it all; whatever is left then is cut.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use http::Request;
+use http::{Request, StatusCode};
 use httpscale_core::Shutdown;
+use httpscale_core::listener::{ConnState, Gatekeeper, Guarded, Limit, Permit, Protocol, RequestGuard};
 use httpscale_core::startup::bind_reuseport;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tower::Service;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::cluster::pods::PodRouter;
-use crate::proxy::forward::Forward;
+use crate::proxy::forward::{Forward, ForwardSettings};
 use crate::proxy::peek::PeekBody;
-use crate::proxy::stack::{StackParams, stack};
+use crate::proxy::stack::{Pipeline, StackParams, stack};
 use crate::proxy::types::{BoxFuture, ClientAddr, ProxyResponse};
 
 /// Pending connections each listener keeps (a burst of clients arriving at a cold route).
 const LISTEN_BACKLOG: i32 = 4096;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ServerSettings {
     pub threads: usize,
-    pub header_read_timeout: Duration,
+    /// Largest request head (HTTP/1) or header list (HTTP/2) accepted; larger gets 431.
     pub max_header_bytes: usize,
+    /// Most header lines in an HTTP/1 request; more gets 431.
+    pub max_headers: usize,
     pub drain_timeout: Duration,
-    pub connect_timeout: Duration,
-    pub max_idle_per_host: usize,
+    pub forward: ForwardSettings,
 }
 
 /// The running proxy threads.
@@ -56,12 +65,14 @@ impl ProxyThreads {
     }
 }
 
-/// Binds every listener first (so errors surface here and the port is known), then starts the threads.
+/// Binds every listener first (so errors surface here and the port is known), then starts the threads, all
+/// admitting connections through `gate`.
 pub fn spawn(
     addr: SocketAddr,
     settings: ServerSettings,
     params: StackParams,
     pods: Option<Arc<PodRouter>>,
+    gate: Arc<Gatekeeper>,
     stop: Shutdown,
 ) -> io::Result<ProxyThreads> {
     let first = bind_reuseport(addr, LISTEN_BACKLOG)?;
@@ -74,12 +85,13 @@ pub fn spawn(
     for (i, listener) in listeners.into_iter().enumerate() {
         let (tx, rx) = oneshot::channel();
         done.push(rx);
-        let (params, pods, stop) = (params.clone(), pods.clone(), stop.clone());
+        let (settings, params, pods, gate, stop) =
+            (settings.clone(), params.clone(), pods.clone(), gate.clone(), stop.clone());
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         std::thread::Builder::new().name(format!("proxy-{i}")).spawn(move || {
             runtime.block_on(async move {
                 match TcpListener::from_std(listener) {
-                    Ok(listener) => serve(listener, settings, params, pods, stop).await,
+                    Ok(listener) => serve(listener, settings, params, pods, gate, stop).await,
                     Err(e) => {
                         tracing::error!(cause = %e, "proxy listener could not be registered")
                     }
@@ -91,30 +103,110 @@ pub fn spawn(
     Ok(ProxyThreads { addr, done })
 }
 
-/// The per-connection hyper service: tags requests with the client address and runs the pipeline.
+/// The per-connection hyper service: tags requests with the client address, keeps the connection busy
+/// until each answer ends, and runs the pipeline.
 #[derive(Clone)]
 struct ConnService<S> {
     stack: S,
     remote: SocketAddr,
+    state: Arc<ConnState>,
 }
 
-impl<S> hyper::service::Service<Request<Incoming>> for ConnService<S>
-where
-    S: Service<
-            Request<PeekBody<Incoming>>,
-            Response = ProxyResponse,
-            Error = Infallible,
-            Future = BoxFuture<Result<ProxyResponse, Infallible>>,
-        > + Clone,
-{
+impl<S: Pipeline<PeekBody<Incoming>>> hyper::service::Service<Request<Incoming>> for ConnService<S> {
     type Response = ProxyResponse;
     type Error = Infallible;
-    type Future = BoxFuture<Result<ProxyResponse, Infallible>>;
+    type Future = Answered;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         req.extensions_mut().insert(ClientAddr(self.remote));
+        let guard = self.state.begin();
         // Every layer is always ready (failures are per request), so `call` needs no `poll_ready` first.
-        self.stack.clone().call(req.map(PeekBody::new))
+        Answered { inner: self.stack.clone().call(req.map(PeekBody::new)), guard: Some(guard) }
+    }
+}
+
+/// A request's answer, which takes the request's place on the connection along to its end.
+struct Answered {
+    inner: BoxFuture<Result<ProxyResponse, Infallible>>,
+    guard: Option<RequestGuard>,
+}
+
+impl Future for Answered {
+    type Output = Result<ProxyResponse, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Ok(mut resp) = ready!(self.inner.as_mut().poll(cx));
+        if let Some(guard) = self.guard.take() {
+            match resp.status() {
+                StatusCode::SWITCHING_PROTOCOLS => guard.state().upgraded(),
+                StatusCode::REQUEST_TIMEOUT => {
+                    guard.state().hit(Limit::BodyTimeout, "request refused with 408: its body stalled")
+                }
+                _ => {}
+            }
+            resp.body_mut().hold_connection(guard);
+        }
+        Poll::Ready(Ok(resp))
+    }
+}
+
+fn builder(settings: &ServerSettings) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        // The connection's own deadlines (`Guarded`) bound the head: hyper's would also cut idle keep-alive.
+        .header_read_timeout(None)
+        .max_buf_size(settings.max_header_bytes.max(8192))
+        .max_headers(settings.max_headers);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
+    builder
+}
+
+/// What one proxy thread's connections share.
+struct Connections<S> {
+    stack: S,
+    builder: auto::Builder<TokioExecutor>,
+    gate: Arc<Gatekeeper>,
+    stop: Shutdown,
+    /// Each connection holds a clone; the drain waits until every one is dropped.
+    open: mpsc::Sender<()>,
+}
+
+impl<S: Pipeline<PeekBody<Incoming>>> Connections<S> {
+    fn spawn(&self, stream: TcpStream, remote: SocketAddr, permit: Permit) {
+        let (stack, builder, gate, stop, open) =
+            (self.stack.clone(), self.builder.clone(), self.gate.clone(), self.stop.clone(), self.open.clone());
+        tokio::spawn(async move {
+            let start = tokio::time::Instant::now();
+            let Some(protocol) = gate.protocol(&stream).await else { return };
+            let state = ConnState::new(permit, protocol, start);
+            let service = ConnService { stack, remote, state: state.clone() };
+            let io = TokioIo::new(Guarded::new(stream, state.clone()));
+            let conn = builder.serve_connection_with_upgrades(io, service);
+            tokio::pin!(conn);
+            let ended = tokio::select! {
+                ended = conn.as_mut() => ended,
+                _ = stop.triggered() => {
+                    // A connection whose first request (or next head) is on its way is left to bring it:
+                    // it is answered with `Connection: close` (see the module docs).
+                    if protocol == Protocol::Http2 || state.quiet() || state.in_flight() > 0 {
+                        conn.as_mut().graceful_shutdown();
+                    }
+                    conn.await
+                }
+            };
+            if let Err(e) = ended {
+                if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_parse_too_large) {
+                    gate.stats.hit(Limit::HeaderSize, "request refused with 431: its headers are too large");
+                }
+                tracing::debug!(client = %remote, cause = %e, "connection ended with an error");
+            }
+            drop(open);
+        });
     }
 }
 
@@ -123,43 +215,25 @@ async fn serve(
     settings: ServerSettings,
     params: StackParams,
     pods: Option<Arc<PodRouter>>,
+    gate: Arc<Gatekeeper>,
     stop: Shutdown,
 ) {
-    let forward = Forward::new(settings.connect_timeout, settings.max_idle_per_host, pods);
-    let stack = stack(&params, forward);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout)
-        .max_buf_size(settings.max_header_bytes);
-    builder.http2().timer(TokioTimer::new()).max_header_list_size(settings.max_header_bytes as u32);
-    let graceful = GracefulShutdown::new();
+    let forward = Forward::new(settings.forward.clone(), pods);
+    let (open, mut closed) = mpsc::channel(1);
+    let conns = Connections { stack: stack(&params, forward), builder: builder(&settings), gate, stop, open };
     loop {
-        let (stream, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(cause = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = stop.triggered() => break,
+        let (stream, remote, permit) = tokio::select! {
+            accepted = conns.gate.accept(&listener) => accepted,
+            _ = conns.stop.triggered() => break,
         };
-        let _ = stream.set_nodelay(true);
-        let service = ConnService { stack: stack.clone(), remote };
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(client = %remote, cause = %e, "connection ended with an error");
-            }
-        });
+        conns.spawn(stream, remote, permit);
+    }
+    for (stream, remote, permit) in conns.gate.stop_accepting(&listener).await {
+        conns.spawn(stream, remote, permit);
     }
     drop(listener);
-    let drained = graceful.shutdown();
+    drop(conns);
+    let drained = closed.recv();
     if settings.drain_timeout.is_zero() {
         drained.await;
     } else if tokio::time::timeout(settings.drain_timeout, drained).await.is_err() {

@@ -187,7 +187,8 @@ fn sigterm_drains_and_exits_cleanly() {
     std::fs::write(&file, one_route("127.0.0.1:9")).unwrap();
     let (mut child, listening) =
         started_binary(&file, &[("KEDA_HTTP_SHUTDOWN_DELAY", "300ms"), ("OTEL_PROM_EXPORTER_PORT", "0")]);
-    assert!(listening["proxy"].as_str().unwrap().contains(':'));
+    assert!(listening["proxy"].as_str().unwrap().starts_with("0.0.0.0:"), "{listening}");
+    assert!(listening["admin"].as_str().unwrap().starts_with("127.0.0.1:"), "standalone: admin on loopback only");
     assert_eq!(child.signal_and_wait("TERM").code(), Some(0));
     let log = child.log();
     assert!(log.contains("draining") && log.contains("interceptor stopped"), "{log}");
@@ -266,4 +267,26 @@ async fn a_busy_admin_port_is_reported_with_the_admin_address() {
         panic!("started on a busy admin port");
     };
     assert!(e.to_string().starts_with(&format!("cannot listen on {admin} (admin)")), "{e}");
+}
+
+/// The soft open-file limit is raised to the hard one at start, as Go's runtime does.
+#[test]
+fn the_open_file_limit_is_raised_to_the_hard_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("routes.yaml");
+    std::fs::write(&file, one_route("127.0.0.1:9")).unwrap();
+    let bin = env!("CARGO_BIN_EXE_interceptor");
+    let script = format!(
+        "ulimit -S -n 256 && exec {bin} --config {} --proxy-port 0 --admin-port 0 --zap-encoder json",
+        file.display()
+    );
+    let mut child = Spawned::start(Command::new("sh").args(["-c", &script]).env("OTEL_PROM_EXPORTER_PORT", "0"));
+    child.wait_for("interceptor listening", Duration::from_secs(10));
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.pid())).unwrap();
+    let line = limits.lines().find(|l| l.starts_with("Max open files")).unwrap().to_owned();
+    let numbers: Vec<&str> = line.split_whitespace().filter(|w| w.chars().all(|c| c.is_ascii_digit())).collect();
+    assert_eq!(numbers.len(), 2, "{line}");
+    assert_eq!(numbers[0], numbers[1], "soft raised to hard: {line}");
+    assert_ne!(numbers[0], "256");
+    child.signal_and_wait("TERM");
 }

@@ -126,15 +126,14 @@ async fn a_long_stream_is_never_cut_by_the_idle_stop() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_program_that_crashes_at_start_gives_502_with_the_reason_and_backs_off() {
     let reserved = Reserved::new();
-    let routes = process_route(
-        reserved.port(),
-        &["python3", "-c", "import sys; print('boom: no GPU found', flush=True); sys.exit(3)"],
-        "      startTimeout: 10s\n",
-    );
+    let crash = ["python3", "-c", "import sys; print('DB_PASSWORD=hunter2', flush=True); sys.exit(3)"];
+    let routes = process_route(reserved.port(), &crash, "      startTimeout: 10s\n");
     let h = start(&routes).await;
     let (status, _, body) = get(h.proxy(), "llm.local", "/").await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
-    assert!(body.contains("exit status: 3") && body.contains("boom: no GPU found"), "{body}");
+    assert!(body.contains("default/llm") && body.contains("exit status: 3"), "{body}");
+    // Regression: the program's last output lines (here a secret it printed) were in the answer to anyone.
+    assert!(!body.contains("hunter2"), "the output stays in the log: {body}");
     assert_eq!(body.lines().count(), 1, "one line: {body}");
 
     let (status, _, body) = get(h.proxy(), "llm.local", "/").await;
@@ -149,6 +148,18 @@ async fn a_program_that_crashes_at_start_gives_502_with_the_reason_and_backs_off
     .await;
     assert_eq!(metric(&h, "httpscale_process_starts_total").await, 2.0, "one start per back-off");
     assert_eq!(concurrency(h.admin(), "default/llm").await, 0);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_route_that_opts_in_shows_the_programs_output_in_the_answer() {
+    let reserved = Reserved::new();
+    let crash = ["python3", "-c", "import sys; print('boom: no GPU found', flush=True); sys.exit(3)"];
+    let routes = process_route(reserved.port(), &crash, "      startTimeout: 10s\n      exposeOutput: true\n");
+    let h = start(&routes).await;
+    let (status, _, body) = get(h.proxy(), "llm.local", "/").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert!(body.contains("exit status: 3") && body.contains("(last output: boom: no GPU found)"), "{body}");
     h.stop().await;
 }
 

@@ -8,13 +8,14 @@
 //! - [`wrk`]: `wrk` run the same way, for comparison.
 //! - [`scenarios`]: `overhead`, `cold-burst`, `streaming`, `many-routes`, `ceiling`.
 //!
-//! Load only ever targets 127.0.0.1 ([`ensure_loopback`]); every run is bounded in time.
+//! Load only ever targets addresses of this host ([`ensure_local`]); every run is bounded in time.
 
 pub mod backend;
 pub mod load;
 pub mod procs;
 pub mod report;
 pub mod scenarios;
+pub mod svg;
 pub mod wrk;
 
 use std::net::{SocketAddr, TcpListener};
@@ -32,10 +33,24 @@ pub fn set_aborted() {
     ABORT.store(true, Ordering::Relaxed);
 }
 
-/// Refuses any target that is not a loopback address.
-pub fn ensure_loopback(addr: SocketAddr) -> anyhow::Result<()> {
-    anyhow::ensure!(addr.ip().is_loopback(), "refusing to load {addr}: only loopback (127.0.0.1) may be targeted");
+/// Refuses any target that is not an address of this host: loopback, or an address this network namespace owns
+/// (the real-cluster suite's pods and processes live on local addresses of its own namespace). A local address is
+/// one a socket can bind, so load can never leave the machine.
+pub fn ensure_local(addr: SocketAddr) -> anyhow::Result<()> {
+    let local = addr.ip().is_loopback() || TcpListener::bind(SocketAddr::new(addr.ip(), 0)).is_ok();
+    anyhow::ensure!(local, "refusing to load {addr}: only addresses of this host (loopback or local) may be targeted");
     Ok(())
+}
+
+/// `at` on the system's monotonic clock (CLOCK_MONOTONIC, the clock `Instant` reads on Linux), in seconds, so
+/// that another program (the real-cluster harness) can line our times up with its own.
+#[allow(clippy::disallowed_types, clippy::disallowed_methods)] // converts a wall-clock Instant for the report
+pub fn monotonic_seconds(at: std::time::Instant) -> f64 {
+    let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map_or(0.0, |t| t.tv_sec() as f64 + t.tv_nsec() as f64 / 1e9);
+    let now_instant = std::time::Instant::now();
+    now - now_instant.saturating_duration_since(at).as_secs_f64()
+        + at.saturating_duration_since(now_instant).as_secs_f64()
 }
 
 /// A loopback port with nothing listening on it (chosen by the OS, then released).
@@ -108,7 +123,7 @@ mod tests {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
         assert!(parse_duration("x").is_err());
-        assert!(ensure_loopback("127.0.0.1:80".parse().unwrap()).is_ok());
-        assert!(ensure_loopback("10.0.0.1:80".parse().unwrap()).is_err());
+        assert!(ensure_local("127.0.0.1:80".parse().unwrap()).is_ok());
+        assert!(ensure_local("10.0.0.1:80".parse().unwrap()).is_err(), "not an address of this host");
     }
 }

@@ -145,6 +145,19 @@ impl Latency {
     }
 }
 
+/// Quantiles for a latency chart: dense in the tail, where proxies differ.
+const CDF_QUANTILES: [f64; 24] = [
+    0.0, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.997, 0.998, 0.999,
+    0.9995, 0.9999, 0.99999, 1.0,
+];
+
+fn cdf(h: &Histogram<u64>) -> Vec<(f64, f64)> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    CDF_QUANTILES.iter().map(|&q| (q, h.value_at_quantile(q) as f64 / 1000.0)).collect()
+}
+
 /// What a run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct LoadResult {
@@ -166,13 +179,16 @@ pub struct LoadResult {
     pub latency: Latency,
     /// Answers by status class (`2xx`, `5xx`, …).
     pub status: BTreeMap<String, u64>,
-    /// Failures by kind: `connect`, `connect-timeout`, `timeout`, `reset`, `closed`, `protocol`, `other`.
+    /// Failures by kind: `connect`, `connect-timeout`, `timeout`, `reset`, `closed`, `protocol`, `other`, and
+    /// `closed-between-requests` (a connection that ended with no request on it: nothing was lost).
     pub errors: BTreeMap<String, u64>,
     /// Requests cut by the end of the run.
     pub unfinished: u64,
     /// Connections opened (first ones and reconnects).
     pub connects: u64,
     pub body_bytes: u64,
+    /// Latency distribution: (quantile, µs) pairs from the minimum to the maximum, for charts.
+    pub cdf: Vec<(f64, f64)>,
     /// Completion times of recorded requests, from the start of the run (only with `requests_per_stream`).
     #[serde(skip)]
     pub completions: Vec<Duration>,
@@ -317,6 +333,9 @@ impl Sender {
     }
 }
 
+/// The error kind of a connection that ended while no request was on it (nothing lost).
+pub const CLOSED_BETWEEN_REQUESTS: &str = "closed-between-requests";
+
 /// Classifies a hyper error into a short kind.
 pub fn error_kind(e: &hyper::Error) -> &'static str {
     use std::error::Error as _;
@@ -392,7 +411,8 @@ async fn stream_loop(ctx: &Ctx, sender: &mut Sender, slot: usize, sent: &mut u64
         }
         if let Err(kind) = sender.ready().await {
             if Instant::now() >= ctx.record_from && !ctx.over() {
-                ctx.stats.borrow_mut().error(kind);
+                // No request was on the connection: it ended between two (a server's `Connection: close`).
+                ctx.stats.borrow_mut().error(if kind == "closed" { CLOSED_BETWEEN_REQUESTS } else { kind });
             }
             return StreamEnd::Broken;
         }
@@ -556,7 +576,7 @@ async fn connection_task(ctx: Rc<Ctx>, conn_index: usize, gate: Rc<tokio::sync::
 
 /// Runs the load described by `spec` and returns what it measured. Blocks until the run ends.
 pub fn run(spec: &LoadSpec) -> anyhow::Result<LoadResult> {
-    crate::ensure_loopback(spec.target)?;
+    crate::ensure_local(spec.target)?;
     anyhow::ensure!(!spec.hosts.is_empty(), "at least one host");
     anyhow::ensure!(spec.connections > 0, "at least one connection");
     let hosts: Vec<HeaderValue> = spec.hosts.iter().map(|h| HeaderValue::from_str(h)).collect::<Result<_, _>>()?;
@@ -633,6 +653,7 @@ pub fn run(spec: &LoadSpec) -> anyhow::Result<LoadResult> {
         ok: merged.ok,
         rps: merged.responses as f64 / seconds,
         latency: Latency::of(&merged.hist),
+        cdf: cdf(&merged.hist),
         status,
         errors: merged.errors.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
         unfinished: merged.unfinished,

@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use httpscale_loadtest::load::{self, LoadSpec, Protocol};
 use httpscale_loadtest::procs::Tools;
 use httpscale_loadtest::report::{Table, write_json};
-use httpscale_loadtest::scenarios::{ceiling, cold_burst, many_routes, overhead, streaming};
+use httpscale_loadtest::scenarios::{ceiling, cold_burst, many_routes, overhead, sigterm, streaming};
 use httpscale_loadtest::{backend, parse_duration, set_aborted};
 
 #[derive(Parser)]
@@ -49,8 +49,30 @@ enum Cmd {
     ManyRoutes(ManyRoutesArgs),
     /// loadtest's ceiling compared with wrk's against the same fast backend.
     Ceiling(CeilingArgs),
+    /// SIGTERM under load: every request answered or refused, none accepted and lost.
+    Sigterm(SigtermArgs),
     /// A tiny hyper backend (used by the scenarios as a child process).
     Backend(BackendArgs),
+    /// nginx as a keep-alive reverse proxy to `--upstream` (the comparison proxy of the real-cluster
+    /// benchmarks), until SIGTERM/SIGINT.
+    Nginx {
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        upstream: SocketAddr,
+        #[arg(long, default_value = "2")]
+        workers: usize,
+        /// Accept h2c (prior knowledge) from clients; nginx still speaks HTTP/1.1 upstream.
+        #[arg(long)]
+        h2: bool,
+    },
+    /// Draws a chart described in JSON (see `svg.rs`) as an SVG file.
+    Chart {
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Runs the interceptor library in this process with the interceptor's own flags (used by `--interceptor
     /// embedded`).
     #[command(hide = true)]
@@ -89,6 +111,10 @@ struct RunArgs {
     h2_streams: usize,
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     timeout: Duration,
+    /// One-shot: each connection (h2: stream) sends this many requests and stops; the JSON report then lists
+    /// every completion time on the system's monotonic clock (`completions_monotonic_s`).
+    #[arg(long)]
+    requests_per_connection: Option<u64>,
     #[arg(long)]
     json: Option<PathBuf>,
     #[arg(long)]
@@ -129,6 +155,26 @@ struct OverheadArgs {
     /// Load generator for every leg: loadtest, or wrk (closed-loop HTTP/1.1, like the reference figures).
     #[arg(long, value_enum, default_value = "loadtest")]
     client: overhead::Client,
+}
+
+#[derive(Args)]
+struct SigtermArgs {
+    #[command(flatten)]
+    common: Common,
+    #[arg(long, default_value = "3")]
+    rounds: usize,
+    #[arg(long, default_value = "64")]
+    connections: usize,
+    /// Load before the SIGTERM.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    before: Duration,
+    /// The interceptor's KEDA_HTTP_SHUTDOWN_DELAY.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    shutdown_delay: Duration,
+    #[arg(long, default_value = "2")]
+    proxy_threads: usize,
+    #[arg(long, default_value = "1")]
+    client_threads: usize,
 }
 
 #[derive(Args)]
@@ -389,8 +435,49 @@ fn scenario(cmd: Cmd) -> anyhow::Result<()> {
             report.print();
             a.common.json.map_or(Ok(()), |p| write_json(&p, &report))
         }
+        Cmd::Nginx { listen, upstream, workers, h2 } => nginx_cmd(listen, upstream, workers, h2),
+        Cmd::Chart { input, out } => chart_cmd(&input, &out),
+        Cmd::Sigterm(a) => sigterm_cmd(a),
         Cmd::Backend(_) | Cmd::RunInterceptor { .. } => Ok(()),
     }
+}
+
+fn chart_cmd(input: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {
+    let chart: httpscale_loadtest::svg::Chart = serde_json::from_slice(&std::fs::read(input)?)?;
+    Ok(std::fs::write(out, httpscale_loadtest::svg::render(&chart))?)
+}
+
+/// nginx as a reverse proxy in the foreground until SIGTERM/SIGINT (the real-cluster benchmarks' comparison).
+fn nginx_cmd(listen: SocketAddr, upstream: SocketAddr, workers: usize, h2: bool) -> anyhow::Result<()> {
+    let nginx = Tools::locate(Some("embedded"))?.nginx.ok_or_else(|| anyhow::anyhow!("nginx is not installed"))?;
+    let dir = tempfile::tempdir()?;
+    let role = httpscale_loadtest::procs::NginxRole::Proxy { upstream, buffering: true };
+    let mut child = httpscale_loadtest::procs::start_nginx(&nginx, dir.path(), listen, workers, h2, role)?;
+    println!("listening {listen}");
+    while !httpscale_loadtest::aborted() {
+        child.check_running()?;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.stop(Duration::from_secs(3));
+    Ok(())
+}
+
+fn sigterm_cmd(a: SigtermArgs) -> anyhow::Result<()> {
+    let tools = Tools::locate(a.common.interceptor.as_deref())?;
+    let opts = sigterm::SigtermOpts {
+        rounds: a.rounds,
+        connections: a.connections,
+        before: a.before,
+        shutdown_delay: a.shutdown_delay,
+        proxy_threads: a.proxy_threads,
+        client_threads: a.client_threads,
+        progress: !a.common.quiet,
+    };
+    let report = sigterm::run(&tools, &opts)?;
+    report.print();
+    a.common.json.map_or(Ok(()), |p| write_json(&p, &report))?;
+    anyhow::ensure!(report.lost_total == 0, "{} requests lost", report.lost_total);
+    Ok(())
 }
 
 fn run_one(a: RunArgs) -> anyhow::Result<()> {
@@ -414,6 +501,8 @@ fn run_one(a: RunArgs) -> anyhow::Result<()> {
         rate: a.rate,
         timeout: a.timeout,
         progress: !a.quiet,
+        requests_per_stream: a.requests_per_connection,
+        connect_parallelism: if a.requests_per_connection.is_some() { 512 } else { 256 },
         ..LoadSpec::closed("", target, "", a.connections)
     };
     let r = load::run(&spec)?;
@@ -434,7 +523,17 @@ fn run_one(a: RunArgs) -> anyhow::Result<()> {
     t.row([l.p50_us, l.p90_us, l.p99_us, l.p999_us, l.max_us, l.mean_us].iter().map(|x| format!("{x:.0}")).collect());
     t.print();
     println!("status: {:?}  errors: {:?}  unfinished: {}  connects: {}", r.status, r.errors, r.unfinished, r.connects);
-    a.json.map_or(Ok(()), |p| write_json(&p, &r))
+    #[derive(serde::Serialize)]
+    struct Report<'a> {
+        #[serde(flatten)]
+        result: &'a load::LoadResult,
+        completions_monotonic_s: Vec<f64>,
+    }
+    let completions_monotonic_s = r.started.map_or_else(Vec::new, |s| {
+        let zero = httpscale_loadtest::monotonic_seconds(s);
+        r.completions.iter().map(|d| zero + d.as_secs_f64()).collect()
+    });
+    a.json.map_or(Ok(()), |p| write_json(&p, &Report { result: &r, completions_monotonic_s }))
 }
 
 /// The interceptor's own `main`, on this program's copy of the library.

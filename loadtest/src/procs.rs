@@ -169,7 +169,7 @@ fn clock_ticks() -> u64 {
 
 /// A blocking `GET` with `Connection: close`; returns status and body. For admin endpoints and readiness.
 pub fn http_get(addr: SocketAddr, host: &str, path: &str, timeout: Duration) -> anyhow::Result<(u16, String)> {
-    crate::ensure_loopback(addr)?;
+    crate::ensure_local(addr)?;
     let mut s = TcpStream::connect_timeout(&addr, timeout)?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
@@ -327,14 +327,14 @@ pub fn start_nginx(
     h2: bool,
     role: NginxRole,
 ) -> anyhow::Result<Child> {
-    crate::ensure_loopback(listen)?;
+    crate::ensure_local(listen)?;
     let h2 = if h2 { " http2" } else { "" };
     let d = dir.display();
     let user = if is_root() { "user root;" } else { "" };
     let body = match role {
         NginxRole::Backend => "        location / { return 200 \"ok\"; }".to_string(),
         NginxRole::Proxy { upstream, buffering } => {
-            crate::ensure_loopback(upstream)?;
+            crate::ensure_local(upstream)?;
             format!(
                 "        location / {{
             proxy_pass http://backend;
@@ -415,7 +415,7 @@ pub fn start_backend(
     mode: &str,
     extra: &[String],
 ) -> anyhow::Result<(Child, SocketAddr)> {
-    crate::ensure_loopback(listen)?;
+    crate::ensure_local(listen)?;
     let mut child = Child::spawn(
         "backend",
         Command::new(&tools.loadtest)

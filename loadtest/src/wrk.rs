@@ -38,7 +38,7 @@ pub fn parse_wrk(out: &str) -> Option<(f64, Option<f64>, Option<f64>)> {
 /// Runs `wrk --latency` (closed loop, HTTP/1.1) and returns what it reports in a [`LoadResult`] (no p99.9;
 /// `max` is wrk's; errors from its `Socket errors` and `Non-2xx` lines).
 pub fn wrk_load(wrk: &std::path::Path, spec: &LoadSpec) -> anyhow::Result<LoadResult> {
-    crate::ensure_loopback(spec.target)?;
+    crate::ensure_local(spec.target)?;
     let secs = spec.duration.as_secs().max(1);
     let out = Command::new(wrk)
         .args(["--latency", "-t", &spec.threads.clamp(1, spec.connections).to_string()])
@@ -94,6 +94,7 @@ pub fn wrk_load(wrk: &std::path::Path, spec: &LoadSpec) -> anyhow::Result<LoadRe
             max_us: max,
             mean_us: f64::NAN,
         },
+        cdf: Vec::new(),
         status,
         errors,
         unfinished: 0,

@@ -325,8 +325,35 @@ fn run_closed_open_and_h2() {
 }
 
 #[test]
-fn refuses_targets_off_loopback() {
+fn refuses_targets_off_this_host() {
     let (ok, out) = run(&["run", "http://10.1.2.3:80/", "-d", "1s"], None, Duration::from_secs(20));
     assert!(!ok);
-    assert!(out.contains("only loopback"), "{out}");
+    assert!(out.contains("only addresses of this host"), "{out}");
+}
+
+#[test]
+fn sigterm_under_load_loses_nothing() {
+    let r = loadtest(
+        &[
+            "sigterm",
+            "--interceptor",
+            "embedded",
+            "--quiet",
+            "--rounds",
+            "1",
+            "--connections",
+            "16",
+            "--before",
+            "700ms",
+            "--shutdown-delay",
+            "300ms",
+            "--proxy-threads",
+            "2",
+        ],
+        Duration::from_secs(60),
+    );
+    let run = &r["runs"][0];
+    assert!(u(&run["answered"]) > 100, "under load: {run}");
+    assert!(u(&run["refused"]) > 0, "refused once the port closed: {run}");
+    assert_eq!(u(&r["lost_total"]), 0, "nothing accepted and lost: {run}");
 }

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use httpscale_core::listener::ListenerArgs;
 use httpscale_core::settings::{duration, go_bool};
 use httpscale_core::startup::ConfigError;
 use httpscale_core::telemetry::LogArgs;
@@ -83,6 +84,9 @@ pub struct Config {
 
     #[command(flatten)]
     pub log: LogArgs,
+
+    #[command(flatten)]
+    pub listen: ListenerArgs,
 }
 
 #[derive(Debug, Clone, Subcommand)]

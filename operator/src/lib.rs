@@ -16,6 +16,7 @@ use futures_util::StreamExt;
 use http::StatusCode;
 use httpscale_core::Shutdown;
 use httpscale_core::admin;
+use httpscale_core::listener::{Gatekeeper, LimitsCollector, ListenerArgs};
 use httpscale_core::spec::{HTTPScaledObject, InterceptorRoute, ScaledObject};
 use httpscale_core::startup::{StartError, bind};
 use httpscale_core::watch::api;
@@ -69,9 +70,22 @@ async fn wait_for_keda(client: &kube::Client, namespace: Option<&str>, stop: &Sh
     }
 }
 
+/// The metrics and probe listeners' budgets and limits, each its own.
+struct Gates {
+    metrics: Arc<Gatekeeper>,
+    probes: Arc<Gatekeeper>,
+}
+
+impl Gates {
+    fn new(listen: &ListenerArgs) -> Self {
+        Self { metrics: Gatekeeper::new("metrics", listen.admin()), probes: Gatekeeper::new("probes", listen.admin()) }
+    }
+}
+
 /// Serves `/metrics` and the health probes (`/healthz`, `/readyz` once `ready`) until `shutdown`.
 async fn serve_probes(
     resolved: &Resolved,
+    gates: Gates,
     metrics: &Arc<Metrics>,
     ready: &Arc<AtomicBool>,
     shutdown: &Shutdown,
@@ -81,6 +95,7 @@ async fn serve_probes(
         let m = metrics.clone();
         tokio::spawn(admin::serve(
             listener,
+            gates.metrics,
             move |req| match req.uri().path() {
                 "/metrics" => admin::metrics(m.encode()),
                 _ => admin::text(StatusCode::NOT_FOUND, "Not Found\n"),
@@ -93,6 +108,7 @@ async fn serve_probes(
         let r = ready.clone();
         tokio::spawn(admin::serve(
             listener,
+            gates.probes,
             move |req| match req.uri().path() {
                 "/healthz" => admin::text(StatusCode::OK, "ok"),
                 "/readyz" if r.load(Ordering::Relaxed) => admin::text(StatusCode::OK, "ok"),
@@ -156,9 +172,13 @@ async fn run_controllers(client: &kube::Client, ns: Option<&str>, ctx: Arc<Conte
 
 /// Runs the operator until `shutdown` fires (or the lead is lost).
 pub async fn run(config: Config, resolved: Resolved, client: kube::Client, shutdown: Shutdown) -> Result<(), RunError> {
-    let metrics = Arc::new(Metrics::new());
+    let gates = Gates::new(&config.listen);
+    let mut metrics = Metrics::new();
+    let listeners = vec![gates.metrics.clone(), gates.probes.clone()];
+    metrics.registry_mut().register_collector(Box::new(LimitsCollector(listeners)));
+    let metrics = Arc::new(metrics);
     let ready = Arc::new(AtomicBool::new(false));
-    serve_probes(&resolved, &metrics, &ready, &shutdown).await?;
+    serve_probes(&resolved, gates, &metrics, &ready, &shutdown).await?;
     tracing::info!(scaler = %resolved.scaler, watch_namespace = resolved.watch_namespace.as_deref().unwrap_or("(all)"), "operator starting");
 
     // Leader election: a standby is ready (it serves probes) but does not reconcile.

@@ -70,6 +70,10 @@ impl Metrics {
         self.duration.get_or_create(&ControllerLabels { controller }).observe(took.as_secs_f64());
     }
 
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

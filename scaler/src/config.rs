@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Parser;
+use httpscale_core::listener::ListenerArgs;
 use httpscale_core::settings::{duration, go_bool};
 use httpscale_core::startup::ConfigError;
 use httpscale_core::telemetry::LogArgs;
@@ -100,6 +101,46 @@ pub struct Config {
         hide = true
     )]
     pub target_admin_deployment: Option<String>,
+
+    #[command(flatten)]
+    pub listen: ListenerArgs,
+
+    /// Open connections on the gRPC port; past it a new one gets 503 and is closed.
+    #[arg(
+        long,
+        env = "HTTPSCALE_GRPC_MAX_CONNECTIONS",
+        value_name = "HTTPSCALE_GRPC_MAX_CONNECTIONS",
+        default_value = "1024"
+    )]
+    pub grpc_max_connections: usize,
+
+    /// Concurrent calls per gRPC connection. KEDA puts every ScaledObject's calls (two or more each) on one
+    /// connection: the default allows 16 000 routes.
+    #[arg(
+        long,
+        env = "HTTPSCALE_GRPC_MAX_CONCURRENT_STREAMS",
+        value_name = "HTTPSCALE_GRPC_MAX_CONCURRENT_STREAMS",
+        default_value = "32768"
+    )]
+    pub grpc_max_concurrent_streams: u32,
+
+    /// Largest gRPC request message; larger is refused with RESOURCE_EXHAUSTED.
+    #[arg(
+        long,
+        env = "HTTPSCALE_GRPC_MAX_MESSAGE_BYTES",
+        value_name = "HTTPSCALE_GRPC_MAX_MESSAGE_BYTES",
+        default_value = "65536"
+    )]
+    pub grpc_max_message_bytes: usize,
+
+    /// Largest metadata (HTTP/2 header list) of a gRPC call.
+    #[arg(
+        long,
+        env = "HTTPSCALE_GRPC_MAX_METADATA_BYTES",
+        value_name = "HTTPSCALE_GRPC_MAX_METADATA_BYTES",
+        default_value = "65536"
+    )]
+    pub grpc_max_metadata_bytes: u32,
 
     #[command(flatten)]
     pub log: LogArgs,

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use futures_util::Stream;
+use httpscale_core::target::quote;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
@@ -118,7 +119,7 @@ impl ExternalScaler for ScalerService {
             let known: Vec<&str> = e.metrics.iter().map(|m| m.name.as_str()).collect();
             return Err(Status::not_found(format!(
                 "metric {} not found (this trigger reports {known:?})",
-                req.metric_name
+                quote(&req.metric_name)
             )));
         }
         Ok(Response::new(GetMetricsResponse { metric_values }))

@@ -7,7 +7,7 @@
 //! interceptor admin Service's EndpointSlices, [`kubernetes`]) → [`collect`] (pull and push) → [`aggregate`] and
 //! [`window`] (pure counting) → [`state`] (route specs from the routes file or, in Kubernetes mode, from the
 //! cluster's HTTPScaledObjects and InterceptorRoutes) and [`triggers`] (what a trigger means) → [`grpc`] (the
-//! wire).
+//! wire, served within the listener limits of [`listen`]).
 
 pub mod aggregate;
 pub mod collect;
@@ -15,6 +15,7 @@ pub mod config;
 pub mod discovery;
 pub mod grpc;
 pub mod kubernetes;
+pub mod listen;
 pub mod metrics;
 pub mod proto;
 pub mod state;
@@ -29,6 +30,7 @@ use std::sync::Arc;
 use http::StatusCode;
 use httpscale_core::Shutdown;
 use httpscale_core::admin;
+use httpscale_core::listener::{Gatekeeper, LimitsCollector};
 use httpscale_core::route::Scaling;
 use httpscale_core::standalone::StandaloneConfig;
 use httpscale_core::startup::{ConfigError, StartError, bind, read_routes, watch_routes_file};
@@ -41,8 +43,13 @@ use crate::config::{InterceptorSource, RouteSource};
 use crate::discovery::{Discovery, StaticList};
 use crate::grpc::ScalerService;
 use crate::kubernetes::{AdminService, EndpointSlices};
+use crate::listen::CountStreams;
 use crate::proto::externalscaler::external_scaler_server::ExternalScalerServer;
 use crate::state::State;
+
+/// HTTP/2 pings on every gRPC connection, so a KEDA that vanished without closing is noticed.
+const GRPC_KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+const GRPC_KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// A started scaler.
 pub struct Running {
@@ -111,9 +118,10 @@ async fn sources(
 }
 
 /// Serves `/metrics` until `shutdown`.
-fn serve_metrics(listener: TcpListener, state: Arc<State>, shutdown: &Shutdown) {
+fn serve_metrics(listener: TcpListener, gate: Arc<Gatekeeper>, state: Arc<State>, shutdown: &Shutdown) {
     tokio::spawn(admin::serve(
         listener,
+        gate,
         move |req| match req.uri().path() {
             "/metrics" => admin::metrics(state.metrics.encode()),
             _ => admin::text(StatusCode::NOT_FOUND, "Not Found\n"),
@@ -146,12 +154,17 @@ pub async fn start_with_client(
     shutdown: Shutdown,
 ) -> Result<Running, StartError> {
     let (fleet, specs, initial) = sources(&config, client).await?;
-    let state = Arc::new(State::new(initial, config.stream_interval(), shutdown.clone()));
+    let grpc_gate = Gatekeeper::new("grpc", config.listen.limits(config.grpc_max_connections));
+    let metrics_gate = Gatekeeper::new("metrics", config.listen.admin());
+    let mut state = State::new(initial, config.stream_interval(), shutdown.clone());
+    let gates = vec![grpc_gate.clone(), metrics_gate.clone()];
+    state.metrics.registry_mut().register_collector(Box::new(LimitsCollector(gates)));
+    let state = Arc::new(state);
     let (grpc_listener, grpc_addr) = bind("gRPC", SocketAddr::new(config.bind_address, config.port)).await?;
     let metrics_addr = match config.prometheus_enabled {
         true => {
             let (l, addr) = bind("metrics", SocketAddr::new(config.bind_address, config.prometheus_port)).await?;
-            serve_metrics(l, state.clone(), &shutdown);
+            serve_metrics(l, metrics_gate, state.clone(), &shutdown);
             Some(addr)
         }
         false => None,
@@ -171,11 +184,17 @@ pub async fn start_with_client(
     };
     let collector = tokio::spawn(collect::run(state.clone(), discovery.interceptors(), settings, health));
 
+    let message_bytes = config.grpc_max_message_bytes;
     let server = tonic::transport::Server::builder()
-        .add_service(health_service)
-        .add_service(ExternalScalerServer::new(ScalerService(state.clone())))
+        .max_concurrent_streams(config.grpc_max_concurrent_streams)
+        .http2_max_header_list_size(config.grpc_max_metadata_bytes)
+        .http2_keepalive_interval(Some(GRPC_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(GRPC_KEEPALIVE_TIMEOUT))
+        .layer(tower::layer::layer_fn(CountStreams))
+        .add_service(health_service.max_decoding_message_size(message_bytes))
+        .add_service(ExternalScalerServer::new(ScalerService(state.clone())).max_decoding_message_size(message_bytes))
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(grpc_listener),
+            listen::incoming(grpc_listener, grpc_gate, shutdown.clone()),
             shutdown.clone().triggered_owned(),
         );
     let done = tokio::spawn(async move {

@@ -57,6 +57,10 @@ impl Metrics {
         Self { registry, fetch_duration, fetch_errors, unreachable, endpoints, push_updates, activation_latency }
     }
 
+    pub fn registry_mut(&mut self) -> &mut Registry {
+        &mut self.registry
+    }
+
     pub fn encode(&self) -> String {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);

@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use httpscale_core::Shutdown;
 use httpscale_core::queue::{QueueCounts, unix_micros};
 use httpscale_core::route::Scaling;
+use httpscale_core::target::quote;
 use tokio::sync::watch;
 use tonic::Status;
 
@@ -96,7 +97,8 @@ impl State {
             Trigger::Route { kind, key } => {
                 let k = key.to_string();
                 let specs = self.specs.load();
-                let scaling = specs.get(&k).ok_or_else(|| Status::not_found(format!("{kind} {k} not found")))?;
+                let scaling =
+                    specs.get(&k).ok_or_else(|| Status::not_found(format!("{kind} {} not found", quote(&k))))?;
                 let (concurrency, rate) = {
                     let agg = self.agg();
                     (agg.concurrency(&k), agg.rate(&k, now))

@@ -16,6 +16,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use httpscale_core::route::{RouteKey, Scaling};
+use httpscale_core::target::quote;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteKind {
@@ -65,7 +66,7 @@ pub fn parse(name: &str, namespace: &str, metadata: &HashMap<String, String>) ->
     }
     if let Some(t) = metadata.get("interceptorTargetPendingRequests") {
         let target =
-            t.trim().parse::<i64>().ok().filter(|t| *t > 0).ok_or_else(|| TriggerError::BadTarget(t.clone()))?;
+            t.trim().parse::<i64>().ok().filter(|t| *t > 0).ok_or_else(|| TriggerError::BadTarget(quote(t)))?;
         return Ok(Trigger::Fleet { scaled_object: format!("{namespace}/{name}"), target });
     }
     Err(TriggerError::MissingReference)

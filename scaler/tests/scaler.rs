@@ -346,3 +346,90 @@ fn the_binary_refuses_bad_settings_naming_them() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("HTTPSCALE_INTERCEPTORS"));
 }
+
+/// Regression: a 1 MB route name was echoed back as a 1 MB error message; a connection that never sent its
+/// HTTP/2 preface stayed open forever; streams per connection were unlimited.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_grpc_server_bounds_messages_echoes_and_silent_connections() {
+    let dead = Reserved::new();
+    let i = interceptor(&format!("routes:\n{}", route("app", dead.addr(), ""))).await;
+    let s = scaler(&i.routes_file, vec![i.admin().to_string()], |c| {
+        c.listen.header_read_timeout = Duration::from_millis(300);
+        c.grpc_max_concurrent_streams = 4;
+    })
+    .await;
+    let mut client = s.client().await;
+    let huge = "x".repeat(1 << 20);
+    let e = client.is_active(httpso(&huge)).await.unwrap_err();
+    assert_eq!(e.code(), Code::OutOfRange, "{}", &e.message()[..100.min(e.message().len())]);
+    let long = "y".repeat(10_000);
+    let e = client.is_active(httpso(&long)).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    assert!(e.message().len() < 200, "a short prefix of the name, not all of it: {} bytes", e.message().len());
+
+    let mut streams = Vec::new();
+    for _ in 0..4 {
+        streams.push(client.stream_is_active(httpso("app")).await.unwrap().into_inner());
+    }
+    let fifth = tokio::time::timeout(Duration::from_millis(500), client.clone().stream_is_active(httpso("app"))).await;
+    assert!(fifth.is_err(), "the fifth concurrent stream waits for a place");
+    drop(streams);
+
+    let mut silent = tokio::net::TcpStream::connect(s.running.grpc_addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(3), tokio::io::AsyncReadExt::read(&mut silent, &mut buf));
+    assert!(matches!(closed.await, Ok(Ok(0)) | Ok(Err(_))), "closed within the header timeout");
+    s.stop().await;
+    i.stop().await;
+}
+
+/// Measures the scaler's memory per open `StreamIsActive` stream (the figure in docs/operations.md):
+/// `cargo test -p httpscale-scaler --test scaler memory_per_stream -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn memory_per_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("routes.yaml");
+    std::fs::write(&file, format!("routes:\n{}", route("app", "127.0.0.1:9".parse().unwrap(), ""))).unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_scaler"));
+    cmd.args(["--config", file.to_str().unwrap(), "--interceptors", "127.0.0.1:9", "--port", "0"]).args([
+        "--prometheus-enabled",
+        "false",
+        "--zap-encoder",
+        "json",
+        "--stream-interval-ms",
+        "600000",
+    ]);
+    let mut scaler = httpscale_testkit::process::Spawned::start(&mut cmd);
+    let addr = scaler.wait_for("scaler listening", Duration::from_secs(10))["grpc"]
+        .as_str()
+        .unwrap()
+        .replace("0.0.0.0", "127.0.0.1");
+    let rss = |pid: u32| -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap().to_owned();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let channel =
+            tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap().connect().await.unwrap();
+        let mut client =
+            httpscale_scaler::proto::externalscaler::external_scaler_client::ExternalScalerClient::new(channel);
+        let _warm = client.stream_is_active(httpso("app")).await.unwrap().into_inner();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let before = rss(scaler.pid());
+        let n = 10_000;
+        let mut streams = Vec::with_capacity(n);
+        for _ in 0..n {
+            streams.push(client.stream_is_active(httpso("app")).await.unwrap().into_inner());
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let after = rss(scaler.pid());
+        eprintln!(
+            "{n} StreamIsActive streams on one connection: RSS {before} KiB -> {after} KiB, {:.1} KiB per stream",
+            (after - before) as f64 / n as f64
+        );
+    });
+    scaler.signal_and_wait("TERM");
+}

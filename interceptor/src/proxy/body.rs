@@ -8,14 +8,18 @@
 //!
 //! [`AttemptBody`] is the request body handed to the upstream client. A failed connect never polls it, so the
 //! client's body stays in a shared slot and the next connect attempt can send it. It works for any request
-//! body type (hyper's `Incoming` in the server, simple bodies in tests).
+//! body type (hyper's `Incoming` in the server, simple bodies in tests). It also bounds how long the client
+//! may stall its body once it is being sent, and remembers when the client broke it (a framing error, a body
+//! cut short, a stall), so the failure is answered as the client's ([`ClientFault`]), not the backend's.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use httpscale_core::listener::RequestGuard;
 use httpscale_core::queue::InFlight;
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
@@ -41,6 +45,8 @@ pub struct ProxyBody {
     in_flight: Option<InFlight>,
     /// Anything else that must live until the response ends (a pod's in-flight place, an admission).
     kept: Vec<Box<dyn Send + Sync>>,
+    /// The request's place on its client connection (the connection is busy until the answer ends).
+    connection: Option<RequestGuard>,
     on_finish: Option<Box<dyn OnFinish>>,
     deadline: Option<Pin<Box<Sleep>>>,
 }
@@ -71,7 +77,7 @@ impl ProxyBody {
     }
 
     fn with(inner: Inner) -> Self {
-        Self { inner, in_flight: None, kept: Vec::new(), on_finish: None, deadline: None }
+        Self { inner, in_flight: None, kept: Vec::new(), connection: None, on_finish: None, deadline: None }
     }
 
     /// Keeps the route's request counted until this body ends or is dropped.
@@ -82,6 +88,11 @@ impl ProxyBody {
     /// Keeps `value` alive until this body ends or is dropped.
     pub fn keep(&mut self, value: Box<dyn Send + Sync>) {
         self.kept.push(value);
+    }
+
+    /// Keeps the client connection busy with this request until this body ends or is dropped.
+    pub fn hold_connection(&mut self, guard: RequestGuard) {
+        self.connection = Some(guard);
     }
 
     pub fn on_finish(&mut self, f: Box<dyn OnFinish>) {
@@ -99,6 +110,7 @@ impl ProxyBody {
         self.in_flight = None;
         self.kept.clear();
         self.deadline = None;
+        self.connection = None;
         if let Some(f) = self.on_finish.take() {
             f.finish(completed);
         }
@@ -166,31 +178,64 @@ impl ProxyBody {
     }
 }
 
-type Slot<B> = Arc<Mutex<Option<B>>>;
+/// Why the client's own request body failed: answered `400` (or `408` when it stalled), never blamed on the
+/// backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientFault {
+    Stalled(Duration),
+    Malformed(String),
+}
 
-/// A request body that survives failed connect attempts (see the module docs).
+#[derive(Debug, thiserror::Error)]
+#[error("request body stalled for {0:?}")]
+pub struct BodyStalled(pub Duration);
+
+struct Shared<B> {
+    body: Option<B>,
+    fault: Option<ClientFault>,
+}
+
+type Slot<B> = Arc<Mutex<Shared<B>>>;
+
+/// A request body that survives failed connect attempts (see the module docs), and remembers whether the
+/// client broke it.
 #[derive(Debug)]
 pub struct Replayable<B> {
     slot: Option<Slot<B>>,
     hint: SizeHint,
+    stall: Option<Duration>,
+}
+
+impl<B> std::fmt::Debug for Shared<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("fault", &self.fault).finish()
+    }
 }
 
 impl<B: Body> Replayable<B> {
-    pub fn new(body: B) -> Self {
+    /// `stall`: the longest the client may leave the body without a byte once it is being sent.
+    pub fn new(body: B, stall: Option<Duration>) -> Self {
         let hint = body.size_hint();
-        let slot = (!body.is_end_stream()).then(|| Arc::new(Mutex::new(Some(body))));
-        Self { slot, hint }
+        let slot = (!body.is_end_stream()).then(|| Arc::new(Mutex::new(Shared { body: Some(body), fault: None })));
+        Self { slot, hint, stall }
     }
 
     /// A body for the next attempt, or `None` if an earlier attempt already started sending it.
     pub fn attempt(&self) -> Option<AttemptBody<B>> {
+        let body =
+            |slot| AttemptBody { slot, taken: None, hint: self.hint, stall: self.stall, timer: None, moved: false };
         match &self.slot {
-            None => Some(AttemptBody { slot: None, taken: None, hint: SizeHint::with_exact(0) }),
+            None => Some(AttemptBody { hint: SizeHint::with_exact(0), ..body(None) }),
             Some(slot) => {
-                let available = slot.lock().map(|b| b.is_some()).unwrap_or(false);
-                available.then(|| AttemptBody { slot: Some(slot.clone()), taken: None, hint: self.hint })
+                let available = slot.lock().map(|s| s.body.is_some()).unwrap_or(false);
+                available.then(|| body(Some(slot.clone())))
             }
         }
+    }
+
+    /// How the client broke its body, if it did.
+    pub fn client_fault(&self) -> Option<ClientFault> {
+        self.slot.as_ref().and_then(|s| s.lock().ok().and_then(|s| s.fault.clone()))
     }
 }
 
@@ -199,31 +244,70 @@ pub struct AttemptBody<B> {
     slot: Option<Slot<B>>,
     taken: Option<B>,
     hint: SizeHint,
+    stall: Option<Duration>,
+    /// The stall deadline, armed while the client sends nothing.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// A frame came since the deadline was armed.
+    moved: bool,
+}
+
+impl<B> AttemptBody<B> {
+    fn fail(&mut self, fault: ClientFault) {
+        if let Some(mut s) = self.slot.as_ref().and_then(|s| s.lock().ok()) {
+            s.fault = Some(fault);
+        }
+    }
+
+    /// `true` once the client has sent nothing for the stall bound.
+    fn stalled(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(stall) = self.stall else { return false };
+        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+        if std::mem::take(&mut self.moved) {
+            timer.as_mut().reset(Instant::now() + stall);
+        }
+        timer.as_mut().poll(cx).is_ready()
+    }
 }
 
 impl<B> Body for AttemptBody<B>
 where
-    B: Body<Data = Bytes> + Unpin,
+    B: Body<Data = Bytes, Error: Into<BoxError>> + Unpin,
 {
     type Data = Bytes;
-    type Error = B::Error;
+    type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         if this.taken.is_none() {
-            match this.slot.take() {
-                None => return Poll::Ready(None),
-                Some(slot) => this.taken = slot.lock().ok().and_then(|mut b| b.take()),
-            }
+            let Some(slot) = &this.slot else { return Poll::Ready(None) };
+            this.taken = slot.lock().ok().and_then(|mut s| s.body.take());
         }
-        match this.taken.as_mut() {
-            Some(b) => Pin::new(b).poll_frame(cx),
-            None => Poll::Ready(None),
+        let Some(body) = this.taken.as_mut() else { return Poll::Ready(None) };
+        match Pin::new(body).poll_frame(cx) {
+            Poll::Ready(Some(Err(e))) => {
+                let e: BoxError = e.into();
+                this.fail(ClientFault::Malformed(e.to_string()));
+                Poll::Ready(Some(Err(e)))
+            }
+            Poll::Ready(other) => {
+                // Progress: the stall bound starts again at the next wait.
+                this.moved = true;
+                Poll::Ready(other.map(|r| r.map_err(Into::into)))
+            }
+            Poll::Pending if this.stalled(cx) => {
+                let stall = this.stall.unwrap_or_default();
+                this.fail(ClientFault::Stalled(stall));
+                Poll::Ready(Some(Err(Box::new(BodyStalled(stall)))))
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.slot.is_none() && self.taken.as_ref().is_none_or(|b| b.is_end_stream())
+        match &self.taken {
+            Some(b) => b.is_end_stream(),
+            None => self.slot.is_none(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -13,6 +13,7 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use httpscale_core::gate::{Refusal, RefusalKind};
 use httpscale_core::route::RouteKey;
+use httpscale_core::target::TargetError;
 
 use super::body::ProxyBody;
 use crate::placeholder::BodyError;
@@ -25,16 +26,18 @@ pub enum ProxyError {
     NoRoute { host: String, path: String },
     #[error("no route for model {model:?} on host {host:?} (GET /v1/models lists the models served)")]
     NoModelRoute { host: String, model: String },
-    #[error("request has no Host header or authority")]
-    MissingHost,
+    #[error(transparent)]
+    Target(#[from] TargetError),
     #[error("CONNECT is not supported")]
     ConnectMethod,
+    #[error("request body: {0}")]
+    ClientBody(String),
+    #[error("request body stalled for {0:?}")]
+    BodyTimeout(Duration),
     #[error(
         "the request body is larger than {limit} bytes, the most read to find the model it names (HTTPSCALE_MODEL_BODY_LIMIT)"
     )]
     BodyTooLarge { limit: usize },
-    #[error("the request body could not be read: {0}")]
-    BodyUnreadable(String),
 
     // -- holding for a cold start
     #[error("backend {upstream} not ready within {timeout:?}")]
@@ -77,10 +80,10 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::NoRoute { .. } | Self::NoModelRoute { .. } => StatusCode::NOT_FOUND,
-            Self::MissingHost => StatusCode::BAD_REQUEST,
+            Self::Target(_) | Self::ClientBody(_) => StatusCode::BAD_REQUEST,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::ConnectMethod => StatusCode::METHOD_NOT_ALLOWED,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::BodyUnreadable(_) => StatusCode::BAD_REQUEST,
             Self::HoldQueueFull { .. } | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::ReadinessTimeout { .. }
             | Self::RequestTimeout(_)
@@ -123,9 +126,10 @@ impl ProxyError {
             Self::HoldQueueFull { .. }
             | Self::ShuttingDown
             | Self::ConnectMethod
-            | Self::MissingHost
-            | Self::BackendRefused(_)
-            | Self::BodyUnreadable(_) => format!("{text}: {self}\n"),
+            | Self::Target(_)
+            | Self::ClientBody(_)
+            | Self::BodyTimeout(_)
+            | Self::BackendRefused(_) => format!("{text}: {self}\n"),
             _ => format!("{text}\n"),
         };
         let mut resp = Response::new(ProxyBody::full(body));
@@ -137,7 +141,8 @@ impl ProxyError {
             Self::HoldQueueFull { .. } => {
                 h.insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
             }
-            Self::ShuttingDown => {
+            // The request body's state is unknown: the connection cannot carry another request.
+            Self::ShuttingDown | Self::ClientBody(_) | Self::BodyTimeout(_) => {
                 h.insert(CONNECTION, HeaderValue::from_static("close"));
             }
             Self::ConnectMethod => {
@@ -197,7 +202,8 @@ mod tests {
     #[tokio::test]
     async fn an_oversized_body_is_a_413_that_names_the_bound_and_the_setting() {
         let resp = ProxyError::BodyTooLarge { limit: 4096 }.into_response(None);
-        assert_eq!((resp.status(), &resp.headers()[CONTENT_TYPE]), (StatusCode::PAYLOAD_TOO_LARGE, &"application/json"));
+        assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(resp.headers()[CONTENT_TYPE], "application/json");
         let body: serde_json::Value = serde_json::from_str(&crate::proxy::testing::text(resp).await).unwrap();
         let message = body["error"]["message"].as_str().unwrap();
         assert!(message.starts_with("Payload Too Large: ") && message.contains("4096 bytes"), "{message}");

@@ -7,7 +7,8 @@
 //! lost to a failed connect), *waiting for headers* (bounded by the response-header timeout, per attempt),
 //! then *streaming* or *tunnelled* (an upgrade, such as a WebSocket, stays counted until the tunnel closes).
 //! With direct pod routing ([`PodRouter`]) each attempt goes to the least-loaded ready pod, and a pod that
-//! refuses is skipped for another at once.
+//! refuses is skipped for another at once. A failure the client's own request body caused (a framing error,
+//! a body cut short or stalled past `HTTPSCALE_BODY_TIMEOUT`) is the client's: `400` or `408`, never `502`.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -27,8 +28,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::time::Instant;
 use tower::Service;
 
-use super::body::{AttemptBody, BoxError, ProxyBody, Replayable};
+use super::body::{AttemptBody, BoxError, ClientFault, ProxyBody, Replayable};
 use super::error::ProxyError;
+use super::forwarded::TrustedProxies;
 use super::headers;
 use super::types::{BoxFuture, ClientAddr, ProxyResponse, Routed, UseFallback};
 use crate::cluster::pods::{PodGuard, PodRouter};
@@ -58,18 +60,32 @@ pub struct Clients<B> {
     h2c: Client<HttpConnector, AttemptBody<B>>,
     /// Set with direct pod routing.
     pods: Option<Arc<PodRouter>>,
+    body_timeout: Option<Duration>,
+    trusted: TrustedProxies,
+}
+
+/// How the forwarder connects and what it believes.
+#[derive(Debug, Clone)]
+pub struct ForwardSettings {
+    /// Bound of one connect attempt (`KEDA_HTTP_CONNECT_TIMEOUT`).
+    pub connect_timeout: Duration,
+    pub max_idle_per_host: usize,
+    /// Longest the client may stall its request body while it is sent (`HTTPSCALE_BODY_TIMEOUT`).
+    pub body_timeout: Option<Duration>,
+    /// Peers whose forwarded headers are believed (`HTTPSCALE_TRUSTED_PROXIES`).
+    pub trusted: TrustedProxies,
 }
 
 impl<B: RequestBody> Forward<B> {
     /// Builds the clients. Call once per proxy thread, inside its runtime.
-    pub fn new(connect_timeout: Duration, max_idle_per_host: usize, pods: Option<Arc<PodRouter>>) -> Self {
+    pub fn new(settings: ForwardSettings, pods: Option<Arc<PodRouter>>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(connect_timeout));
+        connector.set_connect_timeout(Some(settings.connect_timeout));
         let http1 = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(max_idle_per_host)
+            .pool_max_idle_per_host(settings.max_idle_per_host)
             .build(connector.clone());
         let h2c = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
@@ -77,7 +93,8 @@ impl<B: RequestBody> Forward<B> {
             .pool_idle_timeout(Duration::from_secs(90))
             .http2_only(true)
             .build(connector);
-        Self(Arc::new(Clients { http1, h2c, pods }))
+        let (body_timeout, trusted) = (settings.body_timeout, settings.trusted);
+        Self(Arc::new(Clients { http1, h2c, pods, body_timeout, trusted }))
     }
 }
 
@@ -124,9 +141,11 @@ async fn forward<B: RequestBody>(
     let client_version = req.version();
     let (mut parts, body) = req.into_parts();
     let mut headers = std::mem::take(&mut parts.headers);
-    headers::prepare_request(&mut headers, client_ip, &routed.host, upstream.h2c);
-    let exchange = Exchange { clients: &clients, route, upstream, parts, headers, body: Replayable::new(body) };
-    let (mut resp, pod) = exchange.send_with_connect_retry().await?;
+    let trusted = clients.trusted.trusts(client_ip);
+    headers::prepare_request(&mut headers, client_ip, &routed.host, upstream.h2c, trusted);
+    let body = Replayable::new(body, clients.body_timeout);
+    let exchange = Exchange { clients: &clients, route, upstream, parts, headers, body };
+    let (mut resp, pod) = exchange.send_with_connect_retry().await.map_err(|e| exchange.blame(e))?;
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS
         && let Some(client_side) = client_upgrade
@@ -146,6 +165,15 @@ async fn forward<B: RequestBody>(
 }
 
 impl<B: RequestBody> Exchange<'_, B> {
+    /// A failure the client's own request body caused is the client's, whatever the upstream client says.
+    fn blame(&self, error: ProxyError) -> ProxyError {
+        match self.body.client_fault() {
+            Some(ClientFault::Stalled(t)) => ProxyError::BodyTimeout(t),
+            Some(ClientFault::Malformed(cause)) => ProxyError::ClientBody(cause),
+            None => error,
+        }
+    }
+
     /// Where this attempt goes: the least-loaded ready pod not yet `tried` (direct pod routing), or the
     /// upstream.
     fn pick_authority(&self, tried: &[String]) -> (Authority, Option<(String, Option<PodGuard>)>) {

@@ -1,10 +1,12 @@
 //! Header rewriting at the proxy boundary, as upstream's Go reverse proxy does it: hop-by-hop headers
-//! removed both ways (protocol upgrades and `TE: trailers` kept), `Forwarded` dropped, `X-Forwarded-For`
-//! appended, `X-Forwarded-Host` and `-Proto` set only when absent, and the client's `Host` preserved.
+//! removed both ways (protocol upgrades and `TE: trailers` kept) and the client's `Host` preserved; the
+//! forwarded headers follow [`forwarded`](super::forwarded).
 
 use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use super::forwarded::set_forwarded;
 
 static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
@@ -17,11 +19,6 @@ static HOP_BY_HOP: [HeaderName; 9] = [
     header::TRANSFER_ENCODING,
     header::UPGRADE,
 ];
-
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-static FORWARDED: HeaderName = header::FORWARDED;
 
 fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
     headers
@@ -56,8 +53,15 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Rewrites a request's headers for the backend. `host` is what the request was routed on.
-pub fn prepare_request(headers: &mut HeaderMap, client: Option<IpAddr>, host: &HeaderValue, h2_upstream: bool) {
+/// Rewrites a request's headers for the backend. `host` is what the request was routed on; `trusted` says
+/// whether the client is a trusted proxy.
+pub fn prepare_request(
+    headers: &mut HeaderMap,
+    client: Option<IpAddr>,
+    host: &HeaderValue,
+    h2_upstream: bool,
+    trusted: bool,
+) {
     let upgrade = upgrade_of(headers);
     let te_trailers = has_token(headers, &header::TE, "trailers");
     remove_hop_by_hop(headers);
@@ -68,20 +72,7 @@ pub fn prepare_request(headers: &mut HeaderMap, client: Option<IpAddr>, host: &H
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
-    headers.remove(&FORWARDED);
-    if let Some(ip) = client {
-        let prior: Vec<&str> = headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect();
-        let value = if prior.is_empty() { ip.to_string() } else { format!("{}, {ip}", prior.join(", ")) };
-        if let Ok(v) = HeaderValue::try_from(value) {
-            headers.insert(&X_FORWARDED_FOR, v);
-        }
-    }
-    if !headers.contains_key(&X_FORWARDED_HOST) {
-        headers.insert(&X_FORWARDED_HOST, host.clone());
-    }
-    if !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    }
+    set_forwarded(headers, client, host, trusted);
     if h2_upstream {
         // HTTP/2 carries the authority in `:authority`; the original host stays in X-Forwarded-Host.
         headers.remove(header::HOST);
@@ -119,32 +110,15 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_headers_as_upstream() {
-        let host = HeaderValue::from_static("app.local:8080");
-        let mut h = map(&[("x-forwarded-for", "10.0.0.1"), ("forwarded", "for=1.2.3.4"), ("host", "ignored")]);
-        prepare_request(&mut h, Some("127.0.0.1".parse().unwrap()), &host, false);
-        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
-        assert_eq!(h["x-forwarded-host"], "app.local:8080");
-        assert_eq!(h["x-forwarded-proto"], "http");
-        assert_eq!(h["host"], "app.local:8080");
-        assert!(!h.contains_key("forwarded"));
-
-        let mut h = map(&[("x-forwarded-proto", "https"), ("x-forwarded-host", "edge.example")]);
-        prepare_request(&mut h, None, &host, false);
-        assert_eq!(h["x-forwarded-proto"], "https", "an incoming value is kept (upstream #1432)");
-        assert_eq!(h["x-forwarded-host"], "edge.example");
-    }
-
-    #[test]
     fn upgrades_and_te_trailers_survive() {
         let host = HeaderValue::from_static("h");
         let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket"), ("te", "trailers, deflate")]);
-        prepare_request(&mut h, None, &host, false);
+        prepare_request(&mut h, None, &host, false, false);
         assert_eq!(h["connection"], "upgrade");
         assert_eq!(h["upgrade"], "websocket");
         assert_eq!(h["te"], "trailers");
         let mut h = map(&[("host", "h")]);
-        prepare_request(&mut h, None, &host, true);
+        prepare_request(&mut h, None, &host, true, false);
         assert!(!h.contains_key("host"), "h2 upstreams get :authority, not Host");
     }
 }

@@ -76,7 +76,7 @@ async fn wants_sse<B: Peek>(req: &mut Request<B>, limit: usize) -> Result<bool, 
         Some(api) => {
             let body = req.body_mut().peek(limit).await.map_err(|e| match e {
                 PeekError::TooLarge { limit } => ProxyError::BodyTooLarge { limit },
-                PeekError::Read(e) => ProxyError::BodyUnreadable(e.to_string()),
+                PeekError::Read(e) => ProxyError::ClientBody(e.to_string()),
             })?;
             let fields = RequestFields::parse(api, &body);
             let sse = fields.wants_sse(req.headers());

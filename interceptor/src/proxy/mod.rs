@@ -18,8 +18,9 @@
 //!
 //! Shared by the layers: [`types`] (request extensions), [`body`] (the response body that carries counts
 //! and records to its end), [`fixed`] (placeholder and static answers), [`headers`] (proxy header rules),
-//! [`peek`] (the request body, readable ahead of forwarding), [`model`] (what inference requests name) and
-//! [`catalog`] (the model lists the route layer answers).
+//! [`forwarded`] (what the backend is told about the client, and whom to believe), [`peek`] (the request
+//! body, readable ahead of forwarding), [`model`] (what inference requests name) and [`catalog`] (the model
+//! lists the route layer answers).
 //! Every layer is generic over the request body and tested alone on a paused clock.
 
 pub mod body;
@@ -29,6 +30,7 @@ pub mod count;
 pub mod error;
 pub mod fixed;
 pub mod forward;
+pub mod forwarded;
 pub mod headers;
 pub mod keepalive;
 pub mod metrics;

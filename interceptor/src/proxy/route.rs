@@ -1,29 +1,35 @@
-//! The route layer: finds the route and applies the request deadline.
+//! The route layer: checks the request target, finds the route and applies the request deadline.
 //!
-//! The host is the request target's authority when it has one (absolute-form HTTP/1.1 targets and HTTP/2's
-//! `:authority`, as RFC 9112 §3.2.2 requires), else the `Host` header. A request no route names fails with
-//! `NoRoute` (404) and is never forwarded; CONNECT is refused.
+//! Before any lookup the target is checked ([`target`]): exactly one valid `Host`, agreeing with HTTP/2's
+//! `:authority`, no userinfo, `*` only for `OPTIONS` (answered here with `200`, as Go's server does), and
+//! dot segments removed from the path (unless `HTTPSCALE_NORMALIZE_PATH` is off; a path above the root is
+//! refused): a failed check is `400` and nothing is forwarded, whatever the routes. The host is the request
+//! target's authority when it has one (absolute-form HTTP/1.1 targets and HTTP/2's `:authority`, as RFC 9112
+//! §3.2.2 requires), else the `Host` header; the backend gets that host in `Host`. A request no route names
+//! fails with `NoRoute` (404) and is never forwarded; CONNECT is refused. States of a routed request:
+//! *in flight* (the inner pipeline works on it; with a request deadline it must produce headers in time, else
+//! 504) and *streaming* (the answer's body is cut at the deadline). Failures leave here tagged with their
+//! route, for the rescue layer to answer.
 //!
 //! Model routing (httpscale extension): when the lookup reaches a rule with `models` for an inference request
 //! (see [`model`](super::model)), the request is *reading* its body (at most the configured bound, else 413;
 //! only then, so other requests never wait for their body here), and is looked up again with the model the
 //! body names; the body is then forwarded as received. `GET /v1/models` and `GET /api/tags` on a host that
 //! model rules reach are answered here ([`catalog`](super::catalog)).
-//!
-//! States of a routed request: *in flight* (the
-//! inner pipeline works on it; with a request deadline it must produce headers in time, else 504) and
-//! *streaming* (the answer's body is cut at the deadline). Failures leave here tagged with their route, for
-//! the rescue layer to answer.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::{HeaderValue, Method, Request};
+use http::header::HOST;
+use http::uri::PathAndQuery;
+use http::{HeaderValue, Method, Request, Uri};
 use httpscale_core::model::ModelQuery;
 use httpscale_core::table::Lookup;
+use httpscale_core::target::{self, TargetError};
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
+use super::body::ProxyBody;
 use super::catalog;
 use super::error::{Failure, ProxyError};
 use super::model::{Api, RequestFields, inference_api};
@@ -34,20 +40,27 @@ use crate::routes::Routes;
 #[derive(Clone)]
 pub struct RouteLayer {
     routes: Arc<Routes>,
+    normalize_path: bool,
     body_limit: usize,
 }
 
 impl RouteLayer {
-    /// Routes on `routes`, reading at most `body_limit` bytes of a body to find its model.
-    pub fn new(routes: Arc<Routes>, body_limit: usize) -> Self {
-        Self { routes, body_limit }
+    /// Routes on `routes`; with `normalize_path`, dot segments are removed before matching and forwarding;
+    /// at most `body_limit` bytes of a body are read to find its model.
+    pub fn new(routes: Arc<Routes>, normalize_path: bool, body_limit: usize) -> Self {
+        Self { routes, normalize_path, body_limit }
     }
 }
 
 impl<S> Layer<S> for RouteLayer {
     type Service = RouteService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        RouteService { inner, routes: self.routes.clone(), body_limit: self.body_limit }
+        RouteService {
+            inner,
+            routes: self.routes.clone(),
+            normalize_path: self.normalize_path,
+            body_limit: self.body_limit,
+        }
     }
 }
 
@@ -55,31 +68,59 @@ impl<S> Layer<S> for RouteLayer {
 pub struct RouteService<S> {
     inner: S,
     routes: Arc<Routes>,
+    normalize_path: bool,
     body_limit: usize,
 }
 
 /// Where the first lookup leaves a request.
 enum Routing {
     Routed(Routed),
-    /// A model list, answered here.
+    /// A model list or `OPTIONS *`, answered here.
     Answered(ProxyResponse),
     /// A rule with models is next in line: read the body, then look up again.
     NeedsModel { host: HeaderValue, api: Api },
 }
 
-fn request_host<B>(req: &Request<B>) -> Result<HeaderValue, ProxyError> {
+/// The host a request is routed on, checked (see the module docs); `None` for `OPTIONS *`.
+fn checked_host<B>(req: &Request<B>) -> Result<Option<HeaderValue>, ProxyError> {
+    let host = target::request_host(req.version(), req.uri(), req.headers())?.ok_or(TargetError::MissingHost)?;
+    if target::asterisk(req.method(), req.uri())? {
+        return Ok(None);
+    }
     if req.method() == Method::CONNECT {
         return Err(ProxyError::ConnectMethod);
     }
-    match req.uri().authority() {
-        Some(a) => HeaderValue::from_str(a.as_str()).map_err(|_| ProxyError::MissingHost),
-        None => req.headers().get(http::header::HOST).cloned().ok_or(ProxyError::MissingHost),
-    }
+    let value = match req.uri().authority() {
+        None => req.headers().get(HOST).cloned(),
+        Some(_) => HeaderValue::from_str(host).ok(),
+    };
+    value.map(Some).ok_or_else(|| TargetError::InvalidHost(target::quote(host)).into())
 }
 
-fn route_request<B>(routes: &Routes, req: &Request<B>) -> Result<Routing, ProxyError> {
-    let host = request_host(req)?;
-    let host_str = host.to_str().map_err(|_| ProxyError::MissingHost)?;
+/// Replaces the request's path with its dot-free form, keeping the query.
+fn normalize_path<B>(req: &mut Request<B>) -> Result<(), ProxyError> {
+    let Some(path) = target::normalize_path(req.uri().path())? else { return Ok(()) };
+    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+    let pq = match parts.path_and_query.as_ref().and_then(|pq| pq.query()) {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let rebuilt = PathAndQuery::try_from(pq).ok().and_then(|pq| {
+        parts.path_and_query = Some(pq);
+        Uri::from_parts(parts).ok()
+    });
+    *req.uri_mut() = rebuilt.ok_or(ProxyError::Internal("cannot rebuild the normalised path"))?;
+    Ok(())
+}
+
+/// `OPTIONS *`: the server's own options (none to tell), never forwarded.
+fn server_options() -> ProxyResponse {
+    ProxyResponse::new(ProxyBody::full(""))
+}
+
+/// The route of a checked request, or what it needs first.
+fn route_request<B>(routes: &Routes, req: &Request<B>, host: HeaderValue) -> Result<Routing, ProxyError> {
+    let host_str = host.to_str().map_err(|_| TargetError::MissingHost)?;
     let (path, headers) = (req.uri().path(), req.headers());
     if let Some(list) = catalog::catalog_request(req.method(), path)
         && let Some(answer) = catalog::answer(routes, list, host_str, path, headers)
@@ -99,7 +140,16 @@ fn route_request<B>(routes: &Routes, req: &Request<B>) -> Result<Routing, ProxyE
 }
 
 fn no_route(host: &str, path: &str) -> ProxyError {
-    ProxyError::NoRoute { host: host.to_owned(), path: path.to_owned() }
+    ProxyError::NoRoute { host: target::quote(host), path: target::quote(path) }
+}
+
+/// Checks the target, normalises the path and finds the route (or what the request needs first).
+fn check_and_route<B>(routes: &Routes, req: &mut Request<B>, normalize: bool) -> Result<Routing, ProxyError> {
+    let Some(host) = checked_host(req)? else { return Ok(Routing::Answered(server_options())) };
+    if normalize {
+        normalize_path(req)?;
+    }
+    route_request(routes, req, host)
 }
 
 /// Reads an inference request's body (see the module docs) and routes it on the model it names.
@@ -112,10 +162,10 @@ async fn route_on_model<B: Peek>(
 ) -> Result<Routed, ProxyError> {
     let body = req.body_mut().peek(limit).await.map_err(|e| match e {
         PeekError::TooLarge { limit } => ProxyError::BodyTooLarge { limit },
-        PeekError::Read(e) => ProxyError::BodyUnreadable(e.to_string()),
+        PeekError::Read(e) => ProxyError::ClientBody(e.to_string()),
     })?;
     let fields = RequestFields::parse(api, &body);
-    let host_str = host.to_str().map_err(|_| ProxyError::MissingHost)?;
+    let host_str = host.to_str().map_err(|_| TargetError::MissingHost)?;
     let query = ModelQuery::Known(fields.model.as_deref());
     let found = match (routes.table().lookup_model(host_str, req.uri().path(), req.headers(), query), &fields.model) {
         (Lookup::Found(route), _) => Routed { route: route.clone(), host },
@@ -169,7 +219,7 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        match route_request(&self.routes, &req) {
+        match check_and_route(&self.routes, &mut req, self.normalize_path) {
             Ok(Routing::Routed(routed)) => dispatch(&mut self.inner, req, routed),
             Ok(Routing::Answered(resp)) => Box::pin(std::future::ready(Ok(resp))),
             Err(e) => Box::pin(std::future::ready(Err(Failure::from(e)))),

@@ -29,26 +29,43 @@ pub struct StackParams {
     pub draining: Draining,
     pub cold_start: Arc<ColdStartParams>,
     pub bodies: Bodies,
+    /// Remove dot segments from paths before matching (`HTTPSCALE_NORMALIZE_PATH`).
+    pub normalize_path: bool,
     /// Most bytes of a request body read to find the model it names (`HTTPSCALE_MODEL_BODY_LIMIT`).
     pub model_body_limit: usize,
 }
 
+/// The assembled pipeline for request bodies `B`: every failure answered, so it never errs.
+pub trait Pipeline<B>:
+    Service<
+        Request<B>,
+        Response = ProxyResponse,
+        Error = Infallible,
+        Future = BoxFuture<Result<ProxyResponse, Infallible>>,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<B, T> Pipeline<B> for T where
+    T: Service<
+            Request<B>,
+            Response = ProxyResponse,
+            Error = Infallible,
+            Future = BoxFuture<Result<ProxyResponse, Infallible>>,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 /// metrics → rescue → route → statics → count → keep-alive → cold start → `forward`.
-pub fn stack<B: RequestBody + Peek>(
-    p: &StackParams,
-    forward: Forward<B>,
-) -> impl Service<
-    Request<B>,
-    Response = ProxyResponse,
-    Error = Infallible,
-    Future = BoxFuture<Result<ProxyResponse, Infallible>>,
-> + Clone
-+ Send
-+ 'static {
+pub fn stack<B: RequestBody + Peek>(p: &StackParams, forward: Forward<B>) -> impl Pipeline<B> {
     ServiceBuilder::new()
         .layer(MetricsLayer::new(p.requests.clone(), p.log_requests))
         .layer(RescueLayer::new(p.draining.clone()))
-        .layer(RouteLayer::new(p.routes.clone(), p.model_body_limit))
+        .layer(RouteLayer::new(p.routes.clone(), p.normalize_path, p.model_body_limit))
         .layer(StaticLayer::new(p.bodies.clone(), forward.clone()))
         .layer(CountLayer)
         .layer(KeepAliveLayer::new(p.model_body_limit))

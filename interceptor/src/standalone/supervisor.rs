@@ -46,7 +46,8 @@ const START_PROBE_INTERVAL: Duration = Duration::from_millis(50);
 const START_PROBE_TIMEOUT: Duration = Duration::from_millis(200);
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
-/// Output lines logged with a failure, and the fewer quoted in the answer to held requests.
+/// Output lines logged with a failure, and the fewer quoted in the answer to held requests (when the route
+/// opts in).
 pub const OUTPUT_LINES_KEPT: usize = 20;
 const OUTPUT_LINES_REPORTED: usize = 3;
 
@@ -238,12 +239,7 @@ impl<P: Programs> Supervisor<P> {
                 State::Done
             }
             Started::Exited(status) => {
-                let reason = format!(
-                    "the program of route {key} exited with {} before it was ready (last output: {})",
-                    describe(status),
-                    program.last_output(OUTPUT_LINES_REPORTED)
-                );
-                tracing::error!(route = %key, pid = program.pid(), output = %program.last_output(OUTPUT_LINES_KEPT), "{reason}");
+                let reason = self.exited(&program, status, " before it was ready");
                 self.failed(RefusalKind::Failed, reason)
             }
             Started::TimedOut => {
@@ -254,6 +250,18 @@ impl<P: Programs> Supervisor<P> {
                 program.stop(self.s.spec.stop_signal, self.s.spec.stop_timeout).await;
                 self.failed(RefusalKind::TimedOut, reason)
             }
+        }
+    }
+
+    /// Logs an exit with the program's last output, and returns what clients are told: the route and the
+    /// exit status, plus the output only if the route opts in (`process.exposeOutput`).
+    fn exited(&self, program: &P::Program, status: Option<ExitStatus>, when: &str) -> String {
+        let key = &self.s.key;
+        let reason = format!("the program of route {key} exited with {}{when}", describe(status));
+        tracing::error!(route = %key, pid = program.pid(), output = %program.last_output(OUTPUT_LINES_KEPT), "{reason}");
+        match self.s.spec.expose_output {
+            true => format!("{reason} (last output: {})", program.last_output(OUTPUT_LINES_REPORTED)),
+            false => reason,
         }
     }
 
@@ -282,12 +290,7 @@ impl<P: Programs> Supervisor<P> {
                 status = program.exited() => {
                     self.up(false);
                     self.gate.set_open(false);
-                    let reason = format!(
-                        "the program of route {key} exited with {} (last output: {})",
-                        describe(status),
-                        program.last_output(OUTPUT_LINES_REPORTED)
-                    );
-                    tracing::error!(route = %key, pid = program.pid(), output = %program.last_output(OUTPUT_LINES_KEPT), "{reason}");
+                    let reason = self.exited(&program, status, "");
                     return self.failed(RefusalKind::Failed, reason);
                 }
                 _ = tokio::time::sleep(tick) => {}

@@ -4,4 +4,5 @@ pub mod ceiling;
 pub mod cold_burst;
 pub mod many_routes;
 pub mod overhead;
+pub mod sigterm;
 pub mod streaming;

@@ -172,7 +172,7 @@ async fn one_stream(
 }
 
 fn run_leg(target: SocketAddr, opts: &StreamingOpts) -> anyhow::Result<Acc> {
-    crate::ensure_loopback(target)?;
+    crate::ensure_local(target)?;
     let path = format!("/stream?lines={}&interval_ms={}&pad={}", opts.lines, opts.interval.as_millis(), opts.pad);
     let threads = opts.client_threads.clamp(1, opts.streams.max(1));
     let deadline = Instant::now() + opts.interval * opts.lines + Duration::from_secs(10);

@@ -11,8 +11,17 @@ use crate::proxy::testing::{route, routed};
 
 type TestForward = Forward<Full<Bytes>>;
 
+fn settings() -> ForwardSettings {
+    ForwardSettings {
+        connect_timeout: Duration::from_millis(500),
+        max_idle_per_host: 8,
+        body_timeout: Some(Duration::from_secs(60)),
+        trusted: TrustedProxies::default(),
+    }
+}
+
 fn forwarder() -> TestForward {
-    Forward::new(Duration::from_millis(500), 8, None)
+    Forward::new(settings(), None)
 }
 
 /// Serves HTTP/1.1 on `listener`, answering `ok` after `delay`.
@@ -74,4 +83,60 @@ async fn connects_give_up_after_the_retry_budget() {
     assert!(matches!(e, ProxyError::ConnectFailed { .. }), "{e:?}");
     assert_eq!(e.status(), StatusCode::GATEWAY_TIMEOUT);
     assert!(started.elapsed() >= RETRY_BUDGET - RETRY_INTERVAL && started.elapsed() <= RETRY_BUDGET);
+}
+
+/// Serves HTTP/1.1 on `listener`, answering `ok` once it has read the whole request body.
+fn serve_reading(listener: TcpListener) {
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
+                    let _ = req.into_body().collect().await;
+                    Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(b"ok"))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc).await;
+            });
+        }
+    });
+}
+
+type Chunks = tokio::sync::mpsc::Sender<Result<http_body::Frame<Bytes>, std::io::Error>>;
+type ChannelBody =
+    http_body_util::StreamBody<tokio_stream::wrappers::ReceiverStream<Result<http_body::Frame<Bytes>, std::io::Error>>>;
+
+/// A request body the test feeds, through a forwarder to a backend that reads bodies whole.
+async fn sending_body() -> (BoxFuture<Result<ProxyResponse, ProxyError>>, Chunks) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let route = route(&listener.local_addr().unwrap().to_string(), "");
+    serve_reading(listener);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let body = http_body_util::StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let forward: Forward<ChannelBody> = Forward::new(settings(), None);
+    let mut req = routed(&route, "/upload", body);
+    *req.method_mut() = http::Method::POST;
+    (Box::pin(forward.oneshot(req)), tx)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stalled_request_body_is_the_clients_408_after_the_body_timeout() {
+    let (sent, tx) = sending_body().await;
+    tx.send(Ok(http_body::Frame::data(Bytes::from_static(b"part")))).await.unwrap();
+    let started = Instant::now();
+    let e = sent.await.unwrap_err();
+    assert!(matches!(e, ProxyError::BodyTimeout(t) if t == Duration::from_secs(60)), "{e:?}");
+    assert_eq!(e.status(), StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(started.elapsed().as_secs(), 60);
+    drop(tx);
+}
+
+/// Regression: a client's own framing error (a bad chunk size, a body cut short) was answered 502 and
+/// counted against the backend.
+#[tokio::test(start_paused = true)]
+async fn a_broken_request_body_is_the_clients_400_not_a_502() {
+    let (sent, tx) = sending_body().await;
+    tx.send(Ok(http_body::Frame::data(Bytes::from_static(b"part")))).await.unwrap();
+    tx.send(Err(std::io::Error::other("invalid chunk size"))).await.unwrap();
+    let e = sent.await.unwrap_err();
+    assert!(matches!(&e, ProxyError::ClientBody(cause) if cause.contains("invalid chunk size")), "{e:?}");
+    assert_eq!(e.status(), StatusCode::BAD_REQUEST);
 }

@@ -43,6 +43,7 @@ use crate::gates::Gates;
 use crate::metrics::Metrics;
 use crate::placeholder::Bodies;
 use crate::proxy::cold_start::ColdStartParams;
+use crate::proxy::peek::ReadAhead;
 use crate::proxy::rescue::Draining;
 use crate::proxy::stack::StackParams;
 use crate::routes::{Addresses, ConcurrencyCollector, Defaults, Routes};
@@ -234,7 +235,10 @@ pub async fn start_with(
             bodies: source.bodies(),
         }),
         bodies: source.bodies(),
-        model_body_limit: config.model_body_limit,
+        read_ahead: ReadAhead {
+            limit: config.model_body_limit,
+            stall: (!config.body_timeout.is_zero()).then_some(config.body_timeout),
+        },
         normalize_path: config.normalize_path,
     };
     let pods = match &source {

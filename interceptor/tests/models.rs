@@ -240,3 +240,24 @@ async fn a_client_with_a_2s_read_timeout_outlasts_a_10s_load_only_with_the_keep_
     assert_eq!(error(&timed_out).map(|e| e["type"].as_str().unwrap()), Some("APITimeoutError"), "{timed_out:?}");
     h.stop().await;
 }
+
+/// The README's model quick start: `examples/models.yaml` as shipped (only its ports and the script's path
+/// moved), with the official OpenAI client.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_models_example_serves_two_models_behind_one_host() {
+    let (r1, r2) = (Reserved::new(), Reserved::new());
+    let file = std::fs::read_to_string(repo().join("examples/models.yaml"))
+        .unwrap()
+        .replace("8001", &r1.port().to_string())
+        .replace("8002", &r2.port().to_string())
+        .replace("examples/fake_llm.py", &fake_llm());
+    let h = start(&file, |_| {}).await;
+    let listed = llm_client(h.proxy(), 30.0, &["openai-models"]).await;
+    assert_eq!(listed[0]["ids"], serde_json::json!(["llama3:8b", "qwen2.5:7b"]));
+    let qwen = llm_client(h.proxy(), 30.0, &["openai-chat", "qwen2.5:7b", "--stream"]).await;
+    assert!(text(&qwen).starts_with("[qwen@"), "{qwen:?}");
+    let llama = llm_client(h.proxy(), 30.0, &["openai-chat", "llama3.1:70b"]).await;
+    assert!(text(&llama).starts_with("[llama@"), "{llama:?}");
+    assert_eq!(state(&h, "qwen").await, "stopped", "one at a time in the gpu group");
+    h.stop().await;
+}

@@ -31,7 +31,7 @@ use tower::{Layer, Service};
 use super::body::{BoxError, ProxyBody};
 use super::error::{ProxyError, sse_error};
 use super::model::{Api, RequestFields, accepts_sse, inference_api};
-use super::peek::{Peek, PeekError};
+use super::peek::{Peek, ReadAhead, read_ahead};
 use super::types::{BoxFuture, ProxyResponse, Routed};
 
 /// What the client reads while it waits.
@@ -41,32 +41,32 @@ const ERROR_BODY_QUOTED: usize = 2048;
 
 #[derive(Clone)]
 pub struct KeepAliveLayer {
-    body_limit: usize,
+    read_ahead: ReadAhead,
 }
 
 impl KeepAliveLayer {
-    /// `body_limit` bounds the body read to learn whether a stream is asked for.
-    pub fn new(body_limit: usize) -> Self {
-        Self { body_limit }
+    /// `read_ahead` bounds the body read to learn whether a stream is asked for.
+    pub fn new(read_ahead: ReadAhead) -> Self {
+        Self { read_ahead }
     }
 }
 
 impl<S> Layer<S> for KeepAliveLayer {
     type Service = KeepAliveService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        KeepAliveService { inner, body_limit: self.body_limit }
+        KeepAliveService { inner, read_ahead: self.read_ahead }
     }
 }
 
 #[derive(Clone)]
 pub struct KeepAliveService<S> {
     inner: S,
-    body_limit: usize,
+    read_ahead: ReadAhead,
 }
 
 /// Whether a request asks for an SSE stream, reading an inference request's body if the route layer has
 /// not already.
-async fn wants_sse<B: Peek>(req: &mut Request<B>, limit: usize) -> Result<bool, ProxyError> {
+async fn wants_sse<B: Peek>(req: &mut Request<B>, how: ReadAhead) -> Result<bool, ProxyError> {
     if let Some(fields) = req.extensions().get::<RequestFields>() {
         return Ok(fields.wants_sse(req.headers()));
     }
@@ -74,10 +74,7 @@ async fn wants_sse<B: Peek>(req: &mut Request<B>, limit: usize) -> Result<bool, 
         Some(Api::Ollama) => Ok(false),
         None => Ok(accepts_sse(req.headers())),
         Some(api) => {
-            let body = req.body_mut().peek(limit).await.map_err(|e| match e {
-                PeekError::TooLarge { limit } => ProxyError::BodyTooLarge { limit },
-                PeekError::Read(e) => ProxyError::ClientBody(e.to_string()),
-            })?;
+            let body = read_ahead(req.body_mut(), how).await?;
             let fields = RequestFields::parse(api, &body);
             let sse = fields.wants_sse(req.headers());
             req.extensions_mut().insert(fields);
@@ -130,9 +127,9 @@ where
         }
         let fresh = self.inner.clone();
         let mut ready = std::mem::replace(&mut self.inner, fresh);
-        let limit = self.body_limit;
+        let how = self.read_ahead;
         Box::pin(async move {
-            if !wants_sse(&mut req, limit).await? {
+            if !wants_sse(&mut req, how).await? {
                 return ready.call(req).await;
             }
             keep_alive(Box::pin(ready.call(req)), interval, route.route.key.clone()).await

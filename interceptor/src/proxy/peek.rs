@@ -9,6 +9,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
@@ -16,26 +17,53 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 
 use super::body::BoxError;
+use super::error::ProxyError;
+
+/// How a body is read ahead: at most `limit` bytes (`HTTPSCALE_MODEL_BODY_LIMIT`), and at most `stall`
+/// without a byte (`HTTPSCALE_BODY_TIMEOUT`).
+#[derive(Debug, Clone, Copy)]
+pub struct ReadAhead {
+    pub limit: usize,
+    pub stall: Option<Duration>,
+}
+
+impl ReadAhead {
+    /// At most `limit` bytes, with no stall bound.
+    pub fn limit(limit: usize) -> Self {
+        Self { limit, stall: None }
+    }
+}
+
+/// Reads `body` ahead (see [`Peek::peek`]); a failure is the client's (`413`, `408` or `400`).
+pub async fn read_ahead<B: Peek>(body: &mut B, how: ReadAhead) -> Result<Bytes, ProxyError> {
+    body.peek(how).await.map_err(|e| match e {
+        PeekError::TooLarge { limit } => ProxyError::BodyTooLarge { limit },
+        PeekError::Stalled(t) => ProxyError::BodyTimeout(t),
+        PeekError::Read(e) => ProxyError::ClientBody(e.to_string()),
+    })
+}
 
 /// Why a body could not be read ahead.
 #[derive(Debug, thiserror::Error)]
 pub enum PeekError {
     #[error("the request body is larger than {limit} bytes")]
     TooLarge { limit: usize },
+    #[error("the request body stalled for {0:?}")]
+    Stalled(Duration),
     #[error("reading the request body failed: {0}")]
     Read(BoxError),
 }
 
 /// A request body that can be read ahead of forwarding.
 pub trait Peek: Send {
-    /// Reads the whole body (at most `limit` bytes) and keeps it to be sent on; returns it. A second call
-    /// returns what the first read.
-    fn peek(&mut self, limit: usize) -> impl Future<Output = Result<Bytes, PeekError>> + Send;
+    /// Reads the whole body (at most `how.limit` bytes, none of them more than `how.stall` after the last)
+    /// and keeps it to be sent on; returns it. A second call returns what the first read.
+    fn peek(&mut self, how: ReadAhead) -> impl Future<Output = Result<Bytes, PeekError>> + Send;
 }
 
 /// Requests without a body (layer tests).
 impl Peek for () {
-    async fn peek(&mut self, _limit: usize) -> Result<Bytes, PeekError> {
+    async fn peek(&mut self, _how: ReadAhead) -> Result<Bytes, PeekError> {
         Ok(Bytes::new())
     }
 }
@@ -63,7 +91,8 @@ impl<B> Peek for PeekBody<B>
 where
     B: Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin,
 {
-    async fn peek(&mut self, limit: usize) -> Result<Bytes, PeekError> {
+    async fn peek(&mut self, how: ReadAhead) -> Result<Bytes, PeekError> {
+        let limit = how.limit;
         if let Some(done) = &self.peeked {
             return Ok(done.clone());
         }
@@ -73,7 +102,11 @@ where
         }
         let mut buf = BytesMut::new();
         while !self.inner.is_end_stream() {
-            let Some(frame) = self.inner.frame().await else { break };
+            let next = match how.stall {
+                None => self.inner.frame().await,
+                Some(t) => tokio::time::timeout(t, self.inner.frame()).await.map_err(|_| PeekError::Stalled(t))?,
+            };
+            let Some(frame) = next else { break };
             let frame = frame.map_err(|e| PeekError::Read(e.into()))?;
             match frame.into_data() {
                 Ok(data) if buf.len() + data.len() > limit => return Err(PeekError::TooLarge { limit }),
@@ -136,8 +169,8 @@ mod tests {
         let mut trailers = HeaderMap::new();
         trailers.insert("x-sum", "1".parse().unwrap());
         let mut body = PeekBody::new(chunks(&[b"{\"model\":", b"\"a\"", b"}"], Some(trailers.clone())));
-        assert_eq!(body.peek(1024).await.unwrap(), "{\"model\":\"a\"}");
-        assert_eq!(body.peek(1024).await.unwrap(), "{\"model\":\"a\"}", "a second read answers the same");
+        assert_eq!(body.peek(ReadAhead::limit(1024)).await.unwrap(), "{\"model\":\"a\"}");
+        assert_eq!(body.peek(ReadAhead::limit(1024)).await.unwrap(), "{\"model\":\"a\"}", "a second read answers the same");
         assert_eq!(body.size_hint().exact(), Some(13));
         let sent = body.collect().await.unwrap();
         assert_eq!(sent.trailers(), Some(&trailers));
@@ -149,17 +182,28 @@ mod tests {
         let body = PeekBody::new(chunks(&[b"ab", b"cd"], None));
         assert_eq!(body.collect().await.unwrap().to_bytes(), "abcd");
         let mut empty = PeekBody::new(http_body_util::Empty::<Bytes>::new());
-        assert_eq!(empty.peek(10).await.unwrap(), "");
+        assert_eq!(empty.peek(ReadAhead::limit(10)).await.unwrap(), "");
         assert!(empty.is_end_stream());
     }
 
     #[tokio::test(start_paused = true)]
     async fn reading_stops_past_the_bound_declared_or_streamed() {
         let mut declared = PeekBody::new(http_body_util::Full::new(Bytes::from_static(b"0123456789")));
-        assert!(matches!(declared.peek(9).await, Err(PeekError::TooLarge { limit: 9 })));
+        assert!(matches!(declared.peek(ReadAhead::limit(9)).await, Err(PeekError::TooLarge { limit: 9 })));
         let mut streamed = PeekBody::new(chunks(&[b"01234", b"56789", b"never read"], None));
-        assert!(matches!(streamed.peek(9).await, Err(PeekError::TooLarge { limit: 9 })));
+        assert!(matches!(streamed.peek(ReadAhead::limit(9)).await, Err(PeekError::TooLarge { limit: 9 })));
         let mut exact = PeekBody::new(chunks(&[b"01234", b"5678"], None));
-        assert_eq!(exact.peek(9).await.unwrap(), "012345678", "exactly the bound is fine");
+        assert_eq!(exact.peek(ReadAhead::limit(9)).await.unwrap(), "012345678", "exactly the bound is fine");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stalled_body_fails_after_the_stall_bound() {
+        let never = futures_util::stream::pending::<Result<Frame<Bytes>, std::convert::Infallible>>();
+        let mut stalled = PeekBody::new(http_body_util::StreamBody::new(never));
+        let how = ReadAhead { limit: 1024, stall: Some(std::time::Duration::from_secs(60)) };
+        let started = tokio::time::Instant::now();
+        let e = read_ahead(&mut stalled, how).await.unwrap_err();
+        assert!(matches!(e, ProxyError::BodyTimeout(t) if t.as_secs() == 60), "{e:?}");
+        assert_eq!(started.elapsed().as_secs(), 60);
     }
 }

@@ -33,7 +33,7 @@ use super::body::ProxyBody;
 use super::catalog;
 use super::error::{Failure, ProxyError};
 use super::model::{Api, RequestFields, inference_api};
-use super::peek::{Peek, PeekError};
+use super::peek::{Peek, ReadAhead, read_ahead};
 use super::types::{BoxFuture, ProxyResponse, RouteSlot, Routed};
 use crate::routes::Routes;
 
@@ -41,14 +41,14 @@ use crate::routes::Routes;
 pub struct RouteLayer {
     routes: Arc<Routes>,
     normalize_path: bool,
-    body_limit: usize,
+    read_ahead: ReadAhead,
 }
 
 impl RouteLayer {
     /// Routes on `routes`; with `normalize_path`, dot segments are removed before matching and forwarding;
-    /// at most `body_limit` bytes of a body are read to find its model.
-    pub fn new(routes: Arc<Routes>, normalize_path: bool, body_limit: usize) -> Self {
-        Self { routes, normalize_path, body_limit }
+    /// a body is read ahead as `read_ahead` says to find its model.
+    pub fn new(routes: Arc<Routes>, normalize_path: bool, read_ahead: ReadAhead) -> Self {
+        Self { routes, normalize_path, read_ahead }
     }
 }
 
@@ -59,7 +59,7 @@ impl<S> Layer<S> for RouteLayer {
             inner,
             routes: self.routes.clone(),
             normalize_path: self.normalize_path,
-            body_limit: self.body_limit,
+            read_ahead: self.read_ahead,
         }
     }
 }
@@ -69,7 +69,7 @@ pub struct RouteService<S> {
     inner: S,
     routes: Arc<Routes>,
     normalize_path: bool,
-    body_limit: usize,
+    read_ahead: ReadAhead,
 }
 
 /// Where the first lookup leaves a request.
@@ -158,12 +158,9 @@ async fn route_on_model<B: Peek>(
     req: &mut Request<B>,
     host: HeaderValue,
     api: Api,
-    limit: usize,
+    how: ReadAhead,
 ) -> Result<Routed, ProxyError> {
-    let body = req.body_mut().peek(limit).await.map_err(|e| match e {
-        PeekError::TooLarge { limit } => ProxyError::BodyTooLarge { limit },
-        PeekError::Read(e) => ProxyError::ClientBody(e.to_string()),
-    })?;
+    let body = read_ahead(req.body_mut(), how).await?;
     let fields = RequestFields::parse(api, &body);
     let host_str = host.to_str().map_err(|_| TargetError::MissingHost)?;
     let query = ModelQuery::Known(fields.model.as_deref());
@@ -227,9 +224,9 @@ where
                 // The polled-ready service goes with the request; a fresh clone waits for the next `poll_ready`.
                 let fresh = self.inner.clone();
                 let mut ready = std::mem::replace(&mut self.inner, fresh);
-                let (routes, limit) = (self.routes.clone(), self.body_limit);
+                let (routes, how) = (self.routes.clone(), self.read_ahead);
                 Box::pin(async move {
-                    let routed = route_on_model(&routes, &mut req, host, api, limit).await.map_err(Failure::from)?;
+                    let routed = route_on_model(&routes, &mut req, host, api, how).await.map_err(Failure::from)?;
                     dispatch(&mut ready, req, routed).await
                 })
             }

@@ -11,7 +11,7 @@ use super::count::CountLayer;
 use super::forward::{Forward, RequestBody};
 use super::keepalive::KeepAliveLayer;
 use super::metrics::MetricsLayer;
-use super::peek::Peek;
+use super::peek::{Peek, ReadAhead};
 use super::rescue::{Draining, RescueLayer};
 use super::route::RouteLayer;
 use super::statics::StaticLayer;
@@ -31,8 +31,9 @@ pub struct StackParams {
     pub bodies: Bodies,
     /// Remove dot segments from paths before matching (`HTTPSCALE_NORMALIZE_PATH`).
     pub normalize_path: bool,
-    /// Most bytes of a request body read to find the model it names (`HTTPSCALE_MODEL_BODY_LIMIT`).
-    pub model_body_limit: usize,
+    /// How a request body is read to find the model it names (`HTTPSCALE_MODEL_BODY_LIMIT`,
+    /// `HTTPSCALE_BODY_TIMEOUT`).
+    pub read_ahead: ReadAhead,
 }
 
 /// The assembled pipeline for request bodies `B`: every failure answered, so it never errs.
@@ -65,10 +66,10 @@ pub fn stack<B: RequestBody + Peek>(p: &StackParams, forward: Forward<B>) -> imp
     ServiceBuilder::new()
         .layer(MetricsLayer::new(p.requests.clone(), p.log_requests))
         .layer(RescueLayer::new(p.draining.clone()))
-        .layer(RouteLayer::new(p.routes.clone(), p.normalize_path, p.model_body_limit))
+        .layer(RouteLayer::new(p.routes.clone(), p.normalize_path, p.read_ahead))
         .layer(StaticLayer::new(p.bodies.clone(), forward.clone()))
         .layer(CountLayer)
-        .layer(KeepAliveLayer::new(p.model_body_limit))
+        .layer(KeepAliveLayer::new(p.read_ahead))
         .layer(ColdStartLayer::new(p.cold_start.clone()))
         .service(forward)
 }

@@ -12,7 +12,7 @@ const KEEP_ALIVE: &str = "    coldStart: {streamKeepAlive: {interval: 2s}}\n";
 
 fn layered() -> (KeepAliveService<Mock>, Handle) {
     let (inner, handle) = mock();
-    (KeepAliveLayer::new(1024).layer(inner), handle)
+    (KeepAliveLayer::new(ReadAhead::limit(1024)).layer(inner), handle)
 }
 
 /// A cold `POST /v1/chat/completions` on `route`, with the body fields the route layer would have read.

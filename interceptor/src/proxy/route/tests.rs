@@ -24,7 +24,7 @@ fn request(uri: &str, host: Option<&str>) -> Request<()> {
 #[tokio::test(start_paused = true)]
 async fn requests_are_routed_on_the_target_authority_else_the_host_header() {
     let (inner, mut handle) = mock();
-    let mut svc = RouteLayer::new(routes(TWO_ROUTES), true, 1024).layer(inner);
+    let mut svc = RouteLayer::new(routes(TWO_ROUTES), true, ReadAhead::limit(1024)).layer(inner);
     let slot = RouteSlot::default();
     let mut req = request("/x", Some("App.Local:8080"));
     req.extensions_mut().insert(slot.clone());
@@ -47,7 +47,7 @@ async fn requests_are_routed_on_the_target_authority_else_the_host_header() {
 #[tokio::test(start_paused = true)]
 async fn unknown_hosts_connect_and_missing_hosts_fail_without_reaching_the_inner_layers() {
     let (inner, mut handle) = mock();
-    let mut svc = RouteLayer::new(routes(TWO_ROUTES), true, 1024).layer(inner);
+    let mut svc = RouteLayer::new(routes(TWO_ROUTES), true, ReadAhead::limit(1024)).layer(inner);
     let failure = svc.ready().await.unwrap().call(request("/", Some("evil.example"))).await.unwrap_err();
     assert!(matches!(failure.error, ProxyError::NoRoute { .. }) && failure.route.is_none());
     let failure = svc.ready().await.unwrap().call(request("/", None)).await.unwrap_err();
@@ -63,7 +63,7 @@ async fn unknown_hosts_connect_and_missing_hosts_fail_without_reaching_the_inner
 #[tokio::test(start_paused = true)]
 async fn the_request_deadline_gives_504_at_the_deadline_naming_the_route() {
     let (inner, mut handle) = mock();
-    let mut svc = RouteLayer::new(routes(TWO_ROUTES), true, 1024).layer(inner);
+    let mut svc = RouteLayer::new(routes(TWO_ROUTES), true, ReadAhead::limit(1024)).layer(inner);
     let started = Instant::now();
     let answer = svc.ready().await.unwrap().call(request("/", Some("slow.local")));
     let _never_answered = handle.next_request().await.unwrap();
@@ -76,7 +76,7 @@ async fn the_request_deadline_gives_504_at_the_deadline_naming_the_route() {
 #[tokio::test(start_paused = true)]
 async fn an_inner_failure_leaves_tagged_with_its_route() {
     let (inner, mut handle) = mock();
-    let mut svc = RouteLayer::new(routes(TWO_ROUTES), true, 1024).layer(inner);
+    let mut svc = RouteLayer::new(routes(TWO_ROUTES), true, ReadAhead::limit(1024)).layer(inner);
     let answer = svc.ready().await.unwrap().call(request("/", Some("app.local")));
     let (_, send) = handle.next_request().await.unwrap();
     send.send_error(ProxyError::ShuttingDown);
@@ -89,7 +89,7 @@ async fn an_inner_failure_leaves_tagged_with_its_route() {
 async fn invalid_targets_fail_with_400_before_any_lookup() {
     let (inner, mut handle) = mock();
     let catch_all = "routes:\n  - {name: all, upstream: '127.0.0.1:1'}\n";
-    let mut svc = RouteLayer::new(routes(catch_all), true, 1024).layer(inner);
+    let mut svc = RouteLayer::new(routes(catch_all), true, ReadAhead::limit(1024)).layer(inner);
     let mut two_hosts = request("/", Some("app.local"));
     two_hosts.headers_mut().append("host", HeaderValue::from_static("evil.example"));
     let mut star = request("/", Some("app.local"));
@@ -111,7 +111,7 @@ async fn invalid_targets_fail_with_400_before_any_lookup() {
 #[tokio::test(start_paused = true)]
 async fn options_asterisk_is_answered_here() {
     let (inner, mut handle) = mock();
-    let mut svc = RouteLayer::new(routes(TWO_ROUTES), true, 1024).layer(inner);
+    let mut svc = RouteLayer::new(routes(TWO_ROUTES), true, ReadAhead::limit(1024)).layer(inner);
     let mut req = request("/", Some("app.local"));
     *req.method_mut() = Method::OPTIONS;
     *req.uri_mut() = Uri::from_static("*");
@@ -126,7 +126,7 @@ async fn dot_segments_are_removed_before_matching_unless_turned_off() {
     let api = "routes:\n  - {name: root, hosts: [h], upstream: '127.0.0.1:1'}\n  - {name: api, hosts: [h], pathPrefixes: [/api], upstream: '127.0.0.1:2'}\n";
     for (normalize, route, uri) in [(true, "root", "/secret?x=1"), (false, "api", "/api/%2e%2e/secret?x=1")] {
         let (inner, mut handle) = mock();
-        let mut svc = RouteLayer::new(routes(api), normalize, 1024).layer(inner);
+        let mut svc = RouteLayer::new(routes(api), normalize, ReadAhead::limit(1024)).layer(inner);
         let answer = svc.ready().await.unwrap().call(request("/api/%2e%2e/secret?x=1", Some("h")));
         let (seen, send) = handle.next_request().await.unwrap();
         assert_eq!(seen.extensions().get::<Routed>().unwrap().route.route.key.name, route);
@@ -151,7 +151,7 @@ fn post(host: &str, path: &str, parts: &[&[u8]]) -> Request<Streamed> {
 
 fn model_layer(limit: usize) -> (RouteService<MockOf<Streamed>>, HandleOf<Streamed>) {
     let (inner, handle) = mock_of::<Streamed>();
-    (RouteLayer::new(routes(MODELS), true, limit).layer(inner), handle)
+    (RouteLayer::new(routes(MODELS), true, ReadAhead::limit(limit)).layer(inner), handle)
 }
 
 #[tokio::test(start_paused = true)]
@@ -206,7 +206,7 @@ async fn a_body_over_the_bound_is_413_and_an_unserved_model_is_404_neither_forwa
     assert!(matches!(failure.await.unwrap_err().error, ProxyError::NoRoute { .. }));
     let routes = routes("routes:\n  - {name: only, hosts: [m.local], models: [a], upstream: '127.0.0.1:1'}\n");
     let (inner, _only) = mock_of::<Streamed>();
-    let mut only = RouteLayer::new(routes, true, 1024).layer(inner);
+    let mut only = RouteLayer::new(routes, true, ReadAhead::limit(1024)).layer(inner);
     let failure = only.ready().await.unwrap().call(post("m.local", "/v1/completions", &[b"{\"model\":\"b\"}"]));
     let failure = failure.await.unwrap_err();
     assert!(matches!(&failure.error, ProxyError::NoModelRoute { model, .. } if model == "b"), "{:?}", failure.error);
@@ -217,7 +217,7 @@ async fn a_body_over_the_bound_is_413_and_an_unserved_model_is_404_neither_forwa
 #[tokio::test(start_paused = true)]
 async fn other_hosts_never_wait_for_their_body_and_model_lists_are_answered_here() {
     let (inner, mut handle) = mock_of::<PeekBody<StreamBody<futures_util::stream::Pending<Result<Frame<Bytes>, std::convert::Infallible>>>>>();
-    let mut svc = RouteLayer::new(routes(MODELS), true, 1024).layer(inner);
+    let mut svc = RouteLayer::new(routes(MODELS), true, ReadAhead::limit(1024)).layer(inner);
     let never_ends = PeekBody::new(StreamBody::new(futures_util::stream::pending()));
     let req = Request::post("/v1/chat/completions").header("host", "p.local").body(never_ends).unwrap();
     let answer = svc.ready().await.unwrap().call(req);

@@ -127,9 +127,11 @@ fn route_request<B>(routes: &Routes, req: &Request<B>, host: HeaderValue) -> Res
     {
         return Ok(Routing::Answered(answer));
     }
-    let api = inference_api(req.method(), path);
+    let table = routes.table();
+    // Without model rules anywhere, no request is asked its model (nothing more on the hot path).
+    let api = if table.has_models() { inference_api(req.method(), path) } else { None };
     let query = if api.is_some() { ModelQuery::Unknown } else { ModelQuery::NotAsked };
-    match routes.table().lookup_model(host_str, path, headers, query) {
+    match table.lookup_model(host_str, path, headers, query) {
         Lookup::Found(route) => Ok(Routing::Routed(Routed { route: route.clone(), host })),
         Lookup::NeedsModel => match api {
             Some(api) => Ok(Routing::NeedsModel { host, api }),

@@ -547,7 +547,10 @@ fn join_group(index: usize, p: &mut ProcessSpec, groups: &BTreeMap<String, Proce
             return Err(err("memory", format!("needed: group {} has a memoryBudget ({budget} bytes)", group.name)));
         }
         GroupPolicy::MemoryBudget(budget) if member.memory > budget => {
-            return Err(err("memory", format!("{} bytes is more than group {}'s memoryBudget", member.memory, group.name)));
+            return Err(err(
+                "memory",
+                format!("{} bytes is more than group {}'s memoryBudget", member.memory, group.name),
+            ));
         }
         _ => {}
     }
@@ -708,7 +711,10 @@ routes:
         .unwrap();
         let group = |i: usize| c.routes[i].process.as_ref().unwrap().group.clone();
         let gpu = group(0).unwrap();
-        assert_eq!((gpu.name.as_str(), gpu.policy, gpu.drain_timeout), ("gpu", GroupPolicy::Exclusive, Duration::from_secs(20)));
+        assert_eq!(
+            (gpu.name.as_str(), gpu.policy, gpu.drain_timeout),
+            ("gpu", GroupPolicy::Exclusive, Duration::from_secs(20))
+        );
         assert_eq!(gpu.weight_and_capacity(), (1, Some(1)));
         assert_eq!(group(1).unwrap().policy, GroupPolicy::SideBySide);
         assert_eq!(group(1).unwrap().drain_timeout, Duration::from_secs(60), "the default drain bound");
@@ -723,9 +729,13 @@ routes:
         assert_eq!(e, "groups.g: set exclusive or memoryBudget, not both");
         let e = err("routes:\n  - {name: a, upstream: 'h:1', process: {command: [x], group: nope}}\n");
         assert_eq!(e, "routes[0].process.group: \"nope\" is not defined under groups");
-        let e = err("groups: {g: {memoryBudget: 1Gi}}\nroutes:\n  - {name: a, upstream: 'h:1', process: {command: [x], group: g}}\n");
+        let e = err(
+            "groups: {g: {memoryBudget: 1Gi}}\nroutes:\n  - {name: a, upstream: 'h:1', process: {command: [x], group: g}}\n",
+        );
         assert!(e.starts_with("routes[0].process.memory: needed"), "{e}");
-        let e = err("groups: {g: {memoryBudget: 1Gi}}\nroutes:\n  - {name: a, upstream: 'h:1', process: {command: [x], group: g, memory: 2Gi}}\n");
+        let e = err(
+            "groups: {g: {memoryBudget: 1Gi}}\nroutes:\n  - {name: a, upstream: 'h:1', process: {command: [x], group: g, memory: 2Gi}}\n",
+        );
         assert!(e.contains("more than group g's memoryBudget"), "{e}");
         let e = err("routes:\n  - {name: a, upstream: 'h:1', process: {command: [x], memory: 2Gi}}\n");
         assert!(e.contains("process.memory") && e.contains("process.group"), "{e}");

@@ -107,7 +107,10 @@ async fn the_official_clients_reach_each_model_through_one_host_and_list_them_wh
     assert!(e["message"].as_str().unwrap().contains("mistral"), "{e}");
 
     let q = queue(h.admin()).await;
-    assert_eq!((q["default/llama"]["RequestCount"].as_i64(), q["default/qwen"]["RequestCount"].as_i64()), (Some(1), Some(1)));
+    assert_eq!(
+        (q["default/llama"]["RequestCount"].as_i64(), q["default/qwen"]["RequestCount"].as_i64()),
+        (Some(1), Some(1))
+    );
     h.stop().await;
 }
 
@@ -137,7 +140,8 @@ async fn an_exclusive_group_swaps_models_without_dropping_the_running_stream() {
     let h = start(&routes, |_| {}).await;
     let proxy = h.proxy();
     let stream = tokio::spawn(async move { llm_client(proxy, 30.0, &["openai-chat", "llama3:8b", "--stream"]).await });
-    eventually(Duration::from_secs(20), "llama streaming", || async { program(&h, "llama").await["inFlight"] == 1 }).await;
+    eventually(Duration::from_secs(20), "llama streaming", || async { program(&h, "llama").await["inFlight"] == 1 })
+        .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let qwen = llm_client(proxy, 30.0, &["ollama-chat", "qwen2.5:7b"]).await;
     let llama = stream.await.unwrap();
@@ -195,7 +199,9 @@ async fn the_admin_port_lists_unloads_and_streams_each_programs_output() {
     assert!(!on_proxy.contains("POST /v1/chat"), "never on the proxy port: {on_proxy}");
 
     // The live stream: the kept lines, then a new line as a request arrives.
-    let req = request(h.admin(), "admin", "/programs/default/llama/output/stream?lines=0").body(Full::new(Bytes::new())).unwrap();
+    let req = request(h.admin(), "admin", "/programs/default/llama/output/stream?lines=0")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
     let resp = client().request(req).await.unwrap();
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
     let mut body = resp.into_body();

@@ -8,8 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{CONNECTION, CONTENT_TYPE, HeaderValue, RETRY_AFTER, X_CONTENT_TYPE_OPTIONS};
 use bytes::Bytes;
+use http::header::{CONNECTION, CONTENT_TYPE, HeaderValue, RETRY_AFTER, X_CONTENT_TYPE_OPTIONS};
 use http::{Response, StatusCode};
 use httpscale_core::gate::{Refusal, RefusalKind};
 use httpscale_core::route::RouteKey;
@@ -212,8 +212,8 @@ mod tests {
 
     #[test]
     fn a_failure_after_the_head_is_an_sse_error_event() {
-        let event = ProxyError::ReadinessTimeout { upstream: "u".into(), timeout: Duration::from_secs(1) }
-            .into_sse_event(None);
+        let event =
+            ProxyError::ReadinessTimeout { upstream: "u".into(), timeout: Duration::from_secs(1) }.into_sse_event(None);
         let text = std::str::from_utf8(&event).unwrap();
         let data = text.strip_prefix("event: error\ndata: ").and_then(|d| d.strip_suffix("\n\n")).unwrap();
         let v: serde_json::Value = serde_json::from_str(data).unwrap();

@@ -139,9 +139,16 @@ where
 
 enum Phase {
     /// The request is held; a comment is due at `tick`.
-    Waiting { answer: BoxFuture<Result<ProxyResponse, ProxyError>>, tick: Pin<Box<Sleep>> },
+    Waiting {
+        answer: BoxFuture<Result<ProxyResponse, ProxyError>>,
+        tick: Pin<Box<Sleep>>,
+    },
     /// The backend answered an error status: its body is read (a little of it) for the error event.
-    Failing { status: StatusCode, body: ProxyBody, quoted: BytesMut },
+    Failing {
+        status: StatusCode,
+        body: ProxyBody,
+        quoted: BytesMut,
+    },
     /// The backend's body, passed on.
     Spliced(ProxyBody),
     Done,

@@ -90,7 +90,8 @@ mod tests {
 
     #[test]
     fn model_and_stream_are_read_leniently() {
-        let f = RequestFields::parse(Api::OpenAi, br#"{"messages":[{"role":"user"}],"model":"llama3:8b","stream":true}"#);
+        let f =
+            RequestFields::parse(Api::OpenAi, br#"{"messages":[{"role":"user"}],"model":"llama3:8b","stream":true}"#);
         assert_eq!((f.model.as_deref(), f.stream), (Some("llama3:8b"), true));
         for body in [&b""[..], b"not json", b"[1]", br#"{"model":7}"#, br#"{"prompt":"x"}"#] {
             let f = RequestFields::parse(Api::Ollama, body);

@@ -170,7 +170,11 @@ mod tests {
         trailers.insert("x-sum", "1".parse().unwrap());
         let mut body = PeekBody::new(chunks(&[b"{\"model\":", b"\"a\"", b"}"], Some(trailers.clone())));
         assert_eq!(body.peek(ReadAhead::limit(1024)).await.unwrap(), "{\"model\":\"a\"}");
-        assert_eq!(body.peek(ReadAhead::limit(1024)).await.unwrap(), "{\"model\":\"a\"}", "a second read answers the same");
+        assert_eq!(
+            body.peek(ReadAhead::limit(1024)).await.unwrap(),
+            "{\"model\":\"a\"}",
+            "a second read answers the same"
+        );
         assert_eq!(body.size_hint().exact(), Some(13));
         let sent = body.collect().await.unwrap();
         assert_eq!(sent.trailers(), Some(&trailers));

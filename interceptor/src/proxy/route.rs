@@ -78,7 +78,10 @@ enum Routing {
     /// A model list or `OPTIONS *`, answered here.
     Answered(ProxyResponse),
     /// A rule with models is next in line: read the body, then look up again.
-    NeedsModel { host: HeaderValue, api: Api },
+    NeedsModel {
+        host: HeaderValue,
+        api: Api,
+    },
 }
 
 /// The host a request is routed on, checked (see the module docs); `None` for `OPTIONS *`.

@@ -38,7 +38,9 @@ pub enum Room {
     Granted,
     /// Wait; these holders were just asked to make room (none if others were asked already, or the
     /// member is not first in line).
-    Wait { ask: Vec<RouteKey> },
+    Wait {
+        ask: Vec<RouteKey>,
+    },
 }
 
 impl GroupState {

@@ -75,10 +75,10 @@ mod tests {
             log.push(&format!("line {i}"));
         }
         let last = log.last(2);
-        assert_eq!(last.iter().map(|l| &**l).collect::<Vec<_>>(), vec![
-            format!("line {}", LINES_KEPT + 3),
-            format!("line {}", LINES_KEPT + 4)
-        ]);
+        assert_eq!(
+            last.iter().map(|l| &**l).collect::<Vec<_>>(),
+            vec![format!("line {}", LINES_KEPT + 3), format!("line {}", LINES_KEPT + 4)]
+        );
         assert_eq!(log.last(usize::MAX).len(), LINES_KEPT);
         let (backlog, mut feed) = log.follow(1);
         assert_eq!(&*backlog[0], format!("line {}", LINES_KEPT + 4));

@@ -121,8 +121,15 @@ pub struct Supervised<P> {
 enum State<Prog> {
     Stopped,
     /// `room`: its group's room, held until it stops.
-    Starting { program: Prog, since: Instant, room: Option<Slot> },
-    Running { program: Prog, room: Option<Slot> },
+    Starting {
+        program: Prog,
+        since: Instant,
+        room: Option<Slot>,
+    },
+    Running {
+        program: Prog,
+        room: Option<Slot>,
+    },
     BackingOff(Refusal),
     Done,
 }

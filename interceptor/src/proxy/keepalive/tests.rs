@@ -37,7 +37,10 @@ async fn a_held_stream_gets_the_head_after_one_interval_then_comments_then_the_b
     let (_, send) = handle.next_request().await.unwrap();
     let resp = answer.await.unwrap().unwrap();
     assert_eq!(started.elapsed(), Duration::from_secs(2), "the head after one interval");
-    assert_eq!((resp.status(), &resp.headers()[CONTENT_TYPE]), (StatusCode::OK, &HeaderValue::from_static("text/event-stream")));
+    assert_eq!(
+        (resp.status(), &resp.headers()[CONTENT_TYPE]),
+        (StatusCode::OK, &HeaderValue::from_static("text/event-stream"))
+    );
     let mut body = resp.into_body();
     assert_eq!(next_text(&mut body).await.unwrap(), ": waiting for model\n\n");
     assert_eq!(started.elapsed(), Duration::from_secs(2), "the first comment with the head");
@@ -77,7 +80,10 @@ async fn a_backend_error_status_after_the_head_is_quoted_in_the_error_event() {
     *failed.status_mut() = StatusCode::NOT_FOUND;
     send.send_response(failed);
     let event = next_text(&mut body).await.unwrap();
-    assert!(event.contains("\"code\":404") && event.contains("the backend answered 404 Not Found: model file not found"), "{event}");
+    assert!(
+        event.contains("\"code\":404") && event.contains("the backend answered 404 Not Found: model file not found"),
+        "{event}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

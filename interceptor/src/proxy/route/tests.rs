@@ -198,7 +198,8 @@ async fn requests_without_a_model_fall_through_to_the_other_rules() {
 #[tokio::test(start_paused = true)]
 async fn a_body_over_the_bound_is_413_and_an_unserved_model_is_404_neither_forwarded() {
     let (mut svc, mut handle) = model_layer(16);
-    let failure = svc.ready().await.unwrap().call(post("m.local", "/v1/embeddings", &[b"{\"model\": ", b"\"qwen2.5:7b\"}"]));
+    let failure =
+        svc.ready().await.unwrap().call(post("m.local", "/v1/embeddings", &[b"{\"model\": ", b"\"qwen2.5:7b\"}"]));
     let failure = failure.await.unwrap_err();
     assert!(matches!(failure.error, ProxyError::BodyTooLarge { limit: 16 }), "{:?}", failure.error);
     let (mut svc2, _h) = model_layer(1024);
@@ -216,7 +217,9 @@ async fn a_body_over_the_bound_is_413_and_an_unserved_model_is_404_neither_forwa
 
 #[tokio::test(start_paused = true)]
 async fn other_hosts_never_wait_for_their_body_and_model_lists_are_answered_here() {
-    let (inner, mut handle) = mock_of::<PeekBody<StreamBody<futures_util::stream::Pending<Result<Frame<Bytes>, std::convert::Infallible>>>>>();
+    let (inner, mut handle) = mock_of::<
+        PeekBody<StreamBody<futures_util::stream::Pending<Result<Frame<Bytes>, std::convert::Infallible>>>>,
+    >();
     let mut svc = RouteLayer::new(routes(MODELS), true, ReadAhead::limit(1024)).layer(inner);
     let never_ends = PeekBody::new(StreamBody::new(futures_util::stream::pending()));
     let req = Request::post("/v1/chat/completions").header("host", "p.local").body(never_ends).unwrap();
@@ -226,7 +229,10 @@ async fn other_hosts_never_wait_for_their_body_and_model_lists_are_answered_here
     send.send_response(ok("ok"));
     assert!(answer.await.is_ok());
 
-    let list = Request::get("/v1/models").header("host", "m.local").body(PeekBody::new(StreamBody::new(futures_util::stream::pending()))).unwrap();
+    let list = Request::get("/v1/models")
+        .header("host", "m.local")
+        .body(PeekBody::new(StreamBody::new(futures_util::stream::pending())))
+        .unwrap();
     let resp = svc.ready().await.unwrap().call(list).await.unwrap();
     let v: serde_json::Value = serde_json::from_str(&crate::proxy::testing::text(resp).await).unwrap();
     assert_eq!(v["data"][0]["id"], "qwen2.5:7b", "the exact names: {v}");

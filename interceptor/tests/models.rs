@@ -31,6 +31,12 @@ fn model_route(name: &str, models: &[&str], port: u16, args: &str, route_extra: 
     )
 }
 
+/// `llama` (`llama3:8b`) and `qwen` (`qwen2.5:7b`) on `models.local`, with more `process` lines for each.
+fn two_models(r1: &Reserved, r2: &Reserved, llama_process: &str, qwen_process: &str) -> String {
+    let llama = model_route("llama", &["llama3:8b"], r1.port(), "", "", llama_process);
+    format!("routes:\n{llama}{}", model_route("qwen", &["qwen2.5:7b"], r2.port(), "", "", qwen_process))
+}
+
 async fn start(routes: &str, tweak: impl FnOnce(&mut httpscale_interceptor::Config)) -> Harness {
     interceptor_with(routes, |c| {
         c.process_launcher = Some(PathBuf::from(env!("CARGO_BIN_EXE_interceptor")));
@@ -157,11 +163,7 @@ async fn an_exclusive_group_swaps_models_without_dropping_the_running_stream() {
 #[tokio::test(flavor = "multi_thread")]
 async fn each_model_stops_after_its_own_idle_period() {
     let (r1, r2) = (Reserved::new(), Reserved::new());
-    let routes = format!(
-        "routes:\n{}{}",
-        model_route("llama", &["llama3:8b"], r1.port(), "", "", "      scaledownPeriod: 1s\n"),
-        model_route("qwen", &["qwen2.5:7b"], r2.port(), "", "", "      scaledownPeriod: 60s\n")
-    );
+    let routes = two_models(&r1, &r2, "      scaledownPeriod: 1s\n", "      scaledownPeriod: 60s\n");
     let h = start(&routes, |_| {}).await;
     let mut done_at = 0.0;
     for model in ["qwen2.5:7b", "llama3:8b"] {
@@ -180,11 +182,7 @@ async fn each_model_stops_after_its_own_idle_period() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_admin_port_lists_unloads_and_streams_each_programs_output() {
     let (r1, r2) = (Reserved::new(), Reserved::new());
-    let routes = format!(
-        "routes:\n{}{}",
-        model_route("llama", &["llama3:8b"], r1.port(), "", "", ""),
-        model_route("qwen", &["qwen2.5:7b"], r2.port(), "", "", "")
-    );
+    let routes = two_models(&r1, &r2, "", "");
     let h = start(&routes, |_| {}).await;
     assert!(error(&llm_client(h.proxy(), 30.0, &["openai-chat", "llama3:8b"]).await).is_none());
     let llama = program(&h, "llama").await;

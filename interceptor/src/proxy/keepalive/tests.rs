@@ -28,6 +28,18 @@ async fn next_text(body: &mut ProxyBody) -> Option<String> {
     Some(String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap())
 }
 
+/// A held streaming request past its first interval: the stream after its first comment, and the inner
+/// layers' answer to send.
+async fn kept_alive() -> (ProxyBody, tower_test::mock::SendResponse<ProxyResponse>) {
+    let route = route("127.0.0.1:1", KEEP_ALIVE);
+    let (mut svc, mut handle) = layered();
+    let answer = tokio::spawn(svc.ready().await.unwrap().call(chat(&route, true)));
+    let (_, send) = handle.next_request().await.unwrap();
+    let mut body = answer.await.unwrap().unwrap().into_body();
+    assert_eq!(next_text(&mut body).await.unwrap(), ": waiting for model\n\n");
+    (body, send)
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_held_stream_gets_the_head_after_one_interval_then_comments_then_the_backends_stream() {
     let route = route("127.0.0.1:1", KEEP_ALIVE);
@@ -55,12 +67,7 @@ async fn a_held_stream_gets_the_head_after_one_interval_then_comments_then_the_b
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_hold_ends_the_stream_with_an_error_event() {
-    let route = route("127.0.0.1:1", KEEP_ALIVE);
-    let (mut svc, mut handle) = layered();
-    let answer = tokio::spawn(svc.ready().await.unwrap().call(chat(&route, true)));
-    let (_, send) = handle.next_request().await.unwrap();
-    let mut body = answer.await.unwrap().unwrap().into_body();
-    assert_eq!(next_text(&mut body).await.unwrap(), ": waiting for model\n\n");
+    let (mut body, send) = kept_alive().await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     send.send_error(ProxyError::ReadinessTimeout { upstream: "u".into(), timeout: Duration::from_secs(5) });
     let event = next_text(&mut body).await.unwrap();
@@ -70,12 +77,7 @@ async fn a_failed_hold_ends_the_stream_with_an_error_event() {
 
 #[tokio::test(start_paused = true)]
 async fn a_backend_error_status_after_the_head_is_quoted_in_the_error_event() {
-    let route = route("127.0.0.1:1", KEEP_ALIVE);
-    let (mut svc, mut handle) = layered();
-    let answer = tokio::spawn(svc.ready().await.unwrap().call(chat(&route, true)));
-    let (_, send) = handle.next_request().await.unwrap();
-    let mut body = answer.await.unwrap().unwrap().into_body();
-    assert_eq!(next_text(&mut body).await.unwrap(), ": waiting for model\n\n");
+    let (mut body, send) = kept_alive().await;
     let mut failed = ok("model file not found\n");
     *failed.status_mut() = StatusCode::NOT_FOUND;
     send.send_response(failed);

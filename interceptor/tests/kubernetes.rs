@@ -225,3 +225,55 @@ async fn placeholder_bodies_come_from_labelled_config_maps() {
     .await;
     h.stop().await;
 }
+
+/// An InterceptorRoute per model (httpscale's `rules[].models` extension), all on one host: each request goes
+/// to the Service of the model its body names, each model is counted on its own, and `/v1/models` lists both.
+#[tokio::test(flavor = "multi_thread")]
+async fn interceptor_routes_match_on_the_model_a_request_names() {
+    let (_apiserver, client) = kmock();
+    let h = start(client.clone(), false).await;
+    let (proxy, admin) = (h.proxy(), h.admin());
+    eventually(Duration::from_secs(10), "first full sync", || ready(admin)).await;
+    let services: Api<Service> = Api::namespaced(client.clone(), "default");
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    let irs: Api<InterceptorRoute> = Api::namespaced(client.clone(), "default");
+    let mut backends = Vec::new();
+    for (name, models) in [("llama", "['llama3:8b', 'llama3.1*']"), ("qwen", "['qwen2.5:7b']")] {
+        let port = Reserved::new();
+        let addr = port.addr();
+        backends.push(backend_on(port.listen(), move |_| Response::new(full(format!("from {name}")))));
+        services.create(&PostParams::default(), &service(name)).await.unwrap();
+        let slice = slice(&format!("{name}-1"), name, &[("127.0.0.1", true)], addr.port());
+        slices.create(&PostParams::default(), &slice).await.unwrap();
+        let ir: InterceptorRoute = serde_yaml::from_str(&format!(
+            "apiVersion: http.keda.sh/v1beta1\nkind: InterceptorRoute\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  target: {{service: {name}, portName: http}}\n  rules: [{{hosts: [models.local], models: {models}}}]\n  scalingMetric: {{concurrency: {{targetValue: 1}}}}\n"
+        ))
+        .unwrap();
+        irs.create(&PostParams::default(), &ir).await.unwrap();
+    }
+    eventually(Duration::from_secs(10), "both routes", || async {
+        let q = queue(admin).await;
+        q.get("default/llama").is_some() && q.get("default/qwen").is_some()
+    })
+    .await;
+    let chat = |model: &str| {
+        let body = format!(r#"{{"model": "{model}", "messages": []}}"#);
+        let req = request(proxy, "models.local", "/v1/chat/completions").method("POST");
+        send(req.body(http_body_util::Full::new(bytes::Bytes::from(body))).unwrap())
+    };
+    assert_eq!(chat("llama3.1:70b").await.2, "from llama", "a prefix pattern");
+    assert_eq!(chat("qwen2.5:7b").await.2, "from qwen");
+    assert_eq!(chat("qwen2.5:7b").await.2, "from qwen");
+    assert_eq!(chat("mistral").await.0, StatusCode::NOT_FOUND);
+    let (_, _, list) = get(proxy, "models.local", "/v1/models").await;
+    let ids: Vec<String> = serde_json::from_str::<serde_json::Value>(&list).unwrap()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["llama3:8b", "qwen2.5:7b"], "exact names only");
+    let q = queue(admin).await;
+    assert_eq!((q["default/llama"]["RequestCount"].as_i64(), q["default/qwen"]["RequestCount"].as_i64()), (Some(1), Some(2)));
+    h.stop().await;
+}

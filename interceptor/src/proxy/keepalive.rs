@@ -4,10 +4,10 @@
 //! and whose backend is not ready is concerned; every other request passes straight on.
 //!
 //! States of such a request:
-//! - *held quietly*: the request goes on to the cold-start layer; if it is answered within one `interval`
-//!   (the backend was fast, or the hold was refused), that answer is the client's, status and all.
-//! - *held, head sent*: after one `interval` the client gets `200`, `Content-Type: text/event-stream` and an
-//!   SSE comment (`: waiting for model`), then another comment every `interval`.
+//! - *refused at once*: the request goes on to the cold-start layer; if that answers on its first poll (the
+//!   hold was refused: a full queue, a program backing off), that answer is the client's, status and all.
+//! - *held, head sent*: otherwise the client gets `200`, `Content-Type: text/event-stream` and an SSE comment
+//!   (`: waiting for model`) at once, then another comment every `interval`.
 //! - *spliced*: the backend answered 2xx; its body follows the comments as it streams.
 //! - *failed*: the hold failed (timeout, refusal, shutdown) or the backend answered an error status; the
 //!   stream ends with an SSE `error` event ([`sse_error`]) carrying the status and reason, since the status
@@ -83,14 +83,15 @@ async fn wants_sse<B: Peek>(req: &mut Request<B>, how: ReadAhead) -> Result<bool
     }
 }
 
-/// Holds `answer` quietly for one `interval`, then answers with the keep-alive stream.
+/// Answers with the keep-alive stream at once, unless `answer` is ready on its first poll (a hold refused at
+/// once, say a full queue or a program backing off, keeps its real status).
 async fn keep_alive(
     answer: BoxFuture<Result<ProxyResponse, ProxyError>>,
     interval: Duration,
     route: RouteKey,
 ) -> Result<ProxyResponse, ProxyError> {
     let mut answer = answer;
-    if let Ok(quick) = tokio::time::timeout(interval, &mut answer).await {
+    if let Poll::Ready(quick) = std::future::poll_fn(|cx| Poll::Ready(answer.as_mut().poll(cx))).await {
         return quick;
     }
     tracing::debug!(route = %route, "held SSE request: response head sent, keeping the client alive");

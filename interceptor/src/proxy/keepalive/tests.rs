@@ -28,7 +28,7 @@ async fn next_text(body: &mut ProxyBody) -> Option<String> {
     Some(String::from_utf8(frame.into_data().unwrap().to_vec()).unwrap())
 }
 
-/// A held streaming request past its first interval: the stream after its first comment, and the inner
+/// A held streaming request: the stream after its first comment, and the inner
 /// layers' answer to send.
 async fn kept_alive() -> (ProxyBody, tower_test::mock::SendResponse<ProxyResponse>) {
     let route = route("127.0.0.1:1", KEEP_ALIVE);
@@ -41,27 +41,27 @@ async fn kept_alive() -> (ProxyBody, tower_test::mock::SendResponse<ProxyRespons
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_held_stream_gets_the_head_after_one_interval_then_comments_then_the_backends_stream() {
+async fn a_held_stream_gets_the_head_at_once_then_comments_then_the_backends_stream() {
     let route = route("127.0.0.1:1", KEEP_ALIVE);
     let (mut svc, mut handle) = layered();
     let started = Instant::now();
     let answer = tokio::spawn(svc.ready().await.unwrap().call(chat(&route, true)));
     let (_, send) = handle.next_request().await.unwrap();
     let resp = answer.await.unwrap().unwrap();
-    assert_eq!(started.elapsed(), Duration::from_secs(2), "the head after one interval");
+    assert_eq!(started.elapsed(), Duration::ZERO, "the head at once");
     assert_eq!(
         (resp.status(), &resp.headers()[CONTENT_TYPE]),
         (StatusCode::OK, &HeaderValue::from_static("text/event-stream"))
     );
     let mut body = resp.into_body();
     assert_eq!(next_text(&mut body).await.unwrap(), ": waiting for model\n\n");
-    assert_eq!(started.elapsed(), Duration::from_secs(2), "the first comment with the head");
+    assert_eq!(started.elapsed(), Duration::ZERO, "the first comment with the head");
     assert_eq!(next_text(&mut body).await.unwrap(), ": waiting for model\n\n");
-    assert_eq!(started.elapsed(), Duration::from_secs(4));
+    assert_eq!(started.elapsed(), Duration::from_secs(2), "then one every interval");
     tokio::time::sleep(Duration::from_millis(500)).await;
     send.send_response(ok("data: {\"choices\":[]}\n\ndata: [DONE]\n\n"));
     assert_eq!(next_text(&mut body).await.unwrap(), "data: {\"choices\":[]}\n\ndata: [DONE]\n\n", "spliced at once");
-    assert_eq!(started.elapsed(), Duration::from_millis(4500));
+    assert_eq!(started.elapsed(), Duration::from_millis(2500));
     assert!(body.frame().await.is_none(), "and the stream ends with the backend's");
 }
 
@@ -89,14 +89,16 @@ async fn a_backend_error_status_after_the_head_is_quoted_in_the_error_event() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_answer_within_the_first_interval_keeps_its_status() {
+async fn a_hold_refused_at_once_keeps_its_status() {
     let route = route("127.0.0.1:1", KEEP_ALIVE);
-    let (mut svc, mut handle) = layered();
-    let answer = tokio::spawn(svc.ready().await.unwrap().call(chat(&route, true)));
-    let (_, send) = handle.next_request().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    send.send_error(ProxyError::HoldQueueFull { route: route.route.key.clone(), max: 1 });
-    assert!(matches!(answer.await.unwrap(), Err(ProxyError::HoldQueueFull { .. })), "a real 503, not a stream");
+    let key = route.route.key.clone();
+    let refuse = tower::service_fn(move |_: Request<()>| {
+        let key = key.clone();
+        async move { Err::<ProxyResponse, _>(ProxyError::HoldQueueFull { route: key, max: 1 }) }
+    });
+    let mut svc = KeepAliveLayer::new(ReadAhead::limit(1024)).layer(refuse);
+    let answer = svc.ready().await.unwrap().call(chat(&route, true)).await;
+    assert!(matches!(answer, Err(ProxyError::HoldQueueFull { .. })), "a real 503, not a stream");
 }
 
 #[tokio::test(start_paused = true)]

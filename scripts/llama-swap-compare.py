@@ -26,7 +26,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAKE = os.path.join(ROOT, "examples", "fake_llm.py")
-MODELS = ["llama3:8b", "qwen2.5:7b"]
+# No ":" in the names: llama-swap v0.1.5 reads "a:b" as profile a, model b.
+MODELS = ["llama3-8b", "qwen2.5-7b"]
 
 
 def free_port():
@@ -43,7 +44,7 @@ def model_command(name, port, load):
 def interceptor_config(ports, load, admin):
     lines = ["groups:", "  gpu: {exclusive: true, drainTimeout: 60s}", "routes:"]
     for model, port in zip(MODELS, ports):
-        name = model.split(":")[0].replace(".", "")
+        name = model.split("-")[0].replace(".", "")
         cmd = ", ".join(json.dumps(a) for a in model_command(name, port, load))
         lines += [f"  - name: {name}", "    hosts: [models.local]", f"    models: [{json.dumps(model)}]",
                   f"    upstream: 127.0.0.1:{port}", "    process:", f"      command: [{cmd}]",
@@ -54,7 +55,7 @@ def interceptor_config(ports, load, admin):
 def llama_swap_config(ports, load):
     lines = ["healthCheckTimeout: 60", "models:"]
     for model, port in zip(MODELS, ports):
-        name = model.split(":")[0].replace(".", "")
+        name = model.split("-")[0].replace(".", "")
         cmd = " ".join(model_command(name, port, load))
         lines += [f"  {json.dumps(model)}:", f"    cmd: {cmd}", f"    proxy: http://127.0.0.1:{port}",
                   "    checkEndpoint: /health", "    ttl: 600"]
@@ -93,40 +94,65 @@ def chat(conn, model, stream):
     return first_byte, time.monotonic() - start
 
 
-def swaps(port, rounds):
+def chat_retrying(port, conn, model, stream, errors):
+    """`chat`, retried (twice at most, on a new connection) after a failed answer, which is counted in `errors`;
+    the time to first byte counts from the first attempt. Returns the connection to go on with and that time."""
+    start = time.monotonic()
+    for attempt in range(3):
+        attempt_start = time.monotonic()
+        try:
+            first_byte, _ = chat(conn, model, stream)
+            return conn, attempt_start - start + first_byte
+        except (RuntimeError, OSError, http.client.HTTPException) as e:
+            errors.append(f"{model}: {e}"[:200])
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+def swaps(port, rounds, errors):
     """Model 0 runs; a streaming request for model 1, then for model 0, and so on: time to first byte."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     cold, _ = chat(conn, MODELS[0], False)
     out = []
     for i in range(rounds * 2):
-        ttfb, _ = chat(conn, MODELS[(i + 1) % 2], True)
+        conn, ttfb = chat_retrying(port, conn, MODELS[(i + 1) % 2], True, errors)
         out.append(ttfb)
     conn.close()
     return cold, out
 
 
-def warm(port, n, model):
+def warm(port, n, model, errors):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     for _ in range(50):
-        chat(conn, model, False)
-    times = sorted(chat(conn, model, False)[1] for _ in range(n))
+        conn, _ = chat_retrying(port, conn, model, False, errors)
+    times = []
+    for _ in range(n):
+        start = time.monotonic()
+        conn, _ = chat_retrying(port, conn, model, False, errors)
+        times.append(time.monotonic() - start)
+    times.sort()
     conn.close()
     return {"median_ms": round(statistics.median(times) * 1000, 3), "p99_ms": round(times[int(n * 0.99) - 1] * 1000, 3)}
 
 
-def run(name, argv, port, args, model_ports):
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+def run(name, argv, port, args, model_ports, log):
+    with open(log, "w") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=out, start_new_session=True)
     try:
         wait_port(port)
         time.sleep(0.5)
         at_rest = rss_kib(proc.pid)
-        cold, swap = swaps(port, args.rounds)
+        errors = []
+        cold, swap = swaps(port, args.rounds, errors)
         after_swaps = rss_kib(proc.pid)
         # The model that runs now, reached through the proxy and directly.
         running = MODELS[(args.rounds * 2) % 2]
         direct_port = model_ports[MODELS.index(running)]
-        through = warm(port, args.warm, running)
-        direct = warm(direct_port, args.warm, running)
+        through = warm(port, args.warm, running, errors)
+        direct = warm(direct_port, args.warm, running, [])
         return {
             "proxy": name,
             "first_cold_start_s": round(cold, 3),
@@ -136,6 +162,8 @@ def run(name, argv, port, args, model_ports):
             "direct": direct,
             "overhead_median_ms": round(through["median_ms"] - direct["median_ms"], 3),
             "rss_kib": {"at_rest": at_rest, "after_swaps": after_swaps, "after_warm": rss_kib(proc.pid)},
+            "failed_answers": len(errors),
+            "failures": sorted(set(e.split(": ", 2)[-1][:120] for e in errors)),
         }
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -172,6 +200,7 @@ def main():
     p.add_argument("--rounds", type=int, default=5, help="swap pairs per proxy")
     p.add_argument("--load", type=float, default=2.0, help="each model's load time, seconds")
     p.add_argument("--warm", type=int, default=2000, help="warm requests per leg")
+    p.add_argument("--logs", default=tempfile.gettempdir(), help="where each proxy's output goes")
     args = p.parse_args()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -188,7 +217,9 @@ def main():
                 with open(cfg, "w") as f:
                     f.write(llama_swap_config(ports, args.load))
                 argv = [args.llama_swap, "-config", cfg, "-listen", f"127.0.0.1:{proxy}"]
-            results.append(run(name, argv, proxy, args, ports))
+            log = os.path.join(args.logs, f"{name}.log")
+            print(f"{name}: log in {log}", file=sys.stderr)
+            results.append(run(name, argv, proxy, args, ports, log))
     print(json.dumps({"load_s": args.load, "rounds": args.rounds, "results": results}, indent=1))
 
 

@@ -231,7 +231,7 @@ async fn placeholder_bodies_come_from_labelled_config_maps() {
 #[tokio::test(flavor = "multi_thread")]
 async fn interceptor_routes_match_on_the_model_a_request_names() {
     let (_apiserver, client) = kmock();
-    let h = start(client.clone(), false).await;
+    let h = start(client.clone(), true).await; // direct pod routing: the endpoints are loopback addresses
     let (proxy, admin) = (h.proxy(), h.admin());
     eventually(Duration::from_secs(10), "first full sync", || ready(admin)).await;
     let services: Api<Service> = Api::namespaced(client.clone(), "default");

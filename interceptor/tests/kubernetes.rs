@@ -274,6 +274,9 @@ async fn interceptor_routes_match_on_the_model_a_request_names() {
         .collect();
     assert_eq!(ids, ["llama3:8b", "qwen2.5:7b"], "exact names only");
     let q = queue(admin).await;
-    assert_eq!((q["default/llama"]["RequestCount"].as_i64(), q["default/qwen"]["RequestCount"].as_i64()), (Some(1), Some(2)));
+    assert_eq!(
+        (q["default/llama"]["RequestCount"].as_i64(), q["default/qwen"]["RequestCount"].as_i64()),
+        (Some(1), Some(2))
+    );
     h.stop().await;
 }

@@ -118,6 +118,8 @@ for H in "$peers/bin/helm3" "$peers/bin/helm"; do
   check "$label: upstream's documented HTTPScaledObject/InterceptorRoute examples valid against the rendered CRDs" \
     "$PY" "$T/validate_crs.py" --strict --expect 3 --crds "$T/fixtures/keda-scaledobject-crd.yaml" \
     --crds "$r-default.yaml" "$T/fixtures/custom-resources.yaml"
+  check "$label: httpscale's extensions (rules[].models, coldStart.streamKeepAlive) valid against the rendered CRDs" \
+    "$PY" "$T/validate_crs.py" --strict --expect 1 --crds "$r-default.yaml" "$T/fixtures/extensions.yaml"
   check "$label: full values render's ScaledObject valid against KEDA's ScaledObject schema" \
     "$PY" "$T/validate_crs.py" --strict --expect 1 --crds "$T/fixtures/keda-scaledobject-crd.yaml" "$r-full.yaml"
 

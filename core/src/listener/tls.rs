@@ -12,7 +12,11 @@ use super::stats::Limit;
 impl Gatekeeper {
     /// Completes the TLS handshake of a new connection; `None` when it is to be closed (timed out, or the
     /// handshake failed: logged at debug, as a client's own failure).
-    pub async fn handshake(&self, acceptor: &TlsAcceptor, stream: TcpStream) -> Option<(TlsStream<TcpStream>, Protocol)> {
+    pub async fn handshake(
+        &self,
+        acceptor: &TlsAcceptor,
+        stream: TcpStream,
+    ) -> Option<(TlsStream<TcpStream>, Protocol)> {
         let peer = stream.peer_addr().ok();
         let accept = acceptor.accept(stream);
         let shaken = match self.limits.header_timeout {

@@ -161,7 +161,11 @@ impl Policy {
         let max = set(spec.max_version).map(parse_version).transpose().map_err(err(PolicySetting::MaxVersion))?;
         let (min, max) = (min.map_or(12, rank), max.map_or(13, rank));
         if min > max {
-            return Err(err(PolicySetting::MinVersion)(format!("TLS 1.{} is above the maximum version TLS 1.{}", min - 10, max - 10)));
+            return Err(err(PolicySetting::MinVersion)(format!(
+                "TLS 1.{} is above the maximum version TLS 1.{}",
+                min - 10,
+                max - 10
+            )));
         }
         let mut policy = Self::default_policy();
         policy.versions.retain(|v| (min..=max).contains(&rank(v)));
@@ -178,7 +182,9 @@ impl Policy {
                 policy.versions.retain(|v| rank(v) == 13);
                 policy.skipped.push("TLS 1.2 (no TLS 1.2 cipher suite listed)".to_owned());
             }
-            provider.cipher_suites.retain(|s| s.version().version == rustls::ProtocolVersion::TLSv1_3 || tls12.contains(s));
+            provider
+                .cipher_suites
+                .retain(|s| s.version().version == rustls::ProtocolVersion::TLSv1_3 || tls12.contains(s));
             provider.cipher_suites.sort_by_key(|s| tls12.iter().position(|t| t == s).unwrap_or(0));
             policy.skipped.extend(skipped);
         }

@@ -66,8 +66,7 @@ fn without_a_default_an_unknown_name_gets_no_certificate() {
     let (a_cert, a_key) = pair(&["a.example"]);
     write(&dir.path().join("a.crt"), &a_cert);
     write(&dir.path().join("a.key"), &a_key);
-    let certs =
-        Certificates::load(CertSources { default: None, stores: vec![dir.path().into()] }, provider()).unwrap();
+    let certs = Certificates::load(CertSources { default: None, stores: vec![dir.path().into()] }, provider()).unwrap();
     assert!(certs.select(Some("a.example")).is_some());
     assert!(certs.select(Some("b.example")).is_none(), "the handshake fails");
     let e = Certificates::load(CertSources::default(), provider()).unwrap_err();
@@ -163,5 +162,8 @@ fn the_default_pair_is_the_client_certificate_toward_backends() {
     assert!(ResolvesClientCert::has_certs(&*certs));
     let ck = ResolvesClientCert::resolve(&*certs, &[], &[SignatureScheme::ECDSA_NISTP256_SHA256]).unwrap();
     assert_eq!(ck.cert[0].to_vec(), der(&cert));
-    assert!(ResolvesClientCert::resolve(&*certs, &[], &[SignatureScheme::RSA_PSS_SHA256]).is_none(), "no usable scheme");
+    assert!(
+        ResolvesClientCert::resolve(&*certs, &[], &[SignatureScheme::RSA_PSS_SHA256]).is_none(),
+        "no usable scheme"
+    );
 }

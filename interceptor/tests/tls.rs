@@ -5,9 +5,6 @@
 //! Service's name as SNI, also with direct pod routing).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-#[path = "tls/pki.rs"]
-mod pki;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -15,8 +12,8 @@ use std::time::Duration;
 
 use http::StatusCode;
 use httpscale_interceptor::Config;
+use httpscale_testkit::tls::{Pki, Sender, all_versions, connect, der, https_backend, peer_leaf};
 use httpscale_testkit::*;
-use pki::{Pki, Sender, all_versions, connect, der, https_backend, peer_leaf};
 
 /// The TLS listener on, its default pair at `cert`/`key`, `stores` walked for more.
 fn tls_on(c: &mut Config, cert: &Path, key: &Path, stores: &[&Path]) {

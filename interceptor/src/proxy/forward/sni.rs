@@ -41,10 +41,10 @@ pub fn tls_failure(error: &(dyn StdError + 'static)) -> Option<String> {
             return Some(tls.to_string());
         }
         // `io::Error::source` skips the error it wraps: look inside it.
-        if let Some(inner) = e.downcast_ref::<io::Error>().and_then(|io| io.get_ref()) {
-            if let Some(found) = tls_failure(inner) {
-                return Some(found);
-            }
+        if let Some(inner) = e.downcast_ref::<io::Error>().and_then(|io| io.get_ref())
+            && let Some(found) = tls_failure(inner)
+        {
+            return Some(found);
         }
         next = e.source();
     }

@@ -24,6 +24,12 @@ pub struct Pki {
     pub dir: tempfile::TempDir,
 }
 
+impl Default for Pki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Pki {
     pub fn new() -> Self {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -136,7 +142,7 @@ impl Sender {
 
 /// What an https backend saw of each connection and request.
 #[derive(Debug, Clone)]
-pub struct Seen {
+pub struct TlsSeen {
     pub sni: Option<String>,
     pub alpn: Option<Vec<u8>>,
     pub version: http::Version,
@@ -144,7 +150,7 @@ pub struct Seen {
 }
 
 /// An https backend on `listener` with the certificate at `cert`/`key`, answering `200 name`.
-pub fn https_backend(listener: TcpListener, cert: &Path, key: &Path, name: &'static str) -> Arc<Mutex<Vec<Seen>>> {
+pub fn https_backend(listener: TcpListener, cert: &Path, key: &Path, name: &'static str) -> Arc<Mutex<Vec<TlsSeen>>> {
     let chain = CertificateDer::pem_file_iter(cert).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
     let key = PrivateKeyDer::from_pem_file(key).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -167,8 +173,12 @@ pub fn https_backend(listener: TcpListener, cert: &Path, key: &Path, name: &'sta
                 let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                     let proto = req.headers().get("x-forwarded-proto").and_then(|v| v.to_str().ok()).map(str::to_owned);
-                    let s =
-                        Seen { sni: sni.clone(), alpn: alpn.clone(), version: req.version(), forwarded_proto: proto };
+                    let s = TlsSeen {
+                        sni: sni.clone(),
+                        alpn: alpn.clone(),
+                        version: req.version(),
+                        forwarded_proto: proto,
+                    };
                     record.lock().unwrap().push(s);
                     async move { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(name.as_bytes())))) }
                 });

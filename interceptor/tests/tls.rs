@@ -195,6 +195,49 @@ async fn version_bounds_refuse_clients_outside_them() {
     h.stop().await;
 }
 
+/// How long until the peer closes `stream` (reads until EOF or an error).
+async fn closed_after<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Duration {
+    use tokio::io::AsyncReadExt;
+    let start = tokio::time::Instant::now();
+    let mut buf = [0u8; 256];
+    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+    }
+    start.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_tls_listener_has_the_plain_listeners_time_limits() {
+    let pki = Pki::new();
+    let (c, k) = pki.leaf(&["app.local"]);
+    let (cert, key) = (pki.write("tls.crt", &c), pki.write("tls.key", &k));
+    let backend = named_backend("ok").await;
+    let h = interceptor_with(&app_routes(&backend.authority()), |cfg| {
+        tls_on(cfg, &cert, &key, &[]);
+        cfg.listen.header_read_timeout = Duration::from_millis(300);
+        cfg.listen.idle_timeout = Duration::from_millis(800);
+    })
+    .await;
+    let tls = h.running.proxy_tls_addr.unwrap();
+    // Silent before the handshake, and silent after it: both closed within the header timeout of accept.
+    let mut silent = tokio::net::TcpStream::connect(tls).await.unwrap();
+    let mut shaken = connect(tls, "app.local", pki.client(&[], all_versions())).await.unwrap();
+    let (a, b) = tokio::join!(closed_after(&mut silent), closed_after(&mut shaken));
+    assert!(a < Duration::from_secs(2) && b < Duration::from_secs(2), "{a:?} {b:?}");
+    // A kept-alive connection after its request: closed when idle, not before.
+    let stream = connect(tls, "app.local", pki.client(&[&b"http/1.1"[..]], all_versions())).await.unwrap();
+    let mut sender = Sender::on(stream).await;
+    assert_eq!(sender.get("app.local", "/").await.0, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(sender.get("app.local", "/again").await.0, StatusCode::OK, "not idle for long enough yet");
+    let m = h.metrics().await;
+    assert!(m.contains(r#"httpscale_connection_limits_total{listener="proxy-tls",limit="header_timeout"} 2"#), "{m}");
+    assert!(m.contains(r#"httpscale_open_connections{listener="proxy-tls"} 1"#), "{m}");
+    h.stop().await;
+}
+
 /// Runs the interceptor binary with only `env` set, expecting it to stop at start-up: exit code and stderr.
 async fn start_binary(env: Vec<(&'static str, String)>) -> (Option<i32>, String) {
     let out = tokio::task::spawn_blocking(move || {

@@ -278,6 +278,11 @@ impl Tls {
             if let Some(l) = &listener {
                 roots.add_parsable_certificates(l.certs.chains());
             }
+            if roots.is_empty() {
+                tracing::warn!(
+                    "no trust roots (no system CA bundle, no KEDA_HTTP_TLS_CA_DIRS): every https backend will be refused"
+                );
+            }
             Verify::Roots(roots)
         };
         let client_cert = listener.as_ref().map(|l| l.certs.clone() as Arc<dyn rustls::client::ResolvesClientCert>);

@@ -81,6 +81,8 @@ pub fn client_config(
         .with_protocol_versions(&policy.versions)
         .map_err(|e| format!("TLS policy: {e}"))?;
     let verifier: Arc<dyn ServerCertVerifier> = match verify {
+        // No anchor at all (a machine without a CA bundle): start anyway, and refuse every https backend.
+        Verify::Roots(roots) if roots.is_empty() => Arc::new(NoRoots(SkipVerify(policy.provider.clone()))),
         Verify::Roots(roots) => WebPkiServerVerifier::builder_with_provider(Arc::new(roots), policy.provider.clone())
             .build()
             .map_err(|e| format!("cannot build the certificate verifier: {e}"))?,
@@ -135,6 +137,45 @@ impl ServerCertVerifier for SkipVerify {
     }
 }
 
+/// With no trust anchor, every server certificate is refused as of an unknown issuer.
+#[derive(Debug)]
+pub struct NoRoots(SkipVerify);
+
+impl ServerCertVerifier for NoRoots {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Err(rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -169,6 +210,12 @@ mod tests {
         assert!(ca_dirs(&[empty]).unwrap_err().contains("no CA certificate was loaded"));
         assert!(ca_dirs(&[dir.path().join("missing")]).unwrap_err().contains("cannot read the CA directory"));
         assert!(ca_dirs(&[]).unwrap().is_empty(), "unset: nothing to load, no error");
+    }
+
+    #[test]
+    fn no_trust_anchor_is_not_a_start_up_failure() {
+        let policy = Policy::default_policy();
+        assert!(client_config(&policy, Verify::Roots(RootCertStore::empty()), None).is_ok());
     }
 
     #[test]

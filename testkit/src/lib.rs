@@ -9,7 +9,8 @@
 //! - [`process`]: child processes stopped when dropped, and the real binaries, whose bound ports are read
 //!   from their JSON start-up log line;
 //! - [`kmock`]: the in-memory Kubernetes API server (`tests/peers/kmock_apiserver.py`);
-//! - [`structure`]: the workspace's structure checks (no import cycles, no long functions).
+//! - [`structure`]: the workspace's structure checks (no import cycles, no long functions);
+//! - [`tls`]: a CA made in the test, certificates it signs, rustls clients and an https backend.
 //!
 //! Helpers fail the calling test by panicking, as test code does.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -22,6 +23,7 @@ pub mod net;
 pub mod process;
 pub mod scaler;
 pub mod structure;
+pub mod tls;
 pub mod wait;
 
 pub use backend::{

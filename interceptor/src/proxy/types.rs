@@ -18,6 +18,10 @@ pub type ProxyResponse = Response<ProxyBody>;
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub SocketAddr);
 
+/// Set per connection by the server on requests that arrived on the TLS listener.
+#[derive(Debug, Clone, Copy)]
+pub struct ArrivedOverTls;
+
 /// Set by the route layer: the matched route and the host the request was routed on.
 #[derive(Debug, Clone)]
 pub struct Routed {

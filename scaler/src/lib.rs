@@ -123,7 +123,7 @@ fn serve_metrics(listener: TcpListener, gate: Arc<Gatekeeper>, state: Arc<State>
         listener,
         gate,
         move |req| match req.uri().path() {
-            "/metrics" => admin::metrics(state.metrics.encode()),
+            "/metrics" => admin::metrics(req.headers(), state.metrics.encode()),
             _ => admin::text(StatusCode::NOT_FOUND, "Not Found\n"),
         },
         shutdown.clone(),

@@ -435,27 +435,31 @@ fn scenario(cmd: Cmd) -> anyhow::Result<()> {
             report.print();
             a.common.json.map_or(Ok(()), |p| write_json(&p, &report))
         }
-        Cmd::Nginx { listen, upstream, workers, h2 } => {
-            let nginx =
-                Tools::locate(Some("embedded"))?.nginx.ok_or_else(|| anyhow::anyhow!("nginx is not installed"))?;
-            let dir = tempfile::tempdir()?;
-            let role = httpscale_loadtest::procs::NginxRole::Proxy { upstream, buffering: true };
-            let mut child = httpscale_loadtest::procs::start_nginx(&nginx, dir.path(), listen, workers, h2, role)?;
-            println!("listening {listen}");
-            while !httpscale_loadtest::aborted() {
-                child.check_running()?;
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            child.stop(Duration::from_secs(3));
-            Ok(())
-        }
-        Cmd::Chart { input, out } => {
-            let chart: httpscale_loadtest::svg::Chart = serde_json::from_slice(&std::fs::read(&input)?)?;
-            Ok(std::fs::write(out, httpscale_loadtest::svg::render(&chart))?)
-        }
+        Cmd::Nginx { listen, upstream, workers, h2 } => nginx_cmd(listen, upstream, workers, h2),
+        Cmd::Chart { input, out } => chart_cmd(&input, &out),
         Cmd::Sigterm(a) => sigterm_cmd(a),
         Cmd::Backend(_) | Cmd::RunInterceptor { .. } => Ok(()),
     }
+}
+
+fn chart_cmd(input: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {
+    let chart: httpscale_loadtest::svg::Chart = serde_json::from_slice(&std::fs::read(input)?)?;
+    Ok(std::fs::write(out, httpscale_loadtest::svg::render(&chart))?)
+}
+
+/// nginx as a reverse proxy in the foreground until SIGTERM/SIGINT (the real-cluster benchmarks' comparison).
+fn nginx_cmd(listen: SocketAddr, upstream: SocketAddr, workers: usize, h2: bool) -> anyhow::Result<()> {
+    let nginx = Tools::locate(Some("embedded"))?.nginx.ok_or_else(|| anyhow::anyhow!("nginx is not installed"))?;
+    let dir = tempfile::tempdir()?;
+    let role = httpscale_loadtest::procs::NginxRole::Proxy { upstream, buffering: true };
+    let mut child = httpscale_loadtest::procs::start_nginx(&nginx, dir.path(), listen, workers, h2, role)?;
+    println!("listening {listen}");
+    while !httpscale_loadtest::aborted() {
+        child.check_running()?;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.stop(Duration::from_secs(3));
+    Ok(())
 }
 
 fn sigterm_cmd(a: SigtermArgs) -> anyhow::Result<()> {

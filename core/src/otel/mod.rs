@@ -12,13 +12,13 @@ mod tracer;
 use std::sync::Arc;
 use std::time::Duration;
 
-use opentelemetry::KeyValue;
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::runtime::Tokio;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
 
+pub use opentelemetry::KeyValue;
 pub use settings::{OtelArgs, SamplerName, TraceProtocol};
 pub use tracer::{ServerSpan, Tracer};
 
@@ -36,6 +36,8 @@ pub struct Service {
 /// The running exporters; [`Telemetry::shutdown`] flushes them.
 #[derive(Default)]
 pub struct Telemetry {
+    resource: Option<Resource>,
+    scope: &'static str,
     provider: Option<SdkTracerProvider>,
     metrics: Option<tokio::task::JoinHandle<()>>,
     metrics_stop: Option<Shutdown>,
@@ -51,30 +53,33 @@ impl std::fmt::Debug for Telemetry {
 pub type Exposition = Arc<dyn Fn() -> String + Send + Sync>;
 
 impl Telemetry {
-    /// Starts what `args` enables; returns the tracer for the data path when traces are on. Call inside the
-    /// runtime that stays up until [`Telemetry::shutdown`].
-    pub fn start(
-        args: &OtelArgs,
-        service: Service,
-        exposition: Exposition,
-    ) -> Result<(Self, Option<Tracer>), ConfigError> {
+    /// Starts the trace exporter if `args` enables it, and returns the tracer for the data path (`None` when
+    /// traces are off). Call inside the runtime that stays up until [`Telemetry::shutdown`].
+    pub fn start(args: &OtelArgs, service: Service) -> Result<(Self, Option<Tracer>), ConfigError> {
         let resource = resource(args, service);
-        let mut telemetry = Telemetry::default();
+        let mut telemetry = Telemetry { resource: Some(resource.clone()), scope: service.scope, ..Default::default() };
         let mut tracer = None;
         if args.traces_enabled {
-            let provider = provider(args, resource.clone())?;
+            let provider = provider(args, resource)?;
             tracer = Some(Tracer::new(&provider, service.scope));
             tracing::info!(protocol = args.traces_protocol.as_str(), sampler = ?args.sampler, "exporting traces");
             telemetry.provider = Some(provider);
         }
-        if args.metrics_enabled {
-            let export = metrics::MetricsExport::new(args, &resource, service.scope)?;
-            tracing::info!(endpoint = %export.endpoint(), interval = ?args.metric_interval, "exporting metrics over OTLP");
-            let stop = Shutdown::new();
-            telemetry.metrics = Some(tokio::spawn(export.run(exposition, stop.clone())));
-            telemetry.metrics_stop = Some(stop);
-        }
         Ok((telemetry, tracer))
+    }
+
+    /// Starts the OTLP metrics export of `exposition` if `args` enables it.
+    pub fn export_metrics(&mut self, args: &OtelArgs, exposition: Exposition) -> Result<(), ConfigError> {
+        if !args.metrics_enabled {
+            return Ok(());
+        }
+        let resource = self.resource.clone().unwrap_or_else(|| Resource::builder_empty().build());
+        let export = metrics::MetricsExport::new(args, &resource, self.scope)?;
+        tracing::info!(endpoint = %export.endpoint(), interval = ?args.metric_interval, "exporting metrics over OTLP");
+        let stop = Shutdown::new();
+        self.metrics = Some(tokio::spawn(export.run(exposition, stop.clone())));
+        self.metrics_stop = Some(stop);
+        Ok(())
     }
 
     /// Exports what is left: the spans not yet sent and one last round of metrics.

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 
 use http::{HeaderMap, HeaderValue};
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
-use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer as _};
+use opentelemetry::trace::{Span as _, SpanKind, Status, Tracer as _};
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, Span};
@@ -104,8 +104,10 @@ impl ServerSpan {
     }
 }
 
-/// Whether a context carried in `headers` is sampled (for tests and logs).
+/// Whether a context carried in `headers` is sampled.
+#[cfg(test)]
 pub fn parent_is_sampled(headers: &HeaderMap) -> bool {
+    use opentelemetry::trace::TraceContextExt as _;
     TraceContextPropagator::new().extract(&Headers(headers)).span().span_context().is_sampled()
 }
 

@@ -88,7 +88,7 @@ async fn a_request_the_cold_start_layer_held_is_labelled_cold_start_true_in_the_
     let cold = DURATION_LABELS.replace("\"false\"", "\"true\"");
     assert!(m.contains(&format!("duration_count{cold} 1")), "{m}");
     for (le, n) in [("30.0", 0), ("60.0", 1)] {
-        let bucket = cold.replace('}', &format!(",le=\"{le}\"}}"));
+        let bucket = cold.replace('{', &format!("{{le=\"{le}\","));
         assert!(m.contains(&format!("duration_bucket{bucket} {n}")), "40 s lands below 60 s, not in +Inf: {m}");
     }
 }

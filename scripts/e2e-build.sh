@@ -2,7 +2,7 @@
 # Builds the Go programs of the real-cluster end-to-end suite from their published Go modules, or reuses them.
 #
 #   bash scripts/e2e-build.sh [--upstream]     # prints the cache directory holding bin/ on its last line
-#   bash scripts/e2e-build.sh --only otelcol   # only the OpenTelemetry Collector (scripts/otel-test.sh)
+#   bash scripts/e2e-build.sh --only otelcol   # only the OpenTelemetry Collector (the Rust tests' peer)
 #
 # Versions come from e2e/versions.env. Each program is built once per version into
 # $HTTPSCALE_E2E_CACHE (default ~/.cache/httpscale-e2e)/<name>-<version>/, outside the work tree, with the
@@ -10,7 +10,7 @@
 # so a second run only checks the stamps. Nothing here is ever committed.
 #
 # --upstream also builds the KEDA HTTP add-on (interceptor, scaler, operator) for the side-by-side run.
-# The OpenTelemetry Collector is built first: the collector tests (scripts/otel-test.sh) need only it.
+# The OpenTelemetry Collector is built first: the Rust tests (scripts/test.sh) need it, and nothing else here.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=../e2e/versions.env

@@ -147,7 +147,13 @@ pub fn families(openmetrics: &str) -> Vec<Family> {
         } else if let Some(rest) = line.strip_prefix("# HELP ") {
             let (name, text) = rest.split_once(' ').unwrap_or((rest, ""));
             let help = text.replace("\\n", "\n").replace("\\\"", "\"").replace("\\\\", "\\");
-            out.push(Family { name: name.to_owned(), help, unit: String::new(), kind: Kind::Other, series: BTreeMap::new() });
+            out.push(Family {
+                name: name.to_owned(),
+                help,
+                unit: String::new(),
+                kind: Kind::Other,
+                series: BTreeMap::new(),
+            });
         } else if let Some(rest) = line.strip_prefix("# UNIT ") {
             if let (Some(f), Some((_, unit))) = (out.last_mut(), rest.split_once(' ')) {
                 f.unit = unit.to_owned();

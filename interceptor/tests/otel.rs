@@ -88,7 +88,10 @@ async fn a_held_request_over_http_protobuf_has_its_cold_start_on_its_span() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let b = backend_on(port.listen(), |_| Response::new(full("woke up")));
     let (status, headers, _) = tokio::time::timeout(Duration::from_secs(5), pending).await.unwrap().unwrap();
-    assert_eq!((status, &headers["x-keda-http-cold-start"]), (StatusCode::OK, &"true".parse::<http::HeaderValue>().unwrap()));
+    assert_eq!(
+        (status, &headers["x-keda-http-cold-start"]),
+        (StatusCode::OK, &"true".parse::<http::HeaderValue>().unwrap())
+    );
     // Without a client context the interceptor starts the trace, and the backend is told.
     let sent = b.seen()[0].headers["traceparent"].to_str().unwrap().to_owned();
     let trace_id = sent.split('-').nth(1).unwrap().to_owned();

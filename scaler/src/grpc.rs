@@ -46,7 +46,11 @@ pub fn specs(e: &Evaluation) -> GetMetricSpecResponse {
 
 /// Sends `r`'s specs now and after every change to them, until the client leaves, the scaler stops, or the
 /// trigger fails (sent as the stream's last message).
-async fn stream_specs(state: Arc<State>, r: ScaledObjectRef, tx: tokio::sync::mpsc::Sender<Result<GetMetricSpecResponse, Status>>) {
+async fn stream_specs(
+    state: Arc<State>,
+    r: ScaledObjectRef,
+    tx: tokio::sync::mpsc::Sender<Result<GetMetricSpecResponse, Status>>,
+) {
     let mut changed = state.subscribe();
     let mut last: Option<GetMetricSpecResponse> = None;
     loop {

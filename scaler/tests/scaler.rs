@@ -445,12 +445,15 @@ async fn next(stream: &mut tonic::Streaming<GetMetricSpecResponse>) -> Option<Ge
 #[tokio::test(flavor = "multi_thread")]
 async fn stream_metric_spec_sends_the_specs_at_once_then_every_change() {
     let dead = Reserved::new();
-    let ir = |target: u32| route("ir", dead.addr(), &format!("    scalingMetric: {{concurrency: {{targetValue: {target}}}}}\n"));
+    let ir = |target: u32| {
+        route("ir", dead.addr(), &format!("    scalingMetric: {{concurrency: {{targetValue: {target}}}}}\n"))
+    };
     let i = interceptor(&format!("routes:\n{}", ir(5))).await;
     let s = scaler(&i.routes_file, vec![i.admin().to_string()], |c| c.tick = Duration::from_millis(100)).await;
     let mut client = s.client().await;
     let r = so_ref("ir-so", "default", &[("interceptorRoute", "ir")]);
-    let targets = |specs: Vec<MetricSpec>| specs.into_iter().map(|m| (m.metric_name, m.target_size_float)).collect::<Vec<_>>();
+    let targets =
+        |specs: Vec<MetricSpec>| specs.into_iter().map(|m| (m.metric_name, m.target_size_float)).collect::<Vec<_>>();
     let mut stream = client.stream_metric_spec(r.clone()).await.unwrap().into_inner();
     let first = next(&mut stream).await.unwrap();
     assert_eq!(targets(first.metric_specs.clone()), [("http_ir_concurrency".to_string(), 5.0)]);

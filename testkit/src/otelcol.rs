@@ -20,7 +20,8 @@ use crate::process::{Spawned, repo};
 /// `OTELCOL_VERSION` from `e2e/versions.env`.
 fn pinned_version() -> String {
     let env = std::fs::read_to_string(repo().join("e2e/versions.env")).unwrap();
-    let line = env.lines().find_map(|l| l.strip_prefix("OTELCOL_VERSION=")).expect("OTELCOL_VERSION in e2e/versions.env");
+    let line =
+        env.lines().find_map(|l| l.strip_prefix("OTELCOL_VERSION=")).expect("OTELCOL_VERSION in e2e/versions.env");
     line.split_whitespace().next().unwrap().to_owned()
 }
 

@@ -79,7 +79,11 @@ fn string(key: &str, value: &str) -> KeyValue {
 }
 
 impl MetricsExport {
-    pub fn new(args: &OtelArgs, resource: &opentelemetry_sdk::Resource, scope: &'static str) -> Result<Self, ConfigError> {
+    pub fn new(
+        args: &OtelArgs,
+        resource: &opentelemetry_sdk::Resource,
+        scope: &'static str,
+    ) -> Result<Self, ConfigError> {
         let endpoint = args.metrics_endpoint();
         let endpoint = endpoint.parse::<Uri>().map_err(|_| {
             ConfigError::new("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", format!("{endpoint:?} is not a URL"))
@@ -178,9 +182,9 @@ impl MetricsExport {
                 aggregation_temporality: cumulative,
                 is_monotonic: true,
             }),
-            Kind::Gauge => metric::Data::Gauge(Gauge {
-                data_points: f.series.iter().map(|(l, s)| number(l, s.value)).collect(),
-            }),
+            Kind::Gauge => {
+                metric::Data::Gauge(Gauge { data_points: f.series.iter().map(|(l, s)| number(l, s.value)).collect() })
+            }
             Kind::Histogram => metric::Data::Histogram(Histogram {
                 data_points: f
                     .series
@@ -240,7 +244,9 @@ mod tests {
 
     #[test]
     fn families_become_otlp_metrics_under_upstreams_names() {
-        let args = Cli::parse_from(["t", "--otel-metrics-endpoint", "http://c:4318/v1/metrics", "--otel-headers", "x-team=a"]).otel;
+        let args =
+            Cli::parse_from(["t", "--otel-metrics-endpoint", "http://c:4318/v1/metrics", "--otel-headers", "x-team=a"])
+                .otel;
         let resource = opentelemetry_sdk::Resource::builder_empty().with_service_name("keda-http-interceptor").build();
         let export = MetricsExport::new(&args, &resource, "keda-interceptor-proxy").unwrap();
         assert_eq!(export.headers[0].0, "x-team");
@@ -259,7 +265,10 @@ mod tests {
         assert_eq!(sum.data_points[0].attributes.len(), 2);
         let Some(metric::Data::Histogram(h)) = &metrics[1].data else { panic!("a histogram") };
         let p = &h.data_points[0];
-        assert_eq!((p.count, p.sum, &p.explicit_bounds, &p.bucket_counts), (3, Some(1.5), &vec![0.5, 1.0], &vec![2, 0, 1]));
+        assert_eq!(
+            (p.count, p.sum, &p.explicit_bounds, &p.bucket_counts),
+            (3, Some(1.5), &vec![0.5, 1.0], &vec![2, 0, 1])
+        );
         assert!(matches!(&metrics[2].data, Some(metric::Data::Gauge(_))));
     }
 }

@@ -64,7 +64,13 @@ pub struct OtelArgs {
     pub traces_enabled: bool,
 
     /// Trace exporter: console, grpc or http/protobuf (upstream's values and default).
-    #[arg(long = "otel-traces-protocol", env = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", value_name = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", value_enum, default_value = "console")]
+    #[arg(
+        long = "otel-traces-protocol",
+        env = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        value_name = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        value_enum,
+        default_value = "console"
+    )]
     pub traces_protocol: TraceProtocol,
 
     /// Base OTLP endpoint (`http://host:4317` for grpc, `http://host:4318` for HTTP, where `/v1/traces` and
@@ -73,11 +79,19 @@ pub struct OtelArgs {
     pub endpoint: Option<String>,
 
     /// Trace endpoint, used as it is (wins over OTEL_EXPORTER_OTLP_ENDPOINT).
-    #[arg(long = "otel-traces-endpoint", env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", value_name = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")]
+    #[arg(
+        long = "otel-traces-endpoint",
+        env = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        value_name = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+    )]
     pub traces_endpoint: Option<String>,
 
     /// Metrics endpoint, used as it is (wins over OTEL_EXPORTER_OTLP_ENDPOINT).
-    #[arg(long = "otel-metrics-endpoint", env = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", value_name = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")]
+    #[arg(
+        long = "otel-metrics-endpoint",
+        env = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+        value_name = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"
+    )]
     pub metrics_endpoint: Option<String>,
 
     /// Headers sent with every export, `key=value` pairs separated by commas (values URL-encoded).
@@ -85,11 +99,19 @@ pub struct OtelArgs {
     pub headers: Option<String>,
 
     /// Headers for trace exports only, added to OTEL_EXPORTER_OTLP_HEADERS.
-    #[arg(long = "otel-traces-headers", env = "OTEL_EXPORTER_OTLP_TRACES_HEADERS", value_name = "OTEL_EXPORTER_OTLP_TRACES_HEADERS")]
+    #[arg(
+        long = "otel-traces-headers",
+        env = "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+        value_name = "OTEL_EXPORTER_OTLP_TRACES_HEADERS"
+    )]
     pub traces_headers: Option<String>,
 
     /// Headers for metric exports only, added to OTEL_EXPORTER_OTLP_HEADERS.
-    #[arg(long = "otel-metrics-headers", env = "OTEL_EXPORTER_OTLP_METRICS_HEADERS", value_name = "OTEL_EXPORTER_OTLP_METRICS_HEADERS")]
+    #[arg(
+        long = "otel-metrics-headers",
+        env = "OTEL_EXPORTER_OTLP_METRICS_HEADERS",
+        value_name = "OTEL_EXPORTER_OTLP_METRICS_HEADERS"
+    )]
     pub metrics_headers: Option<String>,
 
     /// Bound of one export, in milliseconds (default 10000).
@@ -106,7 +128,13 @@ pub struct OtelArgs {
 
     /// Which traces are recorded: always_on, always_off, traceidratio, parentbased_always_on,
     /// parentbased_always_off, parentbased_traceidratio.
-    #[arg(long = "otel-traces-sampler", env = "OTEL_TRACES_SAMPLER", value_name = "OTEL_TRACES_SAMPLER", value_enum, default_value = "parentbased_always_on")]
+    #[arg(
+        long = "otel-traces-sampler",
+        env = "OTEL_TRACES_SAMPLER",
+        value_name = "OTEL_TRACES_SAMPLER",
+        value_enum,
+        default_value = "parentbased_always_on"
+    )]
     pub sampler: SamplerName,
 
     /// The ratio of the traceidratio samplers, 0 to 1 (default 1).
@@ -126,7 +154,11 @@ pub struct OtelArgs {
     pub service_name: Option<String>,
 
     /// More resource attributes, `key=value` pairs separated by commas.
-    #[arg(long = "otel-resource-attributes", env = "OTEL_RESOURCE_ATTRIBUTES", value_name = "OTEL_RESOURCE_ATTRIBUTES")]
+    #[arg(
+        long = "otel-resource-attributes",
+        env = "OTEL_RESOURCE_ATTRIBUTES",
+        value_name = "OTEL_RESOURCE_ATTRIBUTES"
+    )]
     pub resource_attributes: Option<String>,
 }
 
@@ -183,7 +215,12 @@ impl OtelArgs {
         if let Some(arg) = &self.sampler_arg {
             match arg.trim().parse::<f64>() {
                 Ok(r) if (0.0..=1.0).contains(&r) => {}
-                _ => return Err(ConfigError::new("OTEL_TRACES_SAMPLER_ARG", format!("{arg:?} is not a ratio from 0 to 1"))),
+                _ => {
+                    return Err(ConfigError::new(
+                        "OTEL_TRACES_SAMPLER_ARG",
+                        format!("{arg:?} is not a ratio from 0 to 1"),
+                    ));
+                }
             }
         }
         Ok(())
@@ -280,7 +317,14 @@ mod tests {
         assert_eq!(a.traces_endpoint_for(TraceProtocol::Grpc), "http://collector:4318/");
         assert_eq!(a.metrics_endpoint(), "http://collector:4318/v1/metrics");
         assert_eq!(a.traces_timeout(), Duration::from_millis(2500));
-        let a = parse(&["--otel-traces-endpoint", "http://t:1/x", "--otel-headers", "a=1,b=x%20y", "--otel-traces-headers", "A=2"]);
+        let a = parse(&[
+            "--otel-traces-endpoint",
+            "http://t:1/x",
+            "--otel-headers",
+            "a=1,b=x%20y",
+            "--otel-traces-headers",
+            "A=2",
+        ]);
         assert_eq!(a.traces_endpoint_for(TraceProtocol::HttpProtobuf), "http://t:1/x");
         assert_eq!(a.headers_for(a.traces_headers.as_deref()), [("b".into(), "x y".into()), ("A".into(), "2".into())]);
         assert!(Cli::try_parse_from(["t", "--otel-traces-protocol", "zipkin"]).is_err());

@@ -151,7 +151,8 @@ mod tests {
     fn a_dropped_trace_records_nothing_but_still_passes_its_decision_on() {
         let (tracer, exporter, _p) = tracer(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)));
         let mut headers = HeaderMap::new();
-        headers.insert(TRACEPARENT, HeaderValue::from_static("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"));
+        headers
+            .insert(TRACEPARENT, HeaderValue::from_static("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"));
         let span = tracer.server_span("keda-http-interceptor", &headers);
         assert!(!span.is_recording());
         span.inject(&mut headers);

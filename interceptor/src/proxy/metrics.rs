@@ -155,7 +155,8 @@ where
         });
         let method = MethodLabel::from(req.method());
         let span = self.tracer.as_ref().map(|t| span::start(t, method, &mut req));
-        let record = Record { metrics: self.metrics.clone(), slot, method, start: Instant::now(), log, span, status: 0 };
+        let record =
+            Record { metrics: self.metrics.clone(), slot, method, start: Instant::now(), log, span, status: 0 };
         let fut = self.inner.call(req);
         Box::pin(async move {
             let mut guard = CancelGuard(Some(record));

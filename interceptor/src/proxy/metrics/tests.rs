@@ -33,13 +33,14 @@ fn answering(
 }
 
 const LABELS: &str = r#"{code="200",method="GET",route_name="app",route_namespace="default"}"#;
-const DURATION_LABELS: &str = r#"{code="200",method="GET",route_name="app",route_namespace="default",cold_start="false"}"#;
+const DURATION_LABELS: &str =
+    r#"{code="200",method="GET",route_name="app",route_namespace="default",cold_start="false"}"#;
 
 #[tokio::test(start_paused = true)]
 async fn a_request_is_recorded_once_when_its_body_ends_with_its_route_and_full_duration() {
     let metrics = Arc::new(RequestMetrics::default());
-    let mut svc =
-        MetricsLayer::new(metrics.clone(), false, None).layer(answering(route("127.0.0.1:1", ""), Duration::from_secs(2)));
+    let mut svc = MetricsLayer::new(metrics.clone(), false, None)
+        .layer(answering(route("127.0.0.1:1", ""), Duration::from_secs(2)));
     let resp = svc.ready().await.unwrap().call(Request::new(())).await.unwrap();
     assert!(!exposition(&metrics).contains("requests_total{"), "answered, but the body has not ended");
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -52,8 +53,8 @@ async fn a_request_is_recorded_once_when_its_body_ends_with_its_route_and_full_d
 #[tokio::test(start_paused = true)]
 async fn a_client_that_leaves_before_the_answer_is_recorded_as_499_for_its_route() {
     let metrics = Arc::new(RequestMetrics::default());
-    let mut svc =
-        MetricsLayer::new(metrics.clone(), true, None).layer(answering(route("127.0.0.1:1", ""), Duration::from_secs(60)));
+    let mut svc = MetricsLayer::new(metrics.clone(), true, None)
+        .layer(answering(route("127.0.0.1:1", ""), Duration::from_secs(60)));
     let answer = tokio::spawn(svc.ready().await.unwrap().call(Request::new(())));
     tokio::time::sleep(Duration::from_secs(5)).await;
     answer.abort();

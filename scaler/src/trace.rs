@@ -80,7 +80,9 @@ where
                 && record_status(s, resp.headers())
             {
                 // A trailers-only answer (an error): the call is over.
-                span.take().map(ServerSpan::end);
+                if let Some(s) = span.take() {
+                    s.end();
+                }
             }
             Ok(resp.map(|inner| SpanBody { inner, span }))
         })
@@ -110,7 +112,9 @@ impl<B: Body<Data = Bytes>> Body for SpanBody<B> {
                 }
             }
             Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
-                this.span.take().map(ServerSpan::end);
+                if let Some(s) = this.span.take() {
+                    s.end();
+                }
             }
             Poll::Pending => {}
         }

@@ -13,6 +13,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
+use tokio::time::Instant;
 
 use crate::net::Reserved;
 use crate::process::{Spawned, repo};
@@ -112,9 +113,9 @@ impl Collector {
         std::fs::write(&config_path, config).unwrap();
         // The collector binds with SO_REUSEADDR, so it takes the reserved ports over.
         let process = Spawned::start(Command::new(bin).arg("--config").arg(&config_path));
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + Duration::from_secs(20);
         while !process.log().contains("Everything is ready") {
-            assert!(std::time::Instant::now() < deadline, "the collector did not start:\n{}", process.log());
+            assert!(Instant::now() < deadline, "the collector did not start:\n{}", process.log());
             std::thread::sleep(Duration::from_millis(20));
         }
         let (grpc_addr, http_addr) = (grpc.addr(), http.addr());

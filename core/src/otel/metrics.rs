@@ -24,10 +24,13 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
-use super::{Exposition, OtelArgs};
+use super::settings::OtelArgs;
 use crate::Shutdown;
 use crate::exposition::{Family, Kind, families};
 use crate::startup::ConfigError;
+
+/// What a binary's registry exposes, as OpenMetrics text (called once per metrics export).
+pub type Exposition = std::sync::Arc<dyn Fn() -> String + Send + Sync>;
 
 /// Upstream's OTel names of the metrics it has: (Prometheus family, OTel name, unit).
 const UPSTREAM_NAMES: [(&str, &str, &str); 9] = [

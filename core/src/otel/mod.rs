@@ -9,17 +9,15 @@ pub mod metrics;
 mod settings;
 mod tracer;
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::runtime::Tokio;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
 
+pub use metrics::Exposition;
 pub use opentelemetry::KeyValue;
-pub use settings::{OtelArgs, SamplerName, TraceProtocol};
+pub use settings::{DEFAULT_TIMEOUT, OtelArgs, SamplerName, TraceProtocol};
 pub use tracer::{ServerSpan, Tracer};
 
 use crate::Shutdown;
@@ -48,9 +46,6 @@ impl std::fmt::Debug for Telemetry {
         f.debug_struct("Telemetry").field("traces", &self.provider.is_some()).finish()
     }
 }
-
-/// What a binary's registry exposes, as OpenMetrics text (called once per metrics export).
-pub type Exposition = Arc<dyn Fn() -> String + Send + Sync>;
 
 impl Telemetry {
     /// Starts the trace exporter if `args` enables it, and returns the tracer for the data path (`None` when
@@ -158,6 +153,3 @@ fn provider(args: &OtelArgs, resource: Resource) -> Result<SdkTracerProvider, Co
 fn batch<E: opentelemetry_sdk::trace::SpanExporter + 'static>(exporter: E) -> BatchSpanProcessor<Tokio> {
     BatchSpanProcessor::builder(exporter, Tokio).build()
 }
-
-/// The default bound of one OTLP export (`OTEL_EXPORTER_OTLP_TIMEOUT`).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use opentelemetry_sdk::trace::Sampler;
 
-use super::DEFAULT_TIMEOUT;
 use crate::settings::go_bool;
 use crate::startup::ConfigError;
+
+/// The default bound of one OTLP export (`OTEL_EXPORTER_OTLP_TIMEOUT`).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where traces go (`OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`, upstream's values).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -130,3 +130,21 @@ async fn metrics_answer_prometheus_text_to_a_plain_scrape_and_openmetrics_when_a
     assert!(body.contains("# TYPE interceptor_request_count counter\n") && body.ends_with("# EOF\n"), "{body}");
     h.stop().await;
 }
+
+/// Upstream's values and the standard ones are checked before anything starts: a bad one stops start-up (exit
+/// 64) naming the variable, instead of tracing that silently does nothing.
+#[test]
+fn a_bad_otel_setting_stops_start_up_naming_it() {
+    let bin = env!("CARGO_BIN_EXE_interceptor");
+    for (var, value) in [
+        ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "zipkin"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4317"),
+        ("OTEL_TRACES_SAMPLER_ARG", "1.5"),
+        ("OTEL_EXPORTER_OTLP_TRACES_ENABLED", "yes please"),
+    ] {
+        let out = std::process::Command::new(bin).env(var, value).args(["--config", "x.yaml"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(64), "{var}={value}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(var), "{var}={value}: {err}");
+    }
+}

@@ -21,11 +21,7 @@ fn route_to(upstream: std::net::SocketAddr) -> String {
 
 /// The interceptor's span of the request that carried `trace_id`, once the collector has it.
 async fn span_of(collector: &Collector, trace_id: &str) -> ReceivedSpan {
-    eventually_some(Duration::from_secs(15), "the interceptor's span at the collector", || {
-        let spans = collector.spans();
-        std::future::ready(spans.into_iter().find(|s| s.trace_id == trace_id && s.service == "keda-http-interceptor"))
-    })
-    .await
+    collector.span("keda-http-interceptor", |s| s.trace_id == trace_id).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -63,12 +59,8 @@ async fn spans_over_grpc_continue_the_client_trace_and_reach_the_backend_and_met
     assert_eq!((attr("http.request.method"), attr("url.path")), ("GET".into(), "/hello".into()));
     assert_eq!(attr("keda.cold_start"), false);
 
-    eventually(Duration::from_secs(10), "metrics at the collector", || {
-        let names = collector.metrics();
-        let sent = |n: &str| names.iter().any(|(svc, name)| svc == "keda-http-interceptor" && name == n);
-        std::future::ready(sent("interceptor.request.count") && sent("interceptor.request.duration"))
-    })
-    .await;
+    let names = ["interceptor.request.count", "interceptor.request.duration", "interceptor.request.concurrency"];
+    collector.wait_metrics("keda-http-interceptor", &names).await;
     h.stop().await;
 }
 

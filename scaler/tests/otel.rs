@@ -15,11 +15,7 @@ const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
 
 async fn span_named(collector: &Collector, name: &str) -> ReceivedSpan {
-    eventually_some(Duration::from_secs(15), name, || {
-        let spans = collector.spans();
-        std::future::ready(spans.into_iter().find(|s| s.name == name && s.service == "keda-http-external-scaler"))
-    })
-    .await
+    collector.span("keda-http-external-scaler", |s| s.name == name).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -54,13 +50,7 @@ async fn every_grpc_call_gets_a_span_continuing_the_callers_trace_and_metrics_ar
     assert_eq!(failed.attributes["rpc.grpc.status_code"], 5, "NOT_FOUND: {failed:?}");
     assert_eq!(failed.status, 2, "an error span");
 
-    eventually(Duration::from_secs(10), "the scaler's metrics at the collector", || {
-        let names = collector.metrics();
-        std::future::ready(
-            names.iter().any(|(svc, n)| svc == "keda-http-external-scaler" && n == "scaler.pinger.fetch.duration"),
-        )
-    })
-    .await;
+    collector.wait_metrics("keda-http-external-scaler", &["scaler.pinger.fetch.duration"]).await;
     s.stop().await;
     i.stop().await;
 }

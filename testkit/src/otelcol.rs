@@ -151,6 +151,26 @@ impl Collector {
         spans
     }
 
+    /// The first span of `service` that `wanted` accepts, waiting up to 15 s for it (batches are exported
+    /// every few seconds).
+    pub async fn span(&self, service: &str, wanted: impl Fn(&ReceivedSpan) -> bool) -> ReceivedSpan {
+        crate::eventually_some(Duration::from_secs(15), &format!("a span of {service} at the collector"), || {
+            let found = self.spans().into_iter().find(|s| s.service == service && wanted(s));
+            std::future::ready(found)
+        })
+        .await
+    }
+
+    /// Waits up to 10 s until `service` has sent every metric of `names`.
+    pub async fn wait_metrics(&self, service: &str, names: &[&str]) {
+        crate::eventually(Duration::from_secs(10), &format!("the metrics of {service} at the collector"), || {
+            let got = self.metrics();
+            let all = names.iter().all(|n| got.iter().any(|(svc, name)| svc == service && name == n));
+            std::future::ready(all)
+        })
+        .await
+    }
+
     /// The names of every metric received so far, with the `service.name` that sent them.
     pub fn metrics(&self) -> Vec<(String, String)> {
         let text = std::fs::read_to_string(self.dir.path().join("metrics.json")).unwrap_or_default();

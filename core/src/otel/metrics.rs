@@ -168,7 +168,11 @@ impl MetricsExport {
         }
     }
 
+    /// `f` as an OTLP metric; `None` for a family with no series yet (OTLP has no empty metric).
     fn metric(&self, f: &Family, now: u64) -> Option<Metric> {
+        if f.series.is_empty() {
+            return None;
+        }
         let (name, unit) = otel_name(&f.name, &f.unit);
         let attributes = |labels: &Vec<(String, String)>| labels.iter().map(|(k, v)| string(k, v)).collect();
         let number = |labels: &Vec<(String, String)>, value: f64| NumberDataPoint {
@@ -226,13 +230,6 @@ impl MetricsExport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::Parser;
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        otel: OtelArgs,
-    }
 
     const EXPOSITION: &str = "# HELP interceptor_request_count Requests.\n# TYPE interceptor_request_count counter\n\
         interceptor_request_count_total{code=\"200\",route_name=\"app\"} 3\n\
@@ -247,9 +244,12 @@ mod tests {
 
     #[test]
     fn families_become_otlp_metrics_under_upstreams_names() {
-        let args =
-            Cli::parse_from(["t", "--otel-metrics-endpoint", "http://c:4318/v1/metrics", "--otel-headers", "x-team=a"])
-                .otel;
+        let args = crate::otel::settings::parse(&[
+            "--otel-metrics-endpoint",
+            "http://c:4318/v1/metrics",
+            "--otel-headers",
+            "x-team=a",
+        ]);
         let resource = opentelemetry_sdk::Resource::builder_empty().with_service_name("keda-http-interceptor").build();
         let export = MetricsExport::new(&args, &resource, "keda-interceptor-proxy").unwrap();
         assert_eq!(export.headers[0].0, "x-team");

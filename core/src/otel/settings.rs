@@ -285,20 +285,26 @@ impl OtelArgs {
     }
 }
 
+/// The settings `args` (flags) give, for tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(super) fn try_parse(args: &[&str]) -> Result<OtelArgs, clap::Error> {
     use clap::Parser;
-
     #[derive(Parser)]
     struct Cli {
         #[command(flatten)]
         otel: OtelArgs,
     }
+    Cli::try_parse_from(std::iter::once("test").chain(args.iter().copied())).map(|c| c.otel)
+}
 
-    fn parse(args: &[&str]) -> OtelArgs {
-        Cli::try_parse_from(std::iter::once("test").chain(args.iter().copied())).unwrap().otel
-    }
+#[cfg(test)]
+pub(super) fn parse(args: &[&str]) -> OtelArgs {
+    try_parse(args).unwrap()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
 
     #[test]
     fn defaults_are_upstreams() {
@@ -329,7 +335,7 @@ mod tests {
         ]);
         assert_eq!(a.traces_endpoint_for(TraceProtocol::HttpProtobuf), "http://t:1/x");
         assert_eq!(a.headers_for(a.traces_headers.as_deref()), [("b".into(), "x y".into()), ("A".into(), "2".into())]);
-        assert!(Cli::try_parse_from(["t", "--otel-traces-protocol", "zipkin"]).is_err());
+        assert!(try_parse(&["--otel-traces-protocol", "zipkin"]).is_err());
         assert_eq!(parse(&["--otel-traces-protocol", "http/protobuf"]).traces_protocol, TraceProtocol::HttpProtobuf);
     }
 

@@ -4,14 +4,15 @@
 //! The registries encode OpenMetrics 1.0 text (`prometheus-client`). A scraper that accepts it at least as
 //! much as the Prometheus text format gets it as it is; anyone else (no `Accept`, `*/*`, `text/plain`) gets
 //! the Prometheus text format 0.0.4, as the Go add-on's `promhttp` handler answers: counters named with their
-//! `_total` suffix in `# HELP`/`# TYPE`, no `# UNIT` and no `# EOF` lines.
+//! `_total` suffix in `# HELP`/`# TYPE`, no `# UNIT` and no `# EOF` lines, and the same `Content-Type`
+//! (`escaping=underscores`: every name here is already in the legacy character set).
 
 use std::collections::BTreeMap;
 
 use http::HeaderValue;
 
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8; escaping=underscores";
 
 /// An exposition format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -291,7 +292,7 @@ mod tests {
         assert_eq!(accept(prometheus), Format::OpenMetrics);
         assert_eq!(accept("text/plain;version=0.0.4;q=0.9,application/openmetrics-text;q=0.5"), Format::Text);
         assert_eq!(accept("application/openmetrics-text;q=0"), Format::Text);
-        assert_eq!(Format::Text.content_type(), "text/plain; version=0.0.4; charset=utf-8");
+        assert_eq!(Format::Text.content_type(), "text/plain; version=0.0.4; charset=utf-8; escaping=underscores");
     }
 
     #[test]

@@ -112,7 +112,7 @@ async fn metrics_answer_prometheus_text_to_a_plain_scrape_and_openmetrics_when_a
     for accept in [None, Some("text/plain"), Some("*/*")] {
         let (status, headers, body) = scrape(accept).await;
         assert_eq!(status, StatusCode::OK);
-        assert_eq!(headers["content-type"], "text/plain; version=0.0.4; charset=utf-8", "Accept: {accept:?}");
+        assert_eq!(headers["content-type"], "text/plain; version=0.0.4; charset=utf-8; escaping=underscores", "Accept: {accept:?}");
         assert!(body.contains("# TYPE interceptor_request_count_total counter\n"), "{body}");
         assert!(!body.contains("# EOF"), "{body}");
     }

@@ -29,12 +29,7 @@ async fn spans_over_grpc_continue_the_client_trace_and_reach_the_backend_and_met
     let collector = Collector::start();
     let b = named_backend("app").await;
     let h = interceptor_with(&route_to(b.addr), |c| {
-        c.otel.traces_enabled = true;
-        c.otel.traces_protocol = TraceProtocol::Grpc;
-        c.otel.endpoint = Some(format!("http://{}", collector.grpc));
-        c.otel.metrics_enabled = true;
-        c.otel.metrics_endpoint = Some(format!("http://{}/v1/metrics", collector.http));
-        c.otel.metric_interval = Duration::from_millis(200);
+        collector.export_to(&mut c.otel, TraceProtocol::Grpc);
     })
     .await;
     let req = request(h.proxy(), "app.local", "/hello")
@@ -69,9 +64,7 @@ async fn a_held_request_over_http_protobuf_has_its_cold_start_on_its_span() {
     let collector = Collector::start();
     let port = Reserved::new();
     let h = interceptor_with(&route_to(port.addr()), |c| {
-        c.otel.traces_enabled = true;
-        c.otel.traces_protocol = TraceProtocol::HttpProtobuf;
-        c.otel.endpoint = Some(format!("http://{}", collector.http));
+        collector.export_to(&mut c.otel, TraceProtocol::HttpProtobuf);
     })
     .await;
     let proxy = h.proxy();
@@ -112,7 +105,10 @@ async fn metrics_answer_prometheus_text_to_a_plain_scrape_and_openmetrics_when_a
     for accept in [None, Some("text/plain"), Some("*/*")] {
         let (status, headers, body) = scrape(accept).await;
         assert_eq!(status, StatusCode::OK);
-        assert_eq!(headers["content-type"], "text/plain; version=0.0.4; charset=utf-8; escaping=underscores", "Accept: {accept:?}");
+        assert_eq!(
+            headers["content-type"], "text/plain; version=0.0.4; charset=utf-8; escaping=underscores",
+            "Accept: {accept:?}"
+        );
         assert!(body.contains("# TYPE interceptor_request_count_total counter\n"), "{body}");
         assert!(!body.contains("# EOF"), "{body}");
     }

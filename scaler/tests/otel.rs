@@ -3,8 +3,6 @@
 //! status; its metrics over OTLP.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::time::Duration;
-
 use httpscale_core::otel::TraceProtocol;
 use httpscale_testkit::otelcol::{Collector, ReceivedSpan};
 use httpscale_testkit::scaler::{scaler, so_ref};
@@ -25,12 +23,7 @@ async fn every_grpc_call_gets_a_span_continuing_the_callers_trace_and_metrics_ar
     let i = interceptor(&format!("routes:\n  - name: app\n    hosts: [app.local]\n    upstream: '{}'\n", dead.addr()))
         .await;
     let s = scaler(&i.routes_file, vec![i.admin().to_string()], |c| {
-        c.otel.traces_enabled = true;
-        c.otel.traces_protocol = TraceProtocol::Grpc;
-        c.otel.endpoint = Some(format!("http://{}", collector.grpc));
-        c.otel.metrics_enabled = true;
-        c.otel.metrics_endpoint = Some(format!("http://{}/v1/metrics", collector.http));
-        c.otel.metric_interval = Duration::from_millis(200);
+        collector.export_to(&mut c.otel, TraceProtocol::Grpc);
     })
     .await;
     let mut client = s.client().await;

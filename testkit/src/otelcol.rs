@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use httpscale_core::otel::{OtelArgs, TraceProtocol};
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -121,6 +122,18 @@ impl Collector {
         let (grpc_addr, http_addr) = (grpc.addr(), http.addr());
         drop((grpc, http));
         Self { process, grpc: grpc_addr, http: http_addr, dir }
+    }
+
+    /// Points `otel` at this collector: traces over `protocol` (its gRPC or HTTP port, the base endpoint as a
+    /// user sets it), metrics over OTLP/HTTP every 200 ms.
+    pub fn export_to(&self, otel: &mut OtelArgs, protocol: TraceProtocol) {
+        otel.traces_enabled = true;
+        otel.traces_protocol = protocol;
+        let base = if protocol == TraceProtocol::Grpc { self.grpc } else { self.http };
+        otel.endpoint = Some(format!("http://{base}"));
+        otel.metrics_enabled = true;
+        otel.metrics_endpoint = Some(format!("http://{}/v1/metrics", self.http));
+        otel.metric_interval = Duration::from_millis(200);
     }
 
     /// Every span received so far.

@@ -135,8 +135,7 @@ for H in "$peers/bin/helm3" "$peers/bin/helm"; do
     --set operator.metrics.auth=true
   rejects "profiling.interceptor.enabled=true is refused" 'profiling\.interceptor\.enabled=true: .*not supported' \
     --set profiling.interceptor.enabled=true
-  rejects "scaler.metrics.otlp.enabled=true is refused" 'scaler\.metrics\.otlp\.enabled=true: .*not supported' \
-    --set scaler.metrics.otlp.enabled=true
+  rejects "an unknown trace protocol is rejected by the schema" 'protocol' --set scaler.tracing.protocol=zipkin
   rejects "drainTimeout not below terminationGracePeriodSeconds is refused" \
     'terminationGracePeriodSeconds \(45\) must be above' --set interceptor.drainTimeout=45s
   rejects "a timeout that is not a Go duration is refused" 'responseHeaderTimeout: "2 minutes" is not a duration' \

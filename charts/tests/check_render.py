@@ -312,7 +312,8 @@ def checks_default(docs, other_docs):
                 'KEDA_HTTP_SCALER_TARGET_ADMIN_DEPLOYMENT': INTERCEPTOR,
                 'KEDA_HTTP_SCALER_TARGET_ADMIN_PORT': str(admin['spec']['ports'][0]['port']),
                 'KEDA_HTTP_SCALER_STREAM_INTERVAL_MS': '200', 'OTEL_PROM_EXPORTER_ENABLED': 'true',
-                'OTEL_PROM_EXPORTER_PORT': '2223'}
+                'OTEL_PROM_EXPORTER_PORT': '2223', 'OTEL_EXPORTER_OTLP_METRICS_ENABLED': 'false',
+                'OTEL_EXPORTER_OTLP_TRACES_ENABLED': 'false', 'OTEL_EXPORTER_OTLP_TRACES_PROTOCOL': 'console'}
         for k, v in want.items():
             eq(e.get(k), v, f'env {k}')
         eq(admin['metadata']['name'], ADMIN_SVC, 'admin Service name')
@@ -489,8 +490,12 @@ def checks_full(docs):
             eq(e.get(k), v, f'env {k}')
         eq(ic()['env'][-1], {'name': 'POD_IP', 'valueFrom': {'fieldRef': {'fieldPath': 'status.podIP'}}},
            'extraEnvs entry with valueFrom')
-        eq(env(container(objs[('Deployment', SCALER)])).get('KEDA_HTTP_QUEUE_TICK_DURATION'), '250ms',
-           'scaler extraEnvs given as a map')
+        se = env(container(objs[('Deployment', SCALER)]))
+        eq(se.get('KEDA_HTTP_QUEUE_TICK_DURATION'), '250ms', 'scaler extraEnvs given as a map')
+        eq((se.get('OTEL_EXPORTER_OTLP_METRICS_ENABLED'), se.get('OTEL_EXPORTER_OTLP_TRACES_ENABLED'),
+            se.get('OTEL_EXPORTER_OTLP_TRACES_PROTOCOL'), se.get('OTEL_EXPORTER_OTLP_ENDPOINT')),
+           ('true', 'true', 'grpc', 'http://otel-collector.observability:4317'),
+           'scaler.metrics.otlp.enabled, scaler.tracing.* and the collector endpoint from extraEnvs')
         eq(env(container(objs[('Deployment', OPERATOR)])).get('KEDA_HTTP_OPERATOR_LEADER_ELECTION_LEASE_DURATION'),
            '30s', 'operator extraEnvs')
         eq(ic()['args'], ['--zap-log-level=debug', '--zap-encoder=json', '--zap-time-encoding=iso8601',

@@ -7,15 +7,18 @@
 //! - with a clock or I/O: readiness gates that hold requests ([`gate`], async), watch events turned into steps
 //!   ([`watch`]), the process shutdown signal ([`shutdown`]), what the binaries do to start ([`startup`]:
 //!   configuration, routes file, listeners, exit codes), log set-up ([`telemetry`]), the small
-//!   admin/metrics listener every binary serves ([`admin`]), and TLS: policy, certificates by SNI with reload,
+//!   admin/metrics listener every binary serves ([`admin`]) and its exposition formats ([`exposition`]),
+//!   OpenTelemetry traces and OTLP metrics ([`otel`]), and TLS: policy, certificates by SNI with reload,
 //!   trust toward backends ([`tls`]).
 
 pub mod admin;
 pub mod duration;
+pub mod exposition;
 pub mod gate;
 pub mod host;
 pub mod index;
 pub mod listener;
+pub mod otel;
 pub mod queue;
 pub mod route;
 pub mod settings;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use httpscale_core::listener::{Limits, ListenerArgs, default_max_connections};
+use httpscale_core::otel::OtelArgs;
 use httpscale_core::settings::{duration, go_bool};
 use httpscale_core::startup::ConfigError;
 use httpscale_core::telemetry::LogArgs;
@@ -198,6 +199,9 @@ pub struct Config {
     pub process_launcher: Option<PathBuf>,
 
     #[command(flatten)]
+    pub otel: OtelArgs,
+
+    #[command(flatten)]
     pub log: LogArgs,
 }
 
@@ -226,6 +230,7 @@ impl Config {
         if self.max_headers < 100 {
             return Err(ConfigError::new("HTTPSCALE_MAX_HEADERS", "must be at least 100"));
         }
+        self.otel.validate()?;
         Ok(self)
     }
 

@@ -32,6 +32,7 @@ use std::time::Duration;
 use httpscale_core::Shutdown;
 use httpscale_core::admin as core_admin;
 use httpscale_core::listener::{self, Gatekeeper, LimitsCollector};
+use httpscale_core::otel::{Service, Telemetry};
 use httpscale_core::startup::{self, StartError, bind, read_routes, watch_routes_file};
 use tokio::net::TcpListener;
 
@@ -181,6 +182,9 @@ fn metrics_for(routes: &Arc<Routes>, process: &ProcessMetrics, gates: Vec<Arc<Ga
     metrics
 }
 
+/// Who the interceptor is in OpenTelemetry: upstream's `service.name`.
+pub const OTEL_SERVICE: Service = Service { name: "keda-http-interceptor", scope: "httpscale-interceptor" };
+
 /// What the shutdown sequence acts on.
 struct Drain {
     draining: Draining,
@@ -191,6 +195,7 @@ struct Drain {
     routes: Arc<Routes>,
     followers: Shutdown,
     listeners: Shutdown,
+    telemetry: Telemetry,
 }
 
 impl Drain {
@@ -208,6 +213,8 @@ impl Drain {
         self.routes.stop_readiness().await;
         self.followers.trigger();
         self.listeners.trigger();
+        // The last spans and one last round of OTLP metrics.
+        self.telemetry.shutdown().await;
         tracing::info!("interceptor stopped");
     }
 }
@@ -231,7 +238,10 @@ pub async fn start_with(
         Source::Cluster { .. } => (None, None),
     };
     let listeners = Listeners::bind(&config, file_admin_port).await?;
-    let metrics = metrics_for(&routes, &process, listeners.gates());
+    let metrics = Arc::new(metrics_for(&routes, &process, listeners.gates()));
+    let (mut telemetry, tracer) = Telemetry::start(&config.otel, OTEL_SERVICE)?;
+    let exposed = metrics.clone();
+    telemetry.export_metrics(&config.otel, Arc::new(move || exposed.encode()))?;
     let (draining, stopping) = (Draining::default(), Shutdown::new());
     let params = StackParams {
         routes: routes.clone(),
@@ -246,6 +256,7 @@ pub async fn start_with(
         }),
         bodies: source.bodies(),
         normalize_path: config.normalize_path,
+        tracer,
     };
     let pods = match &source {
         Source::Cluster { cluster, .. } => cluster.pods.clone(),
@@ -274,7 +285,7 @@ pub async fn start_with(
     let state = AdminState {
         routes: routes.clone(),
         draining: draining.clone(),
-        metrics: Arc::new(metrics),
+        metrics,
         streams: StreamSlots::new(config.max_queue_streams),
     };
     listeners.serve(Arc::new(state), &listeners_stop);
@@ -301,6 +312,7 @@ pub async fn start_with(
         routes: routes.clone(),
         followers,
         listeners: listeners_stop,
+        telemetry,
     };
     let done = tokio::spawn(drain.run(shutdown));
     Ok(Running { proxy_addr, proxy_tls_addr, admin_addr, metrics_addr, routes, done })

@@ -339,7 +339,8 @@ async fn shutdown_under_load_answers_every_accepted_request() {
     let clients: Vec<_> = (0..48).map(|_| tokio::spawn(client_loop(proxy, tally.clone()))).collect();
     // Under load however slow the machine: stop once 300 requests were answered, then keep the clients going
     // through the drain.
-    eventually(Duration::from_secs(30), "300 answers", || async { tally.answered.load(Ordering::Relaxed) >= 300 }).await;
+    eventually(Duration::from_secs(30), "300 answers", || async { tally.answered.load(Ordering::Relaxed) >= 300 })
+        .await;
     h.shutdown.trigger();
     tokio::time::sleep(Duration::from_millis(1800)).await;
     tally.stop.store(true, Ordering::Relaxed);

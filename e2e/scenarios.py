@@ -28,7 +28,9 @@ EXPECTED_REJECTIONS = {
     "port-and-port-name": "must define either the 'portName' or the 'port'",
     "failover-without-port": "must define either the 'portName' or the 'port'",
     "empty-scaling-metric": "at least one of 'concurrency' or 'requestRate' must be set",
-    "body-and-configmap": "body and bodyFromConfigMap are mutually exclusive",
+    "body-and-configmap": "at most one of 'body' or 'bodyFromConfigMap' may be set",
+    "overflow-placeholder-without-placeholder": "'placeholder' must be set when 'overflow' is 'Placeholder'",
+    "status-code-below-100": "spec.coldStart.placeholder.response.statusCode in body should be greater than or equal to 100",
     "empty-cold-start": "at least one of 'fallback', 'placeholder' or 'maxPendingRequests' must be set",
     "bad-response-mode": 'Unsupported value: "Sometimes": supported values: "Always", "WhenUnavailable"',
 }

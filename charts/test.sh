@@ -126,10 +126,6 @@ for H in "$peers/bin/helm3" "$peers/bin/helm"; do
     --set interceptor.responseHeaderTimout=1s
   rejects "interceptor.tls.enabled=true is refused" 'interceptor\.tls\.enabled=true: .*not supported' \
     --set interceptor.tls.enabled=true
-  rejects "operator.metrics.secure=true is refused" 'operator\.metrics\.secure=true: .*not supported' \
-    --set operator.metrics.secure=true
-  rejects "operator.metrics.auth=true is refused" 'operator\.metrics\.auth=true: .*not supported' \
-    --set operator.metrics.auth=true
   rejects "profiling.interceptor.enabled=true is refused" 'profiling\.interceptor\.enabled=true: .*not supported' \
     --set profiling.interceptor.enabled=true
   rejects "scaler.metrics.otlp.enabled=true is refused" 'scaler\.metrics\.otlp\.enabled=true: .*not supported' \

@@ -44,7 +44,7 @@ pub struct Config {
     #[arg(long, env = "KEDA_HTTP_DIRECT_POD_ROUTING", value_name = "KEDA_HTTP_DIRECT_POD_ROUTING", default_value = "true", value_parser = go_bool, action = clap::ArgAction::Set)]
     pub direct_pod_routing: bool,
 
-    /// Kubernetes mode: `/readyz` turns 503 when a watch has been failing for longer than this.
+    /// Kubernetes mode: `/readyz` turns 503 when a watch has been failing for longer than this; 0 = never.
     #[arg(long, env = "KEDA_HTTP_ROUTING_TABLE_MAX_STALENESS", value_name = "KEDA_HTTP_ROUTING_TABLE_MAX_STALENESS", default_value = "5m", value_parser = duration)]
     pub max_staleness: Duration,
 

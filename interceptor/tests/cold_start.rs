@@ -156,8 +156,9 @@ async fn with_overflow_placeholder_requests_are_held_up_to_the_limit_and_only_th
     let proxy = h.proxy();
     let held: Vec<_> = (0..2).map(|_| tokio::spawn(async move { get(proxy, "app.local", "/").await })).collect();
     eventually(Duration::from_secs(2), "two held", || async { concurrency(h.admin(), "default/app").await == 2 }).await;
-    let (status, _, body) = get(h.proxy(), "app.local", "/").await;
+    let (status, headers, body) = get(h.proxy(), "app.local", "/").await;
     assert_eq!((status, body.as_str()), (StatusCode::ACCEPTED, "warming up"), "the overflow gets the placeholder");
+    assert_eq!(headers["content-type"], "text/plain; charset=utf-8", "sniffed as upstream's Go server does");
     assert!(
         h.metrics()
             .await

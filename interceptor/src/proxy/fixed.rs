@@ -9,9 +9,11 @@ use super::types::ProxyResponse;
 use crate::placeholder::{Bodies, PreparedPlaceholder, resolve_body};
 
 /// The answer `p` gives to a request for `path`; a ConfigMap body is read now (see
-/// [`resolve_body`]), and its key's extension sets `Content-Type` unless the response sets one.
+/// [`resolve_body`]). Unless the response sets a `Content-Type`, a ConfigMap key's extension gives it, else
+/// the body's first bytes do ([`crate::sniff`]), as upstream's Go server; an empty body gets none.
 pub fn fixed_response(p: &PreparedPlaceholder, path: &str, bodies: &Bodies) -> Result<ProxyResponse, ProxyError> {
-    let (body, inferred) = resolve_body(&p.body, path, bodies)?;
+    let (body, by_key) = resolve_body(&p.body, path, bodies)?;
+    let inferred = by_key.or_else(|| (!body.is_empty()).then(|| crate::sniff::detect(&body)));
     let mut resp = Response::new(ProxyBody::full(body));
     *resp.status_mut() = p.status;
     for (k, v) in &p.headers {

@@ -104,6 +104,7 @@ mod tests {
         assert_eq!(detect(b"\x89PNG\x0D\x0A\x1A\x0A...."), "image/png");
         assert_eq!(detect(b"RIFF\0\0\0\0WEBPVP8 "), "image/webp");
         assert_eq!(detect(b"\x00\x01\x02binary"), "application/octet-stream");
+        assert_eq!(detect(b"teapot"), "text/plain; charset=utf-8", "the Go add-on's answer to a bare body");
     }
 
     #[test]

@@ -176,8 +176,11 @@ async fn past_a_listeners_budget_new_connections_get_503_and_other_listeners_are
         raw(h.proxy(), ok, WAIT).await.starts_with("HTTP/1.1 200")
     })
     .await;
+    // At least the one refusal above; a retry that raced the closes is counted too.
     let m = h.metrics().await;
-    assert!(m.contains(r#"httpscale_connection_limits_total{listener="proxy",limit="max_connections"} 1"#), "{m}");
+    let refused = r#"httpscale_connection_limits_total{listener="proxy",limit="max_connections"} "#;
+    let count = m.lines().find_map(|l| l.strip_prefix(refused)).and_then(|n| n.parse::<u64>().ok());
+    assert!(count.is_some_and(|n| n >= 1), "{m}");
     drop(flood);
     h.stop().await;
 }

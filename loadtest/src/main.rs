@@ -343,28 +343,7 @@ fn main() -> ExitCode {
 fn scenario(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
         Cmd::Run(a) => run_one(a),
-        Cmd::Overhead(a) => {
-            let tools = Tools::locate(a.common.interceptor.as_deref())?;
-            let opts = overhead::OverheadOpts {
-                concurrencies: flatten(a.concurrency),
-                rounds: a.rounds,
-                duration: a.duration,
-                warmup: a.warmup,
-                proxy_threads: a.proxy_threads,
-                client_threads: a.client_threads,
-                backend: a.backend,
-                backend_threads: a.backend_threads,
-                protocol: a.protocol,
-                h2_streams: a.h2_streams,
-                rate: a.rate,
-                skip_nginx: a.skip_nginx,
-                progress: !a.common.quiet,
-                client: a.client,
-            };
-            let report = overhead::run(&tools, &opts)?;
-            report.print();
-            a.common.json.map_or(Ok(()), |p| write_json(&p, &report))
-        }
+        Cmd::Overhead(a) => overhead_cmd(a),
         Cmd::ColdBurst(a) => {
             let tools = Tools::locate(a.common.interceptor.as_deref())?;
             let opts = cold_burst::ColdBurstOpts {
@@ -440,6 +419,29 @@ fn scenario(cmd: Cmd) -> anyhow::Result<()> {
         Cmd::Sigterm(a) => sigterm_cmd(a),
         Cmd::Backend(_) | Cmd::RunInterceptor { .. } => Ok(()),
     }
+}
+
+fn overhead_cmd(a: OverheadArgs) -> anyhow::Result<()> {
+    let tools = Tools::locate(a.common.interceptor.as_deref())?;
+    let opts = overhead::OverheadOpts {
+        concurrencies: flatten(a.concurrency),
+        rounds: a.rounds,
+        duration: a.duration,
+        warmup: a.warmup,
+        proxy_threads: a.proxy_threads,
+        client_threads: a.client_threads,
+        backend: a.backend,
+        backend_threads: a.backend_threads,
+        protocol: a.protocol,
+        h2_streams: a.h2_streams,
+        rate: a.rate,
+        skip_nginx: a.skip_nginx,
+        progress: !a.common.quiet,
+        client: a.client,
+    };
+    let report = overhead::run(&tools, &opts)?;
+    report.print();
+    a.common.json.map_or(Ok(()), |p| write_json(&p, &report))
 }
 
 fn chart_cmd(input: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {

@@ -122,6 +122,11 @@ async fn the_scaler_finds_interceptors_and_route_specs_in_the_cluster() {
         s.running.state.metrics.push_updates.get() > 0
     })
     .await;
+    // A push can arrive before the first polling round has set the gauge.
+    eventually(Duration::from_secs(10), "the first polling round", || async {
+        s.running.state.metrics.endpoints.get() > 0
+    })
+    .await;
     assert_eq!(s.running.state.metrics.endpoints.get(), 1, "only the admin Service's endpoint is followed");
 
     // Activation: a request held at the interceptor reaches an open StreamIsActive.

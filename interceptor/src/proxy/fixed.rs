@@ -13,14 +13,14 @@ use crate::placeholder::{Bodies, PreparedPlaceholder, resolve_body};
 /// the body's first bytes do ([`crate::sniff`]), as upstream's Go server; an empty body gets none.
 pub fn fixed_response(p: &PreparedPlaceholder, path: &str, bodies: &Bodies) -> Result<ProxyResponse, ProxyError> {
     let (body, by_key) = resolve_body(&p.body, path, bodies)?;
-    let inferred = by_key.or_else(|| (!body.is_empty()).then(|| crate::sniff::detect(&body)));
+    let content_type = by_key.or_else(|| (!body.is_empty()).then(|| crate::sniff::detect(&body)));
     let mut resp = Response::new(ProxyBody::full(body));
     *resp.status_mut() = p.status;
     for (k, v) in &p.headers {
         resp.headers_mut().insert(k.clone(), v.clone());
     }
-    if let Some(ct) = inferred
-        && !resp.headers().contains_key(CONTENT_TYPE)
+    if !resp.headers().contains_key(CONTENT_TYPE)
+        && let Some(ct) = content_type
     {
         resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(ct));
     }

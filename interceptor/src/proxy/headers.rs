@@ -66,7 +66,7 @@ pub fn prepare_request(
     let te_trailers = has_token(headers, &header::TE, "trailers");
     remove_hop_by_hop(headers);
     if let Some(protocol) = upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
         headers.insert(header::UPGRADE, protocol);
     }
     if te_trailers {
@@ -114,7 +114,10 @@ mod tests {
         let host = HeaderValue::from_static("h");
         let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket"), ("te", "trailers, deflate")]);
         prepare_request(&mut h, None, &host, false, false);
-        assert_eq!(h["connection"], "upgrade");
+        assert_eq!(
+            h["connection"], "Upgrade",
+            "as Go spells it (RFC 9110 tokens are case-insensitive; some servers are not)"
+        );
         assert_eq!(h["upgrade"], "websocket");
         assert_eq!(h["te"], "trailers");
         let mut h = map(&[("host", "h")]);

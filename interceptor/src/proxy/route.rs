@@ -3,7 +3,7 @@
 //! Before any lookup the target is checked ([`target`]): exactly one valid `Host`, agreeing with HTTP/2's
 //! `:authority`, no userinfo, `*` only for `OPTIONS` (answered here with `200`, as Go's server does), and
 //! dot segments removed from the path (unless `HTTPSCALE_NORMALIZE_PATH` is off; a path above the root is
-//! refused): a failed check is `400` and nothing is forwarded, whatever the routes. The host is the request
+//! refused; escaped unreserved characters match as themselves): a failed check is `400` and nothing is forwarded, whatever the routes. The host is the request
 //! target's authority when it has one (absolute-form HTTP/1.1 targets and HTTP/2's `:authority`, as RFC 9112
 //! §3.2.2 requires), else the `Host` header; the backend gets that host in `Host`. A request no route names
 //! fails with `NoRoute` (404) and is never forwarded; CONNECT is refused. States of a routed request:
@@ -86,10 +86,16 @@ fn normalize_path<B>(req: &mut Request<B>) -> Result<(), ProxyError> {
 }
 
 /// The route of a checked request.
-fn route_request<B>(routes: &Routes, req: &Request<B>, host: HeaderValue) -> Result<Routed, ProxyError> {
+fn route_request<B>(
+    routes: &Routes,
+    req: &Request<B>,
+    host: HeaderValue,
+    normalize: bool,
+) -> Result<Routed, ProxyError> {
     let host_str = host.to_str().map_err(|_| TargetError::MissingHost)?;
     let table = routes.table();
-    match table.lookup(host_str, req.uri().path(), req.headers()) {
+    let path = if normalize { target::matching_path(req.uri().path()) } else { req.uri().path().into() };
+    match table.lookup(host_str, &path, req.headers()) {
         Some(route) => Ok(Routed { route: route.clone(), host }),
         None => Err(ProxyError::NoRoute { host: target::quote(host_str), path: target::quote(req.uri().path()) }),
     }
@@ -119,7 +125,7 @@ where
             if self.normalize_path {
                 normalize_path(&mut req)?;
             }
-            route_request(&self.routes, &req, host).map(Some)
+            route_request(&self.routes, &req, host, self.normalize_path).map(Some)
         });
         let routed = match checked {
             Ok(Some(r)) => r,

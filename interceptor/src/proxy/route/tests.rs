@@ -129,3 +129,18 @@ async fn dot_segments_are_removed_before_matching_unless_turned_off() {
         assert!(answer.await.is_ok());
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn escaped_unreserved_characters_match_as_themselves_and_are_forwarded_as_received() {
+    let api = "routes:\n  - {name: root, hosts: [h], upstream: '127.0.0.1:1'}\n  - {name: api, hosts: [h], pathPrefixes: [/api], upstream: '127.0.0.1:2'}\n";
+    for (normalize, route, uri) in [(true, "api", "/%61pi/x"), (true, "root", "/a%2Fpi"), (false, "root", "/%61pi/x")] {
+        let (inner, mut handle) = mock();
+        let mut svc = RouteLayer::new(routes(api), normalize).layer(inner);
+        let answer = svc.ready().await.unwrap().call(request(uri, Some("h")));
+        let (seen, send) = handle.next_request().await.unwrap();
+        assert_eq!(seen.extensions().get::<Routed>().unwrap().route.route.key.name, route, "{uri}");
+        assert_eq!(seen.uri(), uri, "forwarded as received");
+        send.send_response(ok("ok"));
+        assert!(answer.await.is_ok());
+    }
+}

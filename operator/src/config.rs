@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use rustls::ServerConfig;
 use httpscale_core::listener::ListenerArgs;
 use httpscale_core::settings::{duration, go_bool};
 use httpscale_core::startup::ConfigError;
 use httpscale_core::telemetry::LogArgs;
+use rustls::ServerConfig;
 
 use crate::desired::ScalerAddress;
 

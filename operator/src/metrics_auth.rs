@@ -37,8 +37,12 @@ impl Refusal {
     /// One log line naming the cause.
     pub fn log(&self, path: &str) {
         match self {
-            Self::Unauthenticated(why) => tracing::info!(path, cause = %why, "metrics request refused: not authenticated"),
-            Self::AuthenticationFailed(e) => tracing::warn!(path, cause = %e, "metrics request refused: TokenReview failed"),
+            Self::Unauthenticated(why) => {
+                tracing::info!(path, cause = %why, "metrics request refused: not authenticated")
+            }
+            Self::AuthenticationFailed(e) => {
+                tracing::warn!(path, cause = %e, "metrics request refused: TokenReview failed")
+            }
             Self::Denied { user, reason } => {
                 tracing::info!(path, user = %user, reason = %reason, "metrics request refused: not authorised")
             }

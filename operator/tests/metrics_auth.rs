@@ -59,7 +59,8 @@ async fn api_call(api: &mut ApiHandle, reply: impl FnOnce(&Value) -> Value) -> (
     let path = req.uri().path().to_owned();
     let body: Value = serde_json::from_slice(&req.into_body().collect().await.unwrap().to_bytes()).unwrap();
     let answer = reply(&body);
-    respond.send_response(Response::builder().status(201).body(Body::from(serde_json::to_vec(&answer).unwrap())).unwrap());
+    respond
+        .send_response(Response::builder().status(201).body(Body::from(serde_json::to_vec(&answer).unwrap())).unwrap());
     (path, body)
 }
 

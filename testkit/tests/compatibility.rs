@@ -3,6 +3,8 @@
 //! was renamed or removed. Names come from the binaries' typed configs (clap), their metric registries and the
 //! generated CRDs; a variable read outside clap (a deprecated alias) counts when the crate's source reads it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -127,7 +129,8 @@ fn metric_names() -> BTreeSet<String> {
     let mut names = BTreeSet::new();
     for line in texts.iter().flat_map(|t| t.lines()) {
         let mut words = line.split_whitespace();
-        if let (Some("#"), Some("TYPE"), Some(name), Some(kind)) = (words.next(), words.next(), words.next(), words.next())
+        if let (Some("#"), Some("TYPE"), Some(name), Some(kind)) =
+            (words.next(), words.next(), words.next(), words.next())
         {
             names.insert(name.to_string());
             if kind == "counter" {
@@ -176,7 +179,8 @@ fn written_scaled_object() -> serde_json::Value {
     .unwrap();
     let mut obj = httpscale_core::spec::HTTPScaledObject::new("app", spec);
     obj.metadata.namespace = Some("default".into());
-    let scaler = httpscale_operator::desired::ScalerAddress { service: "s".into(), namespace: "keda".into(), port: 9090 };
+    let scaler =
+        httpscale_operator::desired::ScalerAddress { service: "s".into(), namespace: "keda".into(), port: 9090 };
     serde_json::to_value(httpscale_operator::desired::scaled_object(&obj, &scaler)).unwrap()
 }
 
@@ -205,7 +209,12 @@ fn every_named_env_var_flag_metric_and_crd_field_of_a_kept_row_exists() {
     let mut checked = 0;
     let mut absent = Vec::new();
     for row in &rows {
-        assert!(VERDICTS.contains(&row.verdict.as_str()), "row {}: verdict {:?} is not one of {VERDICTS:?}", row.id, row.verdict);
+        assert!(
+            VERDICTS.contains(&row.verdict.as_str()),
+            "row {}: verdict {:?} is not one of {VERDICTS:?}",
+            row.id,
+            row.verdict
+        );
         if row.verdict == "missing" || row.item.contains("removed") {
             continue;
         }

@@ -77,6 +77,13 @@ fn context(with_events: bool) -> (Arc<Context>, ApiHandle) {
     (Arc::new(Context::new(client, scaler, Arc::new(Metrics::new()), recorder)), handle)
 }
 
+/// The ScaledObject this HTTPScaledObject owns, as the API server returns it.
+fn our_scaled_object() -> Value {
+    json!({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": {"name": "ollama", "namespace": "ollama",
+        "ownerReferences": [{"apiVersion": "http.keda.sh/v1alpha1", "kind": "HTTPScaledObject", "name": "ollama", "uid": "uid-1", "controller": true}]},
+        "spec": {"scaleTargetRef": {"name": "ollama"}, "triggers": []}})
+}
+
 fn ready_of(status_patch: &Value) -> &Value {
     &status_patch["status"]["conditions"][0]
 }
@@ -169,12 +176,7 @@ async fn the_skip_annotation_deletes_our_scaled_object_and_creates_none() {
         (c.method.clone(), c.path.as_str()),
         (Method::GET, "/apis/keda.sh/v1alpha1/namespaces/ollama/scaledobjects/ollama")
     );
-    c.reply(
-        200,
-        json!({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": {"name": "ollama", "namespace": "ollama",
-            "ownerReferences": [{"apiVersion": "http.keda.sh/v1alpha1", "kind": "HTTPScaledObject", "name": "ollama", "uid": "uid-1", "controller": true}]},
-            "spec": {"scaleTargetRef": {"name": "ollama"}, "triggers": []}}),
-    );
+    c.reply(200, our_scaled_object());
     let c = next(&mut api).await;
     assert_eq!(
         (c.method.clone(), c.path.as_str()),
@@ -336,12 +338,7 @@ async fn with_both_annotations_the_scaled_object_is_orphaned_and_kept_not_delete
     let task = tokio::spawn(reconcile::httpso(Arc::new(obj.clone()), ctx));
     let c = next(&mut api).await;
     assert_eq!(c.method, Method::GET);
-    c.reply(
-        200,
-        json!({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": {"name": "ollama", "namespace": "ollama",
-            "ownerReferences": [{"apiVersion": "http.keda.sh/v1alpha1", "kind": "HTTPScaledObject", "name": "ollama", "uid": "uid-1", "controller": true}]},
-            "spec": {"scaleTargetRef": {"name": "ollama"}, "triggers": []}}),
-    );
+    c.reply(200, our_scaled_object());
     let c = next(&mut api).await;
     assert_eq!(c.method, Method::PATCH, "orphaned, never deleted");
     assert_eq!(c.body["metadata"]["ownerReferences"], json!([]));

@@ -385,26 +385,38 @@ impl std::io::Write for Captured {
     }
 }
 
+/// The log lines of this test process. A global subscriber, not a thread-local one: tracing caches each
+/// call site's interest, and a thread-local subscriber races with the other tests' threads over that cache.
+fn logs() -> &'static Captured {
+    static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        logs
+    })
+}
+
 /// Upstream logs its deprecation warning once per HTTPScaledObject (a `sync.Map` keyed by namespace/name).
 #[tokio::test]
 async fn the_deprecation_warning_is_logged_once_per_httpscaledobject() {
-    let logs = Captured::default();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let logs = logs();
     let (ctx, mut api) = context(false);
-    let first = httpso("");
+    let mut first = httpso("");
+    first.metadata.name = Some("deprecated-a".into());
     let mut second = httpso("");
-    second.metadata.name = Some("other".into());
+    second.metadata.name = Some("deprecated-b".into());
     for obj in [&first, &first, &second, &first] {
         let task = tokio::spawn(reconcile::httpso(Arc::new(obj.clone()), ctx.clone()));
         answer_apply_and_status(&mut api, obj).await;
         task.await.unwrap().unwrap();
     }
     let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    let lines: Vec<&str> = text.lines().filter(|l| l.contains("HTTPScaledObject is deprecated")).collect();
+    let lines: Vec<&str> =
+        text.lines().filter(|l| l.contains("HTTPScaledObject is deprecated") && l.contains("deprecated-")).collect();
     assert_eq!(lines.len(), 2, "{text}");
-    assert!(lines[0].contains("WARN") && lines[0].contains("ollama/ollama"), "{}", lines[0]);
-    assert!(lines[1].contains("ollama/other"), "{}", lines[1]);
+    assert!(lines[0].contains("WARN") && lines[0].contains("ollama/deprecated-a"), "{}", lines[0]);
+    assert!(lines[1].contains("ollama/deprecated-b"), "{}", lines[1]);
     assert!(lines[0].contains(reconcile::DEPRECATION_WARNING), "{}", lines[0]);
 }

@@ -416,6 +416,27 @@ def interceptor_route(ctx):
     assert ctx.replicas("owned", "api") >= 1
     status, _, _ = request(ctx.interceptor_url, "api.owned", "/other")
     assert status == 404, f"a path outside the InterceptorRoute's rules was answered {status}"
+    stream_metric_spec(ctx)
+
+
+def quantity(q):
+    """A Kubernetes quantity as a number (KEDA writes metric targets as milli-quantities)."""
+    q = str(q)
+    return float(q[:-1]) / 1000 if q.endswith("m") else float(q)
+
+
+def stream_metric_spec(ctx):
+    """KEDA 2.21 calls StreamMetricSpec: an InterceptorRoute's new target reaches the HPA, no ScaledObject edit."""
+    def hpa_targets():
+        hpa = ctx.kube.find("HorizontalPodAutoscaler", "owned", "keda-hpa-api") or {}
+        return [quantity(m["external"]["target"]["averageValue"]) for m in hpa.get("spec", {}).get("metrics", [])]
+    wait_for("HPA keda-hpa-api targets 5", lambda: hpa_targets() == [5.0], timeout=30)
+    generation = ctx.kube.get("ScaledObject", "owned", "api")["metadata"]["generation"]
+    ctx.kube.merge_patch("InterceptorRoute", "owned", "api",
+                         {"spec": {"scalingMetric": {"concurrency": {"targetValue": 8}}}})
+    wait_for("HPA keda-hpa-api targets 8, pushed by StreamMetricSpec", lambda: hpa_targets() == [8.0], timeout=30)
+    after = ctx.kube.get("ScaledObject", "owned", "api")["metadata"]["generation"]
+    assert after == generation, f"the ScaledObject was edited (generation {generation} -> {after})"
 
 
 def request(base, host, path, method="GET", body=None, timeout=30, headers=None):

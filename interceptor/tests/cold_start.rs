@@ -37,7 +37,7 @@ async fn a_held_request_is_counted_then_served_when_the_backend_comes_up() {
     assert_eq!(concurrency(h.admin(), "default/app").await, 0);
     let m = h.metrics().await;
     assert!(
-        m.contains(r#"interceptor_cold_start_wait_seconds_count{route_name="app",route_namespace="default"} 1"#),
+        m.contains(r#"interceptor_cold_start_duration_seconds_count{route_name="app",route_namespace="default",outcome="ready"} 1"#),
         "{m}"
     );
     // Now warm.

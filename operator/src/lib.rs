@@ -112,7 +112,7 @@ async fn serve_probes(
             listener,
             gates.metrics,
             move |req| match req.uri().path() {
-                "/metrics" => admin::metrics(m.encode()),
+                "/metrics" => admin::metrics(req.headers(), m.encode()),
                 _ => admin::text(StatusCode::NOT_FOUND, "Not Found\n"),
             },
             shutdown.clone(),

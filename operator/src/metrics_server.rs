@@ -107,7 +107,7 @@ async fn answer(secured: &Secured, req: &Request<Incoming>) -> Response<AdminBod
         return r;
     }
     match path {
-        "/metrics" => admin::metrics(secured.metrics.encode()),
+        "/metrics" => admin::metrics(req.headers(), secured.metrics.encode()),
         _ => admin::text(StatusCode::NOT_FOUND, "Not Found\n"),
     }
 }

@@ -134,7 +134,7 @@ where
         };
         let route = routed.route.clone();
         if let Some(slot) = req.extensions().get::<RouteSlot>() {
-            let _ = slot.0.set(route.clone());
+            slot.set_route(route.clone());
         }
         req.extensions_mut().insert(routed);
         let deadline = route.request_timeout.map(|t| (t, Instant::now() + t));

@@ -4,6 +4,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use http::Request;
+use httpscale_core::otel::Tracer;
 use tower::{Service, ServiceBuilder};
 
 use super::cold_start::{ColdStartLayer, ColdStartParams};
@@ -29,6 +30,8 @@ pub struct StackParams {
     pub bodies: Bodies,
     /// Remove dot segments from paths before matching (`HTTPSCALE_NORMALIZE_PATH`).
     pub normalize_path: bool,
+    /// A server span per request when traces are on (`OTEL_EXPORTER_OTLP_TRACES_ENABLED`).
+    pub tracer: Option<Tracer>,
 }
 
 /// The assembled pipeline for request bodies `B`: every failure answered, so it never errs.
@@ -59,7 +62,7 @@ impl<B, T> Pipeline<B> for T where
 /// metrics → rescue → route → statics → count → cold start → `forward`.
 pub fn stack<B: RequestBody>(p: &StackParams, forward: Forward<B>) -> impl Pipeline<B> {
     ServiceBuilder::new()
-        .layer(MetricsLayer::new(p.requests.clone(), p.log_requests))
+        .layer(MetricsLayer::new(p.requests.clone(), p.log_requests, p.tracer.clone()))
         .layer(RescueLayer::new(p.draining.clone()))
         .layer(RouteLayer::new(p.routes.clone(), p.normalize_path))
         .layer(StaticLayer::new(p.bodies.clone(), forward.clone()))

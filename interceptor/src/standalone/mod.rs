@@ -70,7 +70,7 @@ impl Standalone {
                 let supervised = Supervised {
                     key: p.key,
                     spec: p.spec,
-                    address: t.target.to_string(),
+                    address: probe_address(&t.target),
                     probe: t.probe,
                     users: users.clone(),
                     metrics: self.metrics.clone(),
@@ -78,9 +78,19 @@ impl Standalone {
                 };
                 self.runtime.spawn(supervise(supervised, t.gate, cancel.clone()))
             }
-            None => self.runtime.spawn(probe_loop(t.target.to_string(), t.probe, t.gate, self.timing, cancel.clone())),
+            None => {
+                self.runtime.spawn(probe_loop(probe_address(&t.target), t.probe, t.gate, self.timing, cancel.clone()))
+            }
         };
         Task { key, gate, users, cancel, handle }
+    }
+}
+
+/// The `host:port` a target is probed at (without an `https://` scheme).
+fn probe_address(target: &Target) -> String {
+    match target {
+        Target::Address(a) => Target::address(a).0.to_owned(),
+        other => other.to_string(),
     }
 }
 

@@ -206,3 +206,73 @@ async fn without_both_its_own_limit_and_overflow_placeholder_the_placeholder_ans
         assert_eq!(route.pending.load(Ordering::Acquire), 0, "{cold_start}: nothing held");
     }
 }
+
+/// The count of `interceptor_cold_start_duration_seconds` for one outcome, and its sum.
+fn waits(l: &Layered, route: &RouteState, outcome: Outcome) -> (u64, f64) {
+    let mut r = prometheus_client::registry::Registry::default();
+    r.register("d", "", l.params.metrics.duration.clone());
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &r).unwrap();
+    let labels = format!(
+        "{{route_name=\"{}\",route_namespace=\"{}\",outcome=\"{}\"}}",
+        route.route.key.name,
+        route.route.key.namespace,
+        outcome.as_str()
+    );
+    let value = |suffix: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("d_{suffix}{labels} ")))
+            .map_or(0.0, |v| v.parse::<f64>().unwrap())
+    };
+    (value("count") as u64, value("sum"))
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_wait_is_observed_once_with_how_it_ended_and_left_in_the_slot() {
+    let route = route("127.0.0.1:1", "    timeouts: {readiness: 2s}\n    coldStart: {maxPendingRequests: 1}\n");
+    let mut l = layered();
+    let slot = RouteSlot::default();
+    let mut req = routed(&route, "/", ());
+    req.extensions_mut().insert(slot.clone());
+    let held = tokio::spawn(l.svc.ready().await.unwrap().call(req));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let _ = l.svc.ready().await.unwrap().call(routed(&route, "/", ())).await.unwrap_err();
+    assert_eq!(waits(&l, &route, Outcome::Overflow), (1, 0.0), "refused over the cap at once");
+    route.gate.set_open(true);
+    let (_, send) = l.handle.next_request().await.unwrap();
+    send.send_response(ok("ok"));
+    held.await.unwrap().unwrap();
+    assert_eq!(waits(&l, &route, Outcome::Ready), (1, 1.5));
+    assert_eq!(slot.held(), Some(Duration::from_millis(1500)), "the metrics layer labels it cold_start=true");
+
+    route.gate.set_open(false);
+    let _ = l.svc.ready().await.unwrap().call(routed(&route, "/", ())).await.unwrap_err();
+    assert_eq!(waits(&l, &route, Outcome::Timeout), (1, 2.0));
+
+    let left = tokio::spawn(l.svc.ready().await.unwrap().call(routed(&route, "/", ())));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    left.abort();
+    let _ = left.await;
+    assert_eq!(waits(&l, &route, Outcome::Canceled), (1, 0.5), "the client left while held");
+
+    route.gate.refuse(Refusal { kind: RefusalKind::Failed, reason: "exited".into() });
+    let _ = l.svc.ready().await.unwrap().call(routed(&route, "/", ())).await.unwrap_err();
+    assert_eq!(waits(&l, &route, Outcome::Error).0, 1);
+    route.gate.clear_refusal();
+
+    let stopped = tokio::spawn(l.svc.ready().await.unwrap().call(routed(&route, "/", ())));
+    tokio::task::yield_now().await;
+    l.params.stopping.trigger();
+    let _ = stopped.await;
+    assert_eq!(waits(&l, &route, Outcome::Shutdown).0, 1);
+
+    let warm = RouteSlot::default();
+    route.gate.set_open(true);
+    let mut req = routed(&route, "/", ());
+    req.extensions_mut().insert(warm.clone());
+    let answer = tokio::spawn(l.svc.ready().await.unwrap().call(req));
+    let (_, send) = l.handle.next_request().await.unwrap();
+    send.send_response(ok("ok"));
+    answer.await.unwrap().unwrap();
+    assert_eq!(warm.held(), None, "a warm request never waited: cold_start=false");
+}

@@ -26,7 +26,7 @@ async fn requests_are_routed_on_the_target_authority_else_the_host_header() {
     let (seen, send) = handle.next_request().await.unwrap();
     let routed = seen.extensions().get::<Routed>().unwrap();
     assert_eq!((routed.route.route.key.name.as_str(), routed.host.to_str().unwrap()), ("app", "App.Local:8080"));
-    assert_eq!(slot.0.get().unwrap().route.key.name, "app", "the metrics layer learns the route");
+    assert_eq!(slot.route().unwrap().route.key.name, "app", "the metrics layer learns the route");
     send.send_response(ok("ok"));
     assert!(answer.await.is_ok());
 

@@ -129,10 +129,6 @@ for H in "$peers/bin/helm3" "$peers/bin/helm"; do
     --set interceptor.responseHeaderTimout=1s
   rejects "interceptor.tls.caDirs of the wrong type is rejected by the schema" 'caDirs.*(Invalid type|got object)' \
     --set interceptor.tls.caDirs.x=1
-  rejects "operator.metrics.secure=true is refused" 'operator\.metrics\.secure=true: .*not supported' \
-    --set operator.metrics.secure=true
-  rejects "operator.metrics.auth=true is refused" 'operator\.metrics\.auth=true: .*not supported' \
-    --set operator.metrics.auth=true
   rejects "profiling.interceptor.enabled=true is refused" 'profiling\.interceptor\.enabled=true: .*not supported' \
     --set profiling.interceptor.enabled=true
   rejects "an unknown trace protocol is rejected by the schema" 'protocol' --set scaler.tracing.protocol=zipkin

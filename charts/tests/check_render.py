@@ -36,6 +36,8 @@ OPERATOR_OBJECTS = {
     ('Deployment', OPERATOR), ('Service', OPERATOR_METRICS_SVC), ('ServiceAccount', P),
     ('ClusterRole', f'{P}-role'), ('ClusterRoleBinding', f'{P}-rolebinding'),
     ('Role', f'{P}-role'), ('RoleBinding', f'{P}-role-rolebinding'),
+    # operator.metrics.auth (on by default, as upstream): scrapers' role, and the operator's right to check them
+    ('ClusterRole', f'{P}-metrics-reader'), ('ClusterRoleBinding', f'{P}-auth-delegator'),
 }
 EXPECTED = CRDS | OPERATOR_OBJECTS | {
     ('Deployment', INTERCEPTOR), ('Service', PROXY_SVC), ('Service', ADMIN_SVC),
@@ -68,6 +70,7 @@ EXPECTED_RULES = {
         (['http.keda.sh'], ['httpscaledobjects/status', 'interceptorroutes/status'], ['get', 'patch', 'update']),
         (['keda.sh'], ['scaledobjects'], ALL_VERBS),
         (['', 'events.k8s.io'], ['events'], ['create', 'patch'])),
+    ('ClusterRole', f'{P}-metrics-reader'): triples(([None], ['/metrics'], ['get'])),
     ('Role', f'{P}-role'): triples(
         (['coordination.k8s.io'], ['leases'], ALL_VERBS),
         (['', 'events.k8s.io'], ['events'], ['create', 'patch'])),
@@ -142,8 +145,9 @@ def selects(selector, dep):
 def rule_triples(role):
     out = set()
     for r in role.get('rules', []):
-        assert 'nonResourceURLs' not in r and 'resourceNames' not in r, f'unexpected rule shape {r}'
+        assert 'resourceNames' not in r, f'unexpected rule shape {r}'
         out |= triples((r.get('apiGroups', []), r.get('resources', []), r.get('verbs', [])))
+        out |= triples(([None], r.get('nonResourceURLs', []), r.get('verbs', [])))
     return out
 
 
@@ -234,7 +238,7 @@ def checks_default(docs, other_docs):
         eq([(p['name'], p['port']) for p in objs[('Service', SCALER)]['spec']['ports']],
            [('grpc', 9090), ('metrics', 2223)], 'scaler Service ports')
         eq([(p['name'], p['port']) for p in objs[('Service', OPERATOR_METRICS_SVC)]['spec']['ports']],
-           [('metrics', 8080)], 'operator metrics Service ports')
+           [('metrics', 8443)], 'operator metrics Service ports')
 
     @check('interceptor Deployment: no replicas, ports, probes, env incl. KEDA_HTTP_RESPONSE_HEADER_TIMEOUT=120s')
     def _():
@@ -324,9 +328,10 @@ def checks_default(docs, other_docs):
         eq(d['spec'].get('replicas'), 1, 'replicas')
         c = container(d)
         eq(c['image'], f'ghcr.io/httpscale/operator:{APP_VERSION}', 'image')
-        eq(c['args'], ['--metrics-bind-address=:8080', '--health-probe-bind-address=:8081', '--leader-elect',
+        eq(c['args'], ['--metrics-bind-address=:8443', '--metrics-secure=true', '--metrics-auth=true',
+                       '--health-probe-bind-address=:8081', '--leader-elect',
                        '--zap-log-level=info', '--zap-encoder=console', '--zap-time-encoding=rfc3339'], 'args')
-        eq(ports(c), {'metrics': 8080, 'probes': 8081}, 'container ports')
+        eq(ports(c), {'metrics': 8443, 'probes': 8081}, 'container ports')
         eq((c['livenessProbe']['httpGet']['path'], c['livenessProbe']['httpGet']['port']), ('/healthz', 'probes'),
            'liveness probe')
         eq((c['readinessProbe']['httpGet']['path'], c['readinessProbe']['httpGet']['port']), ('/readyz', 'probes'),
@@ -355,7 +360,8 @@ def checks_default(docs, other_docs):
         bindings = {('ClusterRoleBinding', INTERCEPTOR): (INTERCEPTOR, 'ClusterRole', INTERCEPTOR),
                     ('ClusterRoleBinding', SCALER): (SCALER, 'ClusterRole', SCALER),
                     ('ClusterRoleBinding', f'{P}-rolebinding'): (P, 'ClusterRole', f'{P}-role'),
-                    ('RoleBinding', f'{P}-role-rolebinding'): (P, 'Role', f'{P}-role')}
+                    ('RoleBinding', f'{P}-role-rolebinding'): (P, 'Role', f'{P}-role'),
+                    ('ClusterRoleBinding', f'{P}-auth-delegator'): (P, 'ClusterRole', 'system:auth-delegator')}
         for key, (sa, rkind, rname) in bindings.items():
             b = objs[key]
             eq(b['roleRef'], {'apiGroup': 'rbac.authorization.k8s.io', 'kind': rkind, 'name': rname}, f'{key} roleRef')

@@ -42,11 +42,12 @@ pub struct Config {
     #[arg(long, env = "KEDA_HTTP_WATCH_NAMESPACE", value_name = "KEDA_HTTP_WATCH_NAMESPACE", default_value = "")]
     pub watch_namespace: String,
 
-    /// Kubernetes mode: send requests straight to ready pod addresses instead of the Service.
-    #[arg(long, env = "KEDA_HTTP_DIRECT_POD_ROUTING", value_name = "KEDA_HTTP_DIRECT_POD_ROUTING", default_value = "false", value_parser = go_bool, action = clap::ArgAction::Set)]
+    /// Kubernetes mode: send requests straight to ready pod addresses instead of the Service (to the Service
+    /// when no pod address is ready). On by default, as upstream 0.16.
+    #[arg(long, env = "KEDA_HTTP_DIRECT_POD_ROUTING", value_name = "KEDA_HTTP_DIRECT_POD_ROUTING", default_value = "true", value_parser = go_bool, action = clap::ArgAction::Set)]
     pub direct_pod_routing: bool,
 
-    /// Kubernetes mode: `/readyz` turns 503 when a watch has been failing for longer than this.
+    /// Kubernetes mode: `/readyz` turns 503 when a watch has been failing for longer than this; 0 = never.
     #[arg(long, env = "KEDA_HTTP_ROUTING_TABLE_MAX_STALENESS", value_name = "KEDA_HTTP_ROUTING_TABLE_MAX_STALENESS", default_value = "5m", value_parser = duration)]
     pub max_staleness: Duration,
 
@@ -58,6 +59,17 @@ pub struct Config {
         hide = true
     )]
     pub informer_resync_period: Option<String>,
+
+    /// Accepted for compatibility and checked as a duration: the routing table is rebuilt on every watch
+    /// event, so there is no periodic rebuild to schedule.
+    #[arg(
+        long,
+        env = "KEDA_HTTP_ROUTING_TABLE_REFRESH_INTERVAL",
+        value_name = "KEDA_HTTP_ROUTING_TABLE_REFRESH_INTERVAL",
+        value_parser = duration,
+        hide = true
+    )]
+    pub routing_table_refresh_interval: Option<Duration>,
 
     /// Address the listeners bind to.
     #[arg(long, env = "HTTPSCALE_BIND_ADDRESS", value_name = "HTTPSCALE_BIND_ADDRESS", default_value = "0.0.0.0")]
@@ -342,11 +354,14 @@ mod tests {
     #[test]
     fn kubernetes_settings_parse_as_upstream() {
         let c = Config::try_parse_from(["interceptor"]).unwrap();
-        assert!(c.config.is_none() && !c.direct_pod_routing && c.watch_namespace.is_empty());
+        assert!(c.config.is_none() && c.direct_pod_routing && c.watch_namespace.is_empty(), "upstream 0.16 default");
         assert_eq!(c.max_staleness, Duration::from_secs(300));
-        let c = Config::try_parse_from(["interceptor", "--direct-pod-routing", "true", "--watch-namespace", "team"])
+        let c = Config::try_parse_from(["interceptor", "--direct-pod-routing", "false", "--watch-namespace", "team"])
             .unwrap();
-        assert!(c.direct_pod_routing);
+        assert!(!c.direct_pod_routing);
+        let help = Config::command().render_long_help().to_string();
+        let line = help.lines().skip_while(|l| !l.contains("--direct-pod-routing")).take(6).collect::<String>();
+        assert!(line.contains("[default: true]"), "{line}");
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod proxy;
 pub mod readiness;
 pub mod routes;
 pub mod server;
+pub mod sniff;
 pub mod standalone;
 pub mod tls;
 

@@ -327,6 +327,15 @@ impl RouteState {
             Overflow::Reject => None,
         }
     }
+
+    /// The placeholder a cold request gets at once, if any. As upstream 0.16 (PR #1733), a route with a
+    /// placeholder, its own `coldStart.maxPendingRequests` and `overflow: Placeholder` holds requests up to
+    /// that limit instead, and only the overflow gets the placeholder; every other route with a placeholder
+    /// answers with it at once.
+    pub fn immediate_placeholder(&self) -> Option<&PreparedPlaceholder> {
+        let holds = self.route.max_pending.is_some() && self.route.overflow == Overflow::Placeholder;
+        if holds { None } else { self.placeholder.as_ref() }
+    }
 }
 
 /// `interceptor_request_concurrency`, read from the live route counters at scrape time, so the data path

@@ -4,6 +4,8 @@
 //! - *warm*: the target's gate is open; the request goes on at once (`X-KEDA-HTTP-Cold-Start: false`).
 //! - *placeholder*: the gate is closed and the route has a placeholder; it is served at once (the request was
 //!   already counted, so it still wakes the backend). As upstream, the placeholder wins over a fallback.
+//!   Except, as upstream 0.16: with its own `maxPendingRequests` and `overflow: Placeholder` the route holds
+//!   requests up to that limit, and only the overflow gets the placeholder.
 //! - *refused*: the route already holds its cap of requests; 503 with `Retry-After` (or the placeholder
 //!   with `overflow: Placeholder`), and `interceptor_cold_start_rejections_total` counts it.
 //! - *admitted*: with `coldStart.maxConcurrentPerPod`, a request for a ready backend also waits (held, unsent)
@@ -175,7 +177,7 @@ where
         // Warm, but admitted per ready pod (`coldStart.maxConcurrentPerPod`).
         return admitted(&route, &params, &mut inner, req, false).await;
     }
-    if let Some(p) = &route.placeholder {
+    if let Some(p) = route.immediate_placeholder() {
         // Nobody waits, but the backend is wanted (a standalone program starts on this).
         route.gate.nudge();
         return fixed_response(p, req.uri().path(), &params.bodies);

@@ -104,11 +104,14 @@ for H in "$peers/bin/helm3" "$peers/bin/helm"; do
   checker "$label" "$PY" "$T/check_render.py" wait-timeout "$r-wait.yaml"
   render "$r-full.yaml" "$H" http-add-on "$CHART" --namespace keda -f "$T/values-full.yaml"
   checker "$label" "$PY" "$T/check_render.py" full "$r-full.yaml"
+  render "$r-tls.yaml" "$H" http-add-on "$CHART" --namespace keda -f "$T/values-tls.yaml"
+  checker "$label" "$PY" "$T/check_render.py" tls "$r-tls.yaml"
 
   # 3. built-in objects against the Kubernetes API schemas (custom resources are skipped by kubernetes-validate)
   check "$label: kubernetes-validate --strict (1.37): tutorial render" "$KV" --strict --quiet "$r-default.yaml"
   check "$label: kubernetes-validate --strict (1.27): tutorial render" "$KV" -k 1.27 --strict --quiet "$r-default.yaml"
   check "$label: kubernetes-validate --strict: full values render" "$KV" --strict --quiet "$r-full.yaml"
+  check "$label: kubernetes-validate --strict: tls values render" "$KV" --strict --quiet "$r-tls.yaml"
   check "$label: kubernetes-validate --strict: aggregate roles render" "$KV" --strict --quiet "$r-aggregate.yaml"
 
   # 4. custom resources against the CRDs the chart renders
@@ -126,16 +129,11 @@ for H in "$peers/bin/helm3" "$peers/bin/helm"; do
   # 5. unknown and unsupported values fail the render with a message
   rejects "unknown value interceptor.responseHeaderTimout rejected by the schema" 'responseHeaderTimout' \
     --set interceptor.responseHeaderTimout=1s
-  rejects "interceptor.tls.enabled=true is refused" 'interceptor\.tls\.enabled=true: .*not supported' \
-    --set interceptor.tls.enabled=true
-  rejects "operator.metrics.secure=true is refused" 'operator\.metrics\.secure=true: .*not supported' \
-    --set operator.metrics.secure=true
-  rejects "operator.metrics.auth=true is refused" 'operator\.metrics\.auth=true: .*not supported' \
-    --set operator.metrics.auth=true
+  rejects "interceptor.tls.caDirs of the wrong type is rejected by the schema" 'caDirs.*(Invalid type|got object)' \
+    --set interceptor.tls.caDirs.x=1
   rejects "profiling.interceptor.enabled=true is refused" 'profiling\.interceptor\.enabled=true: .*not supported' \
     --set profiling.interceptor.enabled=true
-  rejects "scaler.metrics.otlp.enabled=true is refused" 'scaler\.metrics\.otlp\.enabled=true: .*not supported' \
-    --set scaler.metrics.otlp.enabled=true
+  rejects "an unknown trace protocol is rejected by the schema" 'protocol' --set scaler.tracing.protocol=zipkin
   rejects "drainTimeout not below terminationGracePeriodSeconds is refused" \
     'terminationGracePeriodSeconds \(45\) must be above' --set interceptor.drainTimeout=45s
   rejects "a timeout that is not a Go duration is refused" 'responseHeaderTimeout: "2 minutes" is not a duration' \

@@ -2,9 +2,10 @@
 
 `run(ctx, corpus)` applies the corpus's workloads and routes to the cluster of this run, sends every request to
 the add-on's interceptor and returns what came back (status, the headers that matter, the body, and what the
-echo backend says it received). `compare(ours, theirs, docs)` lines the two runs up: a request is `same` when
-every compared field matches, `documented` when it differs and `e2e/differential/documented.yaml` names the
-section of docs/operations.md that explains why, else `undocumented`.
+echo backend says it received). `compare(ours, theirs, documented, read_doc)` lines the two runs up: a request
+is `same` when every compared field matches, `documented` when it differs and `e2e/differential/documented.yaml`
+names a section that exists (`docs/operations.md#anchor`, "Differences from upstream", or for a feature upstream
+0.16 added and the pinned 0.15 lacks, `docs/compatibility.md#anchor`), else `undocumented`.
 
   python e2e/differential.py compare OURS.json UPSTREAM.json --out target/e2e/differential.json
 """
@@ -402,9 +403,8 @@ def field(result, name):
     return result.get(name)
 
 
-def compare(ours, theirs, documented, operations_md):
-    anchors = set(re.findall(r"^#+ .*$", operations_md, re.M))
-    slugs = {slug(h.lstrip("# ")) for h in anchors} | set(re.findall(r'<a id="([^"]+)"', operations_md))
+def compare(ours, theirs, documented, read_doc):
+    """Counts same / documented / undocumented; `read_doc(path)` gives a docs file's text, to check anchors."""
     report = {"requests": 0, "same": 0, "documented": 0, "undocumented": 0, "differences": []}
     for rid, mine in ours.items():
         other = theirs.get(rid)
@@ -417,21 +417,30 @@ def compare(ours, theirs, documented, operations_md):
             report["same"] += 1
             continue
         doc = documented_for(rid, mine["category"], documented)
-        section = doc.get("section") if doc else None
-        known = bool(section) and section.split("#")[-1] in slugs
+        where = doc.get("section") if doc else None
+        known = bool(where) and has_anchor(read_doc, where)
         report["documented" if known else "undocumented"] += 1
         report["differences"].append({"id": rid, "category": mine["category"], "fields": diffs,
-                                      "documented_in": f"docs/operations.md#{section.split('#')[-1]}" if known else None,
+                                      "documented_in": where if known else None,
                                       "why": doc.get("why") if doc else None})
     return report
 
 
+def has_anchor(read_doc, where):
+    """Whether `docs/file.md#anchor` names a heading (GitHub's slug) or an explicit `<a id>` of that file."""
+    path, _, anchor = where.partition("#")
+    text = read_doc(path)
+    slugs = {slug(h.lstrip("# ")) for h in re.findall(r"^#+ .*$", text, re.M)}
+    return anchor in slugs | set(re.findall(r'<a id="([^"]+)"', text))
+
+
 def documented_for(rid, category, documented):
-    """The documented.yaml entry for a request id (exact, or a prefix ending in `*`), else for its category."""
+    """The documented.yaml entry naming a request id in `ids` (exact, or a prefix ending in `*`), else the one
+    for its category."""
     for entry in documented:
-        pattern = entry["id"]
-        if pattern == rid or (pattern.endswith("*") and rid.startswith(pattern[:-1])):
-            return entry
+        for pattern in entry.get("ids", []):
+            if pattern == rid or (pattern.endswith("*") and rid.startswith(pattern[:-1])):
+                return entry
     return next((e for e in documented if e.get("category") == category), None)
 
 
@@ -453,8 +462,10 @@ def main():
     ours = json.loads(Path(a.ours).read_text())["results"]
     theirs = json.loads(Path(a.upstream).read_text())["results"]
     documented = yaml.safe_load(DOCUMENTED.read_text()) or []
-    report = {"upstream_version": a.upstream_version, **compare(ours, theirs, documented,
-                                                                 (REPO / "docs/operations.md").read_text())}
+    def read_doc(path):
+        file = REPO / path
+        return file.read_text() if path.startswith("docs/") and file.is_file() else ""
+    report = {"upstream_version": a.upstream_version, **compare(ours, theirs, documented, read_doc)}
     Path(a.out).write_text(json.dumps(report, indent=2) + "\n")
     for d in report["differences"]:
         mark = "documented" if d["documented_in"] else "UNDOCUMENTED"

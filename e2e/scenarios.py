@@ -28,7 +28,9 @@ EXPECTED_REJECTIONS = {
     "port-and-port-name": "must define either the 'portName' or the 'port'",
     "failover-without-port": "must define either the 'portName' or the 'port'",
     "empty-scaling-metric": "at least one of 'concurrency' or 'requestRate' must be set",
-    "body-and-configmap": "body and bodyFromConfigMap are mutually exclusive",
+    "body-and-configmap": "at most one of 'body' or 'bodyFromConfigMap' may be set",
+    "overflow-placeholder-without-placeholder": "'placeholder' must be set when 'overflow' is 'Placeholder'",
+    "status-code-below-100": "spec.coldStart.placeholder.response.statusCode in body should be greater than or equal to 100",
     "empty-cold-start": "at least one of 'fallback', 'placeholder' or 'maxPendingRequests' must be set",
     "bad-response-mode": 'Unsupported value: "Sometimes": supported values: "Always", "WhenUnavailable"',
 }
@@ -129,6 +131,48 @@ def rbac(ctx):
     time.sleep(2)
     for c in [ctx.hs.operator, ctx.hs.scaler, *ctx.hs.interceptors]:
         assert not c.forbidden_lines(), f"{c.name} was refused by RBAC:\n" + "\n".join(c.forbidden_lines()[:5])
+
+
+def https_get(url, token=None):
+    """(status, body) of a GET over HTTPS, the certificate not verified (as a ServiceMonitor with
+    insecureSkipVerify scrapes the operator's self-signed one)."""
+    import ssl
+    import urllib.error
+    import urllib.request
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    unverified = ssl._create_unverified_context()
+    try:
+        with urllib.request.urlopen(req, timeout=10, context=unverified) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+def operator_metrics(ctx):
+    """The operator's /metrics as upstream's chart serves it (operator.metrics.secure and .auth on): HTTPS, a
+    token the real API server accepts (TokenReview), whose user the chart's metrics-reader ClusterRole allows
+    (SubjectAccessReview); everyone else is refused with controller-runtime's answers."""
+    op = ctx.hs.operator
+    url = f"https://{op.ip}:{op.ports['metrics']}/metrics"
+    ctx.kube.apply({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "e2e-scraper", "namespace": "keda"}})
+    ctx.kube.apply({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                    "metadata": {"name": "e2e-scraper-metrics-reader"},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                "name": "keda-add-ons-http-metrics-reader"},
+                    "subjects": [{"kind": "ServiceAccount", "name": "e2e-scraper", "namespace": "keda"}]})
+    reader = (ctx.plane.service_account("keda", "e2e-scraper")[0] / "token").read_text()
+    nobody = (ctx.plane.service_account("keda", "e2e-nobody")[0] / "token").read_text()
+    # RBAC bindings reach the authorizer's cache within a moment.
+    wait_for("the scraper allowed", lambda: https_get(url, reader)[0] == 200, timeout=30)
+    status, body = https_get(url, reader)
+    assert "leader_election_master_status 1" in body, body[:500]
+    status, body = https_get(url, nobody)
+    assert (status, body) == (403, "Authorization denied for user system:serviceaccount:keda:e2e-nobody\n"), (status, body)
+    assert https_get(url) == (401, "Unauthorized\n")
+    assert https_get(url, "not-a-token")[0] == 401
+    lines = [l for l in op.proc.log_tail(100000).splitlines() if "metrics request refused" in l]
+    assert any("e2e-nobody" in l for l in lines), "the refusal is logged naming the user"
+    log(f"operator /metrics over HTTPS: reader 200, nobody 403, no token 401; {len(lines)} refusals logged")
 
 
 # 3. tutorial ------------------------------------------------------------------------------------------------------
@@ -372,6 +416,27 @@ def interceptor_route(ctx):
     assert ctx.replicas("owned", "api") >= 1
     status, _, _ = request(ctx.interceptor_url, "api.owned", "/other")
     assert status == 404, f"a path outside the InterceptorRoute's rules was answered {status}"
+    stream_metric_spec(ctx)
+
+
+def quantity(q):
+    """A Kubernetes quantity as a number (KEDA writes metric targets as milli-quantities)."""
+    q = str(q)
+    return float(q[:-1]) / 1000 if q.endswith("m") else float(q)
+
+
+def stream_metric_spec(ctx):
+    """KEDA 2.21 calls StreamMetricSpec: an InterceptorRoute's new target reaches the HPA, no ScaledObject edit."""
+    def hpa_targets():
+        hpa = ctx.kube.find("HorizontalPodAutoscaler", "owned", "keda-hpa-api") or {}
+        return [quantity(m["external"]["target"]["averageValue"]) for m in hpa.get("spec", {}).get("metrics", [])]
+    wait_for("HPA keda-hpa-api targets 5", lambda: hpa_targets() == [5.0], timeout=30)
+    generation = ctx.kube.get("ScaledObject", "owned", "api")["metadata"]["generation"]
+    ctx.kube.merge_patch("InterceptorRoute", "owned", "api",
+                         {"spec": {"scalingMetric": {"concurrency": {"targetValue": 8}}}})
+    wait_for("HPA keda-hpa-api targets 8, pushed by StreamMetricSpec", lambda: hpa_targets() == [8.0], timeout=30)
+    after = ctx.kube.get("ScaledObject", "owned", "api")["metadata"]["generation"]
+    assert after == generation, f"the ScaledObject was edited (generation {generation} -> {after})"
 
 
 def request(base, host, path, method="GET", body=None, timeout=30, headers=None):
@@ -496,6 +561,7 @@ def activation_medians(ctx):
 SCENARIOS = [
     ("install", install),
     ("rbac", rbac),
+    ("operator-metrics", operator_metrics),
     ("tutorial", tutorial),
     ("scale-to-zero", scale_to_zero),
     ("ownership", ownership),

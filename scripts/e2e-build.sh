@@ -2,6 +2,7 @@
 # Builds the Go programs of the real-cluster end-to-end suite from their published Go modules, or reuses them.
 #
 #   bash scripts/e2e-build.sh [--upstream]     # prints the cache directory holding bin/ on its last line
+#   bash scripts/e2e-build.sh --only otelcol   # only the OpenTelemetry Collector (the Rust tests' peer)
 #
 # Versions come from e2e/versions.env. Each program is built once per version into
 # $HTTPSCALE_E2E_CACHE (default ~/.cache/httpscale-e2e)/<name>-<version>/, outside the work tree, with the
@@ -9,13 +10,14 @@
 # so a second run only checks the stamps. Nothing here is ever committed.
 #
 # --upstream also builds the KEDA HTTP add-on (interceptor, scaler, operator) for the side-by-side run.
+# The OpenTelemetry Collector is built first: the Rust tests (scripts/test.sh) need it, and nothing else here.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=../e2e/versions.env
 source "$ROOT/e2e/versions.env"
 CACHE=${HTTPSCALE_E2E_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/httpscale-e2e}
-UPSTREAM=false
-[[ ${1:-} == --upstream ]] && UPSTREAM=true
+UPSTREAM=false ONLY=
+case ${1:-} in --upstream) UPSTREAM=true ;; --only) ONLY=${2:?--only needs a program name (otelcol)} ;; esac
 
 export CGO_ENABLED=0 GOFLAGS=-mod=mod GOTOOLCHAIN=${GOTOOLCHAIN:-local}
 LDFLAGS="-s -w"
@@ -133,8 +135,43 @@ build_http_addon() {
     cp -r "$(go list -m -f '{{.Dir}}' "$mod")/config/crd/bases" "$1/crds"
 }
 
+build_otelcol() {
+    local dir; dir=$(wrapper "otelcol-$OTELCOL_VERSION")
+    cd "$dir"
+    # The core distribution's module cannot be `go install`ed; the Collector Builder assembles one from
+    # components. The stable modules trail the others by 94 minor versions (0.161.0 goes with 1.67.0).
+    local core=go.opentelemetry.io/collector minor=${OTELCOL_VERSION#0.}
+    local stable=v1.$((${minor%%.*} - 94)).0
+    GOBIN=$dir/tools go install "$core/cmd/builder@v$OTELCOL_VERSION"
+    cat >builder.yaml <<MANIFEST
+dist:
+  name: otelcol
+  description: OpenTelemetry Collector for httpscale's tests (otlp receiver; file and debug exporters)
+  output_path: $dir/dist
+  version: $OTELCOL_VERSION
+receivers:
+  - gomod: $core/receiver/otlpreceiver v$OTELCOL_VERSION
+exporters:
+  - gomod: $core/exporter/debugexporter v$OTELCOL_VERSION
+  - gomod: github.com/open-telemetry/opentelemetry-collector-contrib/exporter/fileexporter v$OTELCOL_VERSION
+providers:
+  - gomod: $core/confmap/provider/envprovider $stable
+  - gomod: $core/confmap/provider/fileprovider $stable
+  - gomod: $core/confmap/provider/yamlprovider $stable
+MANIFEST
+    "$dir/tools/builder" --config builder.yaml --skip-compilation
+    cd dist
+    go build -trimpath -p 2 -ldflags "$LDFLAGS" -o "$1/bin/otelcol" .
+}
+
 mkdir -p "$CACHE"
 log "go $(go env GOVERSION); cache $CACHE"
+build otelcol "$OTELCOL_VERSION" build_otelcol
+if [[ -n $ONLY ]]; then
+    [[ $ONLY == otelcol ]] || { log "--only knows otelcol, not $ONLY"; exit 1; }
+    echo "$CACHE"
+    exit 0
+fi
 build etcd "$ETCD_VERSION" build_etcd
 build kwok "$KWOK_VERSION" build_kwok
 build k8s "$K8S_VERSION" build_k8s

@@ -17,6 +17,13 @@ if { ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; } || ! comm
       || echo "warning: could not install nginx/wrk; the load generator's nginx and wrk legs will be skipped" >&2
   fi
 fi
+# curl and openssl, the TLS tests' clients (interceptor/tests/tls.rs): Debian packages, when missing.
+if ! command -v curl >/dev/null 2>&1 || ! command -v openssl >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    { DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl openssl >/dev/null; } \
+      || echo "warning: could not install curl/openssl; the TLS tests need them" >&2
+  fi
+fi
 if [ -f "$stamp" ] && [ -x "$peers/venv/bin/python" ]; then
   exit 0
 fi

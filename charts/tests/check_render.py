@@ -36,6 +36,8 @@ OPERATOR_OBJECTS = {
     ('Deployment', OPERATOR), ('Service', OPERATOR_METRICS_SVC), ('ServiceAccount', P),
     ('ClusterRole', f'{P}-role'), ('ClusterRoleBinding', f'{P}-rolebinding'),
     ('Role', f'{P}-role'), ('RoleBinding', f'{P}-role-rolebinding'),
+    # operator.metrics.auth (on by default, as upstream): scrapers' role, and the operator's right to check them
+    ('ClusterRole', f'{P}-metrics-reader'), ('ClusterRoleBinding', f'{P}-auth-delegator'),
 }
 EXPECTED = CRDS | OPERATOR_OBJECTS | {
     ('Deployment', INTERCEPTOR), ('Service', PROXY_SVC), ('Service', ADMIN_SVC),
@@ -68,6 +70,7 @@ EXPECTED_RULES = {
         (['http.keda.sh'], ['httpscaledobjects/status', 'interceptorroutes/status'], ['get', 'patch', 'update']),
         (['keda.sh'], ['scaledobjects'], ALL_VERBS),
         (['', 'events.k8s.io'], ['events'], ['create', 'patch'])),
+    ('ClusterRole', f'{P}-metrics-reader'): triples(([None], ['/metrics'], ['get'])),
     ('Role', f'{P}-role'): triples(
         (['coordination.k8s.io'], ['leases'], ALL_VERBS),
         (['', 'events.k8s.io'], ['events'], ['create', 'patch'])),
@@ -142,8 +145,9 @@ def selects(selector, dep):
 def rule_triples(role):
     out = set()
     for r in role.get('rules', []):
-        assert 'nonResourceURLs' not in r and 'resourceNames' not in r, f'unexpected rule shape {r}'
+        assert 'resourceNames' not in r, f'unexpected rule shape {r}'
         out |= triples((r.get('apiGroups', []), r.get('resources', []), r.get('verbs', [])))
+        out |= triples(([None], r.get('nonResourceURLs', []), r.get('verbs', [])))
     return out
 
 
@@ -234,7 +238,7 @@ def checks_default(docs, other_docs):
         eq([(p['name'], p['port']) for p in objs[('Service', SCALER)]['spec']['ports']],
            [('grpc', 9090), ('metrics', 2223)], 'scaler Service ports')
         eq([(p['name'], p['port']) for p in objs[('Service', OPERATOR_METRICS_SVC)]['spec']['ports']],
-           [('metrics', 8080)], 'operator metrics Service ports')
+           [('metrics', 8443)], 'operator metrics Service ports')
 
     @check('interceptor Deployment: no replicas, ports, probes, env incl. KEDA_HTTP_RESPONSE_HEADER_TIMEOUT=120s')
     def _():
@@ -312,7 +316,8 @@ def checks_default(docs, other_docs):
                 'KEDA_HTTP_SCALER_TARGET_ADMIN_DEPLOYMENT': INTERCEPTOR,
                 'KEDA_HTTP_SCALER_TARGET_ADMIN_PORT': str(admin['spec']['ports'][0]['port']),
                 'KEDA_HTTP_SCALER_STREAM_INTERVAL_MS': '200', 'OTEL_PROM_EXPORTER_ENABLED': 'true',
-                'OTEL_PROM_EXPORTER_PORT': '2223'}
+                'OTEL_PROM_EXPORTER_PORT': '2223', 'OTEL_EXPORTER_OTLP_METRICS_ENABLED': 'false',
+                'OTEL_EXPORTER_OTLP_TRACES_ENABLED': 'false', 'OTEL_EXPORTER_OTLP_TRACES_PROTOCOL': 'console'}
         for k, v in want.items():
             eq(e.get(k), v, f'env {k}')
         eq(admin['metadata']['name'], ADMIN_SVC, 'admin Service name')
@@ -323,9 +328,10 @@ def checks_default(docs, other_docs):
         eq(d['spec'].get('replicas'), 1, 'replicas')
         c = container(d)
         eq(c['image'], f'ghcr.io/httpscale/operator:{APP_VERSION}', 'image')
-        eq(c['args'], ['--metrics-bind-address=:8080', '--health-probe-bind-address=:8081', '--leader-elect',
+        eq(c['args'], ['--metrics-bind-address=:8443', '--metrics-secure=true', '--metrics-auth=true',
+                       '--health-probe-bind-address=:8081', '--leader-elect',
                        '--zap-log-level=info', '--zap-encoder=console', '--zap-time-encoding=rfc3339'], 'args')
-        eq(ports(c), {'metrics': 8080, 'probes': 8081}, 'container ports')
+        eq(ports(c), {'metrics': 8443, 'probes': 8081}, 'container ports')
         eq((c['livenessProbe']['httpGet']['path'], c['livenessProbe']['httpGet']['port']), ('/healthz', 'probes'),
            'liveness probe')
         eq((c['readinessProbe']['httpGet']['path'], c['readinessProbe']['httpGet']['port']), ('/readyz', 'probes'),
@@ -354,7 +360,8 @@ def checks_default(docs, other_docs):
         bindings = {('ClusterRoleBinding', INTERCEPTOR): (INTERCEPTOR, 'ClusterRole', INTERCEPTOR),
                     ('ClusterRoleBinding', SCALER): (SCALER, 'ClusterRole', SCALER),
                     ('ClusterRoleBinding', f'{P}-rolebinding'): (P, 'ClusterRole', f'{P}-role'),
-                    ('RoleBinding', f'{P}-role-rolebinding'): (P, 'Role', f'{P}-role')}
+                    ('RoleBinding', f'{P}-role-rolebinding'): (P, 'Role', f'{P}-role'),
+                    ('ClusterRoleBinding', f'{P}-auth-delegator'): (P, 'ClusterRole', 'system:auth-delegator')}
         for key, (sa, rkind, rname) in bindings.items():
             b = objs[key]
             eq(b['roleRef'], {'apiGroup': 'rbac.authorization.k8s.io', 'kind': rkind, 'name': rname}, f'{key} roleRef')
@@ -489,8 +496,12 @@ def checks_full(docs):
             eq(e.get(k), v, f'env {k}')
         eq(ic()['env'][-1], {'name': 'POD_IP', 'valueFrom': {'fieldRef': {'fieldPath': 'status.podIP'}}},
            'extraEnvs entry with valueFrom')
-        eq(env(container(objs[('Deployment', SCALER)])).get('KEDA_HTTP_QUEUE_TICK_DURATION'), '250ms',
-           'scaler extraEnvs given as a map')
+        se = env(container(objs[('Deployment', SCALER)]))
+        eq(se.get('KEDA_HTTP_QUEUE_TICK_DURATION'), '250ms', 'scaler extraEnvs given as a map')
+        eq((se.get('OTEL_EXPORTER_OTLP_METRICS_ENABLED'), se.get('OTEL_EXPORTER_OTLP_TRACES_ENABLED'),
+            se.get('OTEL_EXPORTER_OTLP_TRACES_PROTOCOL'), se.get('OTEL_EXPORTER_OTLP_ENDPOINT')),
+           ('true', 'true', 'grpc', 'http://otel-collector.observability:4317'),
+           'scaler.metrics.otlp.enabled, scaler.tracing.* and the collector endpoint from extraEnvs')
         eq(env(container(objs[('Deployment', OPERATOR)])).get('KEDA_HTTP_OPERATOR_LEADER_ELECTION_LEASE_DURATION'),
            '30s', 'operator extraEnvs')
         eq(ic()['args'], ['--zap-log-level=debug', '--zap-encoder=json', '--zap-time-encoding=iso8601',
@@ -551,11 +562,44 @@ def checks_full(docs):
         eq(objs[('Deployment', OPERATOR)]['spec']['replicas'], 2, 'operator replicas')
 
 
+def checks_tls(docs):
+    """tests/values-tls.yaml: the TLS listener and policy land where upstream puts them."""
+    objs = index(docs)
+
+    @check('tls values: listener, policy, skip-verify and CA directories become their env vars')
+    def _():
+        e = env(container(objs[('Deployment', INTERCEPTOR)]))
+        want = {'KEDA_HTTP_PROXY_TLS_ENABLED': 'true', 'KEDA_HTTP_PROXY_TLS_PORT': '9443',
+                'KEDA_HTTP_PROXY_TLS_CERT_PATH': '/certs/server.pem',
+                'KEDA_HTTP_PROXY_TLS_KEY_PATH': '/certs/server-key.pem',
+                'KEDA_HTTP_TLS_MIN_VERSION': '1.3', 'KEDA_HTTP_TLS_MAX_VERSION': 'TLS13',
+                'KEDA_HTTP_TLS_CIPHER_SUITES':
+                    'TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256',
+                'KEDA_HTTP_TLS_CURVE_PREFERENCES': 'X25519,CurveP256', 'KEDA_HTTP_TLS_SKIP_VERIFY': 'true',
+                'KEDA_HTTP_TLS_CA_DIRS': '/custom/ca,/other/ca'}
+        for k, v in want.items():
+            eq(e.get(k), v, f'env {k}')
+
+    @check('tls values: port proxy-tls on the pod and the proxy Service, the Secret mounted whole at /certs')
+    def _():
+        c = container(objs[('Deployment', INTERCEPTOR)])
+        eq(ports(c), {'admin': 9090, 'proxy': 8080, 'proxy-tls': 9443, 'metrics': 2223}, 'container ports')
+        proxy = objs[('Service', f'{P}-interceptor-proxy')]
+        eq([(p['name'], p['port'], p['targetPort'], p.get('appProtocol')) for p in proxy['spec']['ports']],
+           [('proxy', 8080, 'proxy', None), ('proxy-tls', 9443, 'proxy-tls', 'https')], 'proxy Service ports')
+        spec = objs[('Deployment', INTERCEPTOR)]['spec']['template']['spec']
+        eq(spec.get('volumes'), [{'name': 'certs', 'secret': {'secretName': 'my-certs'}},
+                                 {'name': 'ca', 'configMap': {'name': 'backend-ca'}}], 'volumes')
+        eq(c.get('volumeMounts'), [{'name': 'certs', 'mountPath': '/certs', 'readOnly': True},
+                                   {'name': 'ca', 'mountPath': '/custom/ca', 'readOnly': True}], 'volumeMounts')
+        assert all('subPath' not in m for m in c['volumeMounts']), 'a subPath mount would never see updates'
+
+
 def main():
     mode, paths = sys.argv[1], sys.argv[2:]
     docs = [load(p) for p in paths]
     {'default': checks_default, 'no-operator': checks_no_operator, 'no-crds': checks_no_crds,
-     'aggregate': checks_aggregate, 'full': checks_full, 'wait-timeout': checks_wait_timeout}[mode](*docs)
+     'aggregate': checks_aggregate, 'full': checks_full, 'tls': checks_tls, 'wait-timeout': checks_wait_timeout}[mode](*docs)
     for name, err in results:
         print(f'PASS {name}' if err is None else f'FAIL {name}: {err}')
     return 1 if any(err for _, err in results) else 0

@@ -7,8 +7,8 @@ Reads CRDs from --crds (files/dirs; CRDs found in the input stream are used too)
 whose apiVersion/kind matches a CRD version is validated with `jsonschema` (a kubernetes-validate dependency).
 OpenAPI-only keywords (nullable, x-kubernetes-*) are ignored by jsonschema except:
   --strict  rejects unknown fields where the schema does not preserve them (what the API server prunes);
-  x-kubernetes-validations (CEL) rules are evaluated when they use only has(self.<path>), !, &&, ||, ==, != and
-            parentheses (every rule our CRDs have); a rule outside that subset is only warned about.
+  x-kubernetes-validations (CEL) rules are evaluated when they use only has(self.<path>), self.<path>,
+            'string' literals, !, &&, ||, ==, != and parentheses (every rule our CRDs have); a rule outside that subset is only warned about.
 --expect N fails unless exactly N custom resources were validated (so a kind that silently stopped matching a
 CRD is noticed). Exit 1 on any invalid CR.
 """
@@ -51,7 +51,18 @@ def strictify(s):
     return s
 
 
-_CEL_TOKEN = re.compile(r'\s*(?:(has\(self((?:\.[A-Za-z_][A-Za-z0-9_]*)+)\))|(&&|\|\||!=|==|!|\(|\)))')
+_CEL_TOKEN = re.compile(r"\s*(?:(has\(self((?:\.[A-Za-z_][A-Za-z0-9_]*)+)\))|(&&|\|\||!=|==|!|\(|\))"
+                        r"|self((?:\.[A-Za-z_][A-Za-z0-9_]*)+)|('[^'\\]*'))")
+
+
+def _lookup(obj, path):
+    """(found, value) of a dotted path under obj."""
+    cur = obj
+    for part in path.split('.')[1:]:
+        if not (isinstance(cur, dict) and part in cur):
+            return False, None
+        cur = cur[part]
+    return True, cur
 
 
 def cel_eval(rule, obj):
@@ -63,14 +74,15 @@ def cel_eval(rule, obj):
             return None
         pos = m.end()
         if m.group(1):
-            cur, found = obj, True
-            for part in m.group(2).split('.')[1:]:
-                if isinstance(cur, dict) and part in cur:
-                    cur = cur[part]
-                else:
-                    found = False
-                    break
-            out.append(repr(found))
+            out.append(repr(_lookup(obj, m.group(2))[0]))
+        elif m.group(4):
+            # A field's value; an absent one (the API server would have defaulted it) compares as None.
+            found, value = _lookup(obj, m.group(4))
+            if found and not isinstance(value, (str, int, bool)):
+                return None
+            out.append(repr(value if found else None))
+        elif m.group(5):
+            out.append(repr(m.group(5)[1:-1]))
         else:
             out.append({'&&': ' and ', '||': ' or ', '!': ' not ', '!=': ' != ', '==': ' == '}.get(m.group(3), m.group(3)))
     if rule[pos:].strip():

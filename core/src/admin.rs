@@ -16,6 +16,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
 use crate::Shutdown;
+use crate::exposition::Format;
 use crate::listener::{ConnState, Gatekeeper, Guarded, GuardedBody};
 use crate::target;
 
@@ -33,11 +34,12 @@ pub fn text(status: StatusCode, body: &'static str) -> Response<AdminBody> {
     r
 }
 
-/// An OpenMetrics exposition answer.
-pub fn metrics(exposition: String) -> Response<AdminBody> {
-    let mut r = Response::new(full(exposition));
-    r.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"));
+/// A `/metrics` answer: `openmetrics` (a registry's encoding) in the format the request's `Accept` header
+/// asks for ([`Format::negotiate`]: the Prometheus text format 0.0.4 unless OpenMetrics is preferred).
+pub fn metrics(request: &http::HeaderMap, openmetrics: String) -> Response<AdminBody> {
+    let format = Format::negotiate(request.get(http::header::ACCEPT));
+    let mut r = Response::new(full(format.render(openmetrics)));
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
     r
 }
 

@@ -6,16 +6,20 @@
 //!   the `/queue` wire type ([`queue`]), Go-style durations ([`duration`]) and setting parsers ([`settings`]);
 //! - with a clock or I/O: readiness gates that hold requests ([`gate`], async), watch events turned into steps
 //!   ([`watch`]), the process shutdown signal ([`shutdown`]), what the binaries do to start ([`startup`]:
-//!   configuration, routes file, listeners, exit codes), log set-up ([`telemetry`]), and the small
-//!   admin/metrics listener every binary serves ([`admin`]).
+//!   configuration, routes file, listeners, exit codes), log set-up ([`telemetry`]), the small
+//!   admin/metrics listener every binary serves ([`admin`]) and its exposition formats ([`exposition`]),
+//!   OpenTelemetry traces and OTLP metrics ([`otel`]), and TLS: policy, certificates by SNI with reload,
+//!   trust toward backends ([`tls`]).
 
 pub mod admin;
 pub mod duration;
+pub mod exposition;
 pub mod gate;
 pub mod host;
 pub mod index;
 pub mod listener;
 pub mod model;
+pub mod otel;
 pub mod queue;
 pub mod route;
 pub mod settings;
@@ -26,6 +30,7 @@ pub mod startup;
 pub mod table;
 pub mod target;
 pub mod telemetry;
+pub mod tls;
 pub mod watch;
 
 pub use duration::{GoDuration, parse_go_duration};

@@ -37,7 +37,7 @@ impl fmt::Display for RouteKey {
 /// Where a route's requests go.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Target {
-    /// A `host:port` address (standalone mode).
+    /// A `host:port` address (standalone mode), or `https://host:port` for a backend reached over TLS.
     Address(String),
     /// A Kubernetes Service port, reached as `<name>.<namespace>:<port>`.
     Service { namespace: String, name: String, port: ServicePort },
@@ -55,6 +55,16 @@ impl fmt::Display for Target {
             Target::Address(a) => f.write_str(a),
             Target::Service { namespace, name, port: ServicePort::Number(p) } => write!(f, "{name}.{namespace}:{p}"),
             Target::Service { namespace, name, port: ServicePort::Name(p) } => write!(f, "{name}.{namespace}:{p}"),
+        }
+    }
+}
+
+impl Target {
+    /// The `host:port` a TCP connection goes to, and whether it speaks TLS (an `https://` address).
+    pub fn address(address: &str) -> (&str, bool) {
+        match address.strip_prefix("https://") {
+            Some(rest) => (rest, true),
+            None => (address, false),
         }
     }
 }

@@ -70,10 +70,11 @@ pub(crate) fn default_granularity() -> GoDuration {
 /// A fixed response: an InterceptorRoute placeholder.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("!(has(self.body) && has(self.bodyFromConfigMap))").message("body and bodyFromConfigMap are mutually exclusive"))]
+#[x_kube(validation = Rule::new("!(has(self.body) && has(self.bodyFromConfigMap))").message("at most one of 'body' or 'bodyFromConfigMap' may be set"))]
 pub struct StaticResponse {
+    /// Omitted: 503 for a placeholder, 200 for a static route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = 599))]
+    #[schemars(range(min = 100, max = 599))]
     pub status_code: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32768))]
@@ -316,6 +317,7 @@ pub struct PathMatch {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("has(self.fallback) || has(self.placeholder) || has(self.maxPendingRequests) || has(self.maxConcurrentPerPod) || has(self.streamKeepAlive)").message("at least one of 'fallback', 'placeholder' or 'maxPendingRequests' must be set"))]
+#[x_kube(validation = Rule::new("self.overflow != 'Placeholder' || has(self.placeholder)").message("'placeholder' must be set when 'overflow' is 'Placeholder'"))]
 pub struct ColdStartSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fallback: Option<FallbackSpec>,
@@ -329,8 +331,11 @@ pub struct ColdStartSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_concurrent_per_pod: Option<i32>,
-    /// What an over-cap request gets: `Reject` (503) or `Placeholder`.
+    /// What an over-cap request gets: `Reject` (503, the default) or `Placeholder`. With `Placeholder` and
+    /// this route's own `maxPendingRequests`, requests are held up to that limit and only the overflow gets
+    /// the placeholder (upstream 0.16).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("default" = "Reject"))]
     pub overflow: Option<Overflow>,
     /// httpscale extension: a held request that asks for an SSE stream gets its response head at once and
     /// an SSE comment every `interval` until the backend answers. Not in upstream's CRD.

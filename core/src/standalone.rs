@@ -350,13 +350,16 @@ struct RawFallback {
     upstream: String,
 }
 
-/// Checks a `host:port` upstream address.
+/// Checks an upstream address: `host:port` (plain HTTP) or `https://host:port` (TLS, verified against the
+/// system roots and `KEDA_HTTP_TLS_CA_DIRS`).
 pub fn parse_upstream(field: &str, value: &str) -> Result<String, RouteError> {
-    let bad = || route_err(field, format!("{value:?} is not host:port (no scheme, no path), e.g. 127.0.0.1:8000"));
-    if value.contains("://") || value.contains('/') || value.contains(char::is_whitespace) {
+    let bad =
+        || route_err(field, format!("{value:?} is not host:port or https://host:port (no path), e.g. 127.0.0.1:8000"));
+    let (address, _) = Target::address(value);
+    if address.contains("://") || address.contains('/') || address.contains(char::is_whitespace) {
         return Err(bad());
     }
-    let (host, port) = value.rsplit_once(':').ok_or_else(bad)?;
+    let (host, port) = address.rsplit_once(':').ok_or_else(bad)?;
     if host.is_empty() || port.parse::<u16>().ok().filter(|p| *p > 0).is_none() {
         return Err(bad());
     }
@@ -385,8 +388,15 @@ impl TryFrom<RawRoute> for CheckedRoute {
             None => route::scaling("scalingMetric", None, true, None)?,
             Some(m) => route::scaling("scalingMetric", Some(m), false, None)?,
         };
+        let upstream = parse_upstream("upstream", &raw.upstream)?;
+        if h2c && Target::address(&upstream).1 {
+            return Err(route_err(
+                "appProtocol",
+                "h2c is HTTP/2 in cleartext; an https:// upstream negotiates HTTP/2 by ALPN (leave appProtocol out)",
+            ));
+        }
         let route = Route {
-            target: Target::Address(parse_upstream("upstream", &raw.upstream)?),
+            target: Target::Address(upstream),
             timeouts: route::route_timeouts(raw.timeouts.as_ref()),
             statics: route::static_entries("staticRoutes", &raw.static_routes)?,
             key: RouteKey::new(raw.namespace, raw.name),
@@ -753,6 +763,17 @@ routes:
         assert!(e.contains("routes[0].timeouts: invalid duration \"soon\"") && e.contains("line 4 column 15"), "{e}");
         let e = err("routes:\n  - name: a\n    upstream: 127.0.0.1:1\n    hosts: ['a b']\n");
         assert!(e.contains("hosts[0]: \"a b\" is not a host") && e.contains("line 2"), "{e}");
+        let e = err("routes:\n  - name: a\n    upstream: https://127.0.0.1:1/x\n");
+        assert!(e.contains("upstream") && e.contains("not host:port or https://host:port"), "{e}");
+        let e = err("routes:\n  - {name: a, upstream: 'https://h:1', appProtocol: h2c}\n");
+        assert!(e.contains("appProtocol") && e.contains("ALPN"), "{e}");
+        let ok = parse(
+            "routes:\n  - {name: a, upstream: 'https://h:1', coldStart: {fallback: {upstream: 'https://f:2'}}}\n",
+        );
+        let r = &ok.unwrap().routes[0].route;
+        assert_eq!(r.target, Target::Address("https://h:1".into()));
+        assert_eq!(Target::address("https://h:1"), ("h:1", true));
+        assert_eq!(Target::address("h:1"), ("h:1", false));
         let e = err("routes:\n  - {name: a, upstream: 'h:1'}\n  - {name: a, upstream: 'h:2'}\n");
         assert_eq!(e, "routes[1]: route default/a is already defined by routes[0]");
         let e = err("routes:\n  - {name: a, upstream: 'h:1', scalingMetric: {requestRate: {granularity: 10ms}}}\n");

@@ -8,8 +8,10 @@
 //!   (RFC 9113 §8.3.1);
 //! - the asterisk-form target (`*`) is for `OPTIONS` only;
 //! - dot segments (`.`, `..`, also percent-encoded as `%2e`) are removed from the path (RFC 3986 §5.2.4), and
-//!   a path that climbs above the root is refused.
+//!   a path that climbs above the root is refused; for matching, escaped unreserved characters (`%61`) count
+//!   as themselves (RFC 3986 §6.2.2.2), while the path is forwarded as received.
 
+use std::borrow::Cow;
 use std::net::Ipv6Addr;
 
 use http::header::HOST;
@@ -194,6 +196,39 @@ pub fn normalize_path(path: &str) -> Result<Option<String>, TargetError> {
         out.push('/');
     }
     Ok(Some(out))
+}
+
+/// `path` with percent-encoded unreserved characters decoded (`%61` → `a`; RFC 3986 §6.2.2.2 makes the two
+/// spellings equivalent), for matching only; borrowed, without allocating, when there is nothing to decode.
+/// Other escapes stay as they are: `%2F` is not a path separator.
+pub fn matching_path(path: &str) -> Cow<'_, str> {
+    let b = path.as_bytes();
+    let unreserved_at = |i: usize| {
+        let hex = |c: u8| (c as char).to_digit(16);
+        let byte = hex(*b.get(i + 1)?)? * 16 + hex(*b.get(i + 2)?)?;
+        let c = byte as u8;
+        (c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~')).then_some(c)
+    };
+    let Some(first) = (0..b.len()).find(|&i| b[i] == b'%' && unreserved_at(i).is_some()) else {
+        return Cow::Borrowed(path);
+    };
+    let mut out = Vec::with_capacity(b.len());
+    out.extend_from_slice(&b[..first]);
+    let mut i = first;
+    while i < b.len() {
+        match (b[i], unreserved_at(i)) {
+            (b'%', Some(c)) => {
+                out.push(c);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    // Only ASCII bytes were replaced by ASCII bytes: the result is as valid UTF-8 as `path`.
+    Cow::Owned(String::from_utf8(out).unwrap_or_else(|_| path.to_owned()))
 }
 
 #[cfg(test)]

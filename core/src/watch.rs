@@ -71,10 +71,12 @@ impl Health {
         self.synced.load(Ordering::Acquire)
     }
 
-    /// Synced, and not failing for longer than `max_staleness` at `now`.
+    /// Synced, and not failing for longer than `max_staleness` at `now` (`0`: no bound, as upstream's `0`
+    /// turns its staleness check off).
     pub fn fresh(&self, now: Instant, max_staleness: Duration) -> bool {
         let failing = *self.failing_since.lock().unwrap_or_else(|p| p.into_inner());
-        self.synced() && failing.is_none_or(|since| now.saturating_duration_since(since) <= max_staleness)
+        let within = |since: Instant| max_staleness.is_zero() || now.saturating_duration_since(since) <= max_staleness;
+        self.synced() && failing.is_none_or(within)
     }
 
     /// Records a failure; returns whether this one starts a streak.
@@ -178,6 +180,7 @@ mod tests {
         assert_eq!(f.feed(err(), t0 + Duration::from_secs(200)), None, "the streak keeps its start");
         assert!(health.fresh(t0 + bound, bound), "failing, but within the bound");
         assert!(!health.fresh(t0 + bound + Duration::from_secs(1), bound), "stale");
+        assert!(health.fresh(t0 + bound * 10, Duration::ZERO), "0 turns the check off, as upstream");
         f.feed(Ok(Event::Apply(1)), t0 + bound);
         assert!(health.fresh(t0 + bound * 2, bound), "an event ends the streak");
     }

@@ -142,7 +142,7 @@ pub fn metrics(state: &AdminState, req: &Request<Incoming>) -> Response<AdminBod
     if req.uri().path() != "/metrics" {
         return text(StatusCode::NOT_FOUND, "Not Found\n");
     }
-    admin::metrics(state.metrics.encode())
+    admin::metrics(req.headers(), state.metrics.encode())
 }
 
 #[cfg(test)]

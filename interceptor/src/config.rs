@@ -4,10 +4,12 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 use httpscale_core::listener::{Limits, ListenerArgs, default_max_connections};
+use httpscale_core::otel::OtelArgs;
 use httpscale_core::settings::{bytes, duration, go_bool};
 use httpscale_core::startup::ConfigError;
 use httpscale_core::telemetry::LogArgs;
@@ -15,6 +17,7 @@ use httpscale_core::telemetry::LogArgs;
 use crate::proxy::forward::ForwardSettings;
 use crate::proxy::forwarded::{Cidr, TrustedProxies};
 use crate::server::ServerSettings;
+use crate::tls::TlsArgs;
 
 #[derive(Debug, Clone, Parser)]
 #[command(
@@ -39,11 +42,12 @@ pub struct Config {
     #[arg(long, env = "KEDA_HTTP_WATCH_NAMESPACE", value_name = "KEDA_HTTP_WATCH_NAMESPACE", default_value = "")]
     pub watch_namespace: String,
 
-    /// Kubernetes mode: send requests straight to ready pod addresses instead of the Service.
-    #[arg(long, env = "KEDA_HTTP_DIRECT_POD_ROUTING", value_name = "KEDA_HTTP_DIRECT_POD_ROUTING", default_value = "false", value_parser = go_bool, action = clap::ArgAction::Set)]
+    /// Kubernetes mode: send requests straight to ready pod addresses instead of the Service (to the Service
+    /// when no pod address is ready). On by default, as upstream 0.16.
+    #[arg(long, env = "KEDA_HTTP_DIRECT_POD_ROUTING", value_name = "KEDA_HTTP_DIRECT_POD_ROUTING", default_value = "true", value_parser = go_bool, action = clap::ArgAction::Set)]
     pub direct_pod_routing: bool,
 
-    /// Kubernetes mode: `/readyz` turns 503 when a watch has been failing for longer than this.
+    /// Kubernetes mode: `/readyz` turns 503 when a watch has been failing for longer than this; 0 = never.
     #[arg(long, env = "KEDA_HTTP_ROUTING_TABLE_MAX_STALENESS", value_name = "KEDA_HTTP_ROUTING_TABLE_MAX_STALENESS", default_value = "5m", value_parser = duration)]
     pub max_staleness: Duration,
 
@@ -55,6 +59,17 @@ pub struct Config {
         hide = true
     )]
     pub informer_resync_period: Option<String>,
+
+    /// Accepted for compatibility and checked as a duration: the routing table is rebuilt on every watch
+    /// event, so there is no periodic rebuild to schedule.
+    #[arg(
+        long,
+        env = "KEDA_HTTP_ROUTING_TABLE_REFRESH_INTERVAL",
+        value_name = "KEDA_HTTP_ROUTING_TABLE_REFRESH_INTERVAL",
+        value_parser = duration,
+        hide = true
+    )]
+    pub routing_table_refresh_interval: Option<Duration>,
 
     /// Address the listeners bind to.
     #[arg(long, env = "HTTPSCALE_BIND_ADDRESS", value_name = "HTTPSCALE_BIND_ADDRESS", default_value = "0.0.0.0")]
@@ -192,14 +207,16 @@ pub struct Config {
     #[arg(long, env = "HTTPSCALE_MODEL_BODY_LIMIT", value_name = "HTTPSCALE_MODEL_BODY_LIMIT", default_value = "4Mi", value_parser = body_limit)]
     pub model_body_limit: usize,
 
-    /// Upstream's TLS listener; not supported yet, so `true` stops start-up instead of being ignored.
-    #[arg(long, env = "KEDA_HTTP_PROXY_TLS_ENABLED", value_name = "KEDA_HTTP_PROXY_TLS_ENABLED", default_value = "false", value_parser = go_bool, action = clap::ArgAction::Set, hide = true)]
-    pub proxy_tls_enabled: bool,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 
     /// Program that launches route processes (default: this executable, which sets the parent-death signal
     /// and execs the command).
     #[arg(long, env = "HTTPSCALE_PROCESS_LAUNCHER", value_name = "HTTPSCALE_PROCESS_LAUNCHER", hide = true)]
     pub process_launcher: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub otel: OtelArgs,
 
     #[command(flatten)]
     pub log: LogArgs,
@@ -223,12 +240,13 @@ impl Config {
         if let Some(d) = self.deprecated_response_header_timeout.filter(|d| !d.is_zero()) {
             self.response_header_timeout = d;
         }
-        if self.proxy_tls_enabled {
-            return Err(ConfigError::new(
-                "KEDA_HTTP_PROXY_TLS_ENABLED",
-                "the TLS listener is not supported by this version; terminate TLS in front of the interceptor",
-            ));
+        if self.tls.proxy_tls_enabled
+            && self.tls.proxy_tls_port != 0
+            && self.proxy_port == Some(self.tls.proxy_tls_port)
+        {
+            return Err(ConfigError::new("KEDA_HTTP_PROXY_TLS_PORT", "must differ from KEDA_HTTP_PROXY_PORT"));
         }
+        self.tls.policy()?;
         if self.connect_timeout.is_zero() {
             return Err(ConfigError::new("KEDA_HTTP_CONNECT_TIMEOUT", "must be above 0"));
         }
@@ -238,6 +256,7 @@ impl Config {
         if self.max_headers < 100 {
             return Err(ConfigError::new("HTTPSCALE_MAX_HEADERS", "must be at least 100"));
         }
+        self.otel.validate()?;
         Ok(self)
     }
 
@@ -249,8 +268,8 @@ impl Config {
         }
     }
 
-    /// The proxy listener's settings.
-    pub fn server_settings(&self) -> ServerSettings {
+    /// The proxy listeners' settings, with `tls` toward https backends.
+    pub fn server_settings(&self, tls: Arc<rustls::ClientConfig>) -> ServerSettings {
         ServerSettings {
             threads: self.proxy_threads(),
             max_header_bytes: self.max_header_bytes,
@@ -261,6 +280,7 @@ impl Config {
                 max_idle_per_host: self.max_idle_conns_per_host,
                 body_timeout: (!self.body_timeout.is_zero()).then_some(self.body_timeout),
                 trusted: TrustedProxies::new(self.trusted_proxies.clone()),
+                tls,
             },
         }
     }
@@ -281,6 +301,7 @@ impl Config {
         let mut c = Config::parse_from(["interceptor", "--proxy-port", "0", "--admin-port", "0"]);
         c.config = Some(path.into());
         c.prometheus_port = 0;
+        c.tls.proxy_tls_port = 0;
         c.bind_address = IpAddr::from([127, 0, 0, 1]);
         c
     }
@@ -358,17 +379,29 @@ mod tests {
     #[test]
     fn kubernetes_settings_parse_as_upstream() {
         let c = Config::try_parse_from(["interceptor"]).unwrap();
-        assert!(c.config.is_none() && !c.direct_pod_routing && c.watch_namespace.is_empty());
+        assert!(c.config.is_none() && c.direct_pod_routing && c.watch_namespace.is_empty(), "upstream 0.16 default");
         assert_eq!(c.max_staleness, Duration::from_secs(300));
-        let c = Config::try_parse_from(["interceptor", "--direct-pod-routing", "true", "--watch-namespace", "team"])
+        let c = Config::try_parse_from(["interceptor", "--direct-pod-routing", "false", "--watch-namespace", "team"])
             .unwrap();
-        assert!(c.direct_pod_routing);
+        assert!(!c.direct_pod_routing);
+        let help = Config::command().render_long_help().to_string();
+        let line = help.lines().skip_while(|l| !l.contains("--direct-pod-routing")).take(6).collect::<String>();
+        assert!(line.contains("[default: true]"), "{line}");
     }
 
     #[test]
-    fn tls_listener_is_refused_not_ignored() {
+    fn tls_settings_read_upstreams_names_and_a_bad_policy_names_its_setting() {
+        let c = Config::parse_from(["interceptor"]);
+        assert!(!c.tls.proxy_tls_enabled);
+        assert_eq!(c.tls.proxy_tls_port, 8443);
         let mut c = Config::for_file("r.yaml");
-        c.proxy_tls_enabled = true;
-        assert_eq!(c.validate().unwrap_err().setting, "KEDA_HTTP_PROXY_TLS_ENABLED");
+        c.tls.tls_min_version = Some("1.1".into());
+        let e = c.validate().unwrap_err();
+        assert_eq!(e.setting, "KEDA_HTTP_TLS_MIN_VERSION");
+        assert!(e.message.contains("\"1.1\""), "{e}");
+        let mut c = Config::for_file("r.yaml");
+        c.tls.proxy_tls_enabled = true;
+        (c.proxy_port, c.tls.proxy_tls_port) = (Some(8443), 8443);
+        assert_eq!(c.validate().unwrap_err().setting, "KEDA_HTTP_PROXY_TLS_PORT");
     }
 }

@@ -20,7 +20,9 @@ pub mod proxy;
 pub mod readiness;
 pub mod routes;
 pub mod server;
+pub mod sniff;
 pub mod standalone;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,6 +33,7 @@ use std::time::Duration;
 use httpscale_core::Shutdown;
 use httpscale_core::admin as core_admin;
 use httpscale_core::listener::{self, Gatekeeper, LimitsCollector};
+use httpscale_core::otel::{Service, Telemetry};
 use httpscale_core::startup::{self, StartError, bind, read_routes, watch_routes_file};
 use tokio::net::TcpListener;
 
@@ -51,10 +54,13 @@ use crate::standalone::Standalone;
 use crate::standalone::probe::ProbeTiming;
 use crate::standalone::program::{EXEC_ARG, Launcher, default_launcher, exec_child};
 use crate::standalone::supervisor::ProcessMetrics;
+use crate::tls::Tls;
 
 /// A started interceptor.
 pub struct Running {
     pub proxy_addr: SocketAddr,
+    /// The TLS proxy listener, when enabled.
+    pub proxy_tls_addr: Option<SocketAddr>,
     pub admin_addr: SocketAddr,
     pub metrics_addr: Option<SocketAddr>,
     pub routes: Arc<Routes>,
@@ -128,6 +134,7 @@ struct Listeners {
     admin: (TcpListener, SocketAddr),
     metrics: Option<(TcpListener, SocketAddr)>,
     proxy_gate: Arc<Gatekeeper>,
+    proxy_tls_gate: Arc<Gatekeeper>,
     admin_gate: Arc<Gatekeeper>,
     metrics_gate: Arc<Gatekeeper>,
 }
@@ -145,13 +152,14 @@ impl Listeners {
             admin,
             metrics,
             proxy_gate: Gatekeeper::new("proxy", config.proxy_limits(files)),
+            proxy_tls_gate: Gatekeeper::new("proxy-tls", config.proxy_limits(files)),
             admin_gate: Gatekeeper::new("admin", config.listen.admin()),
             metrics_gate: Gatekeeper::new("metrics", config.listen.admin()),
         })
     }
 
     fn gates(&self) -> Vec<Arc<Gatekeeper>> {
-        vec![self.proxy_gate.clone(), self.admin_gate.clone(), self.metrics_gate.clone()]
+        vec![self.proxy_gate.clone(), self.proxy_tls_gate.clone(), self.admin_gate.clone(), self.metrics_gate.clone()]
     }
 
     /// Serves both until `stop` fires.
@@ -176,15 +184,20 @@ fn metrics_for(routes: &Arc<Routes>, process: &ProcessMetrics, gates: Vec<Arc<Ga
     metrics
 }
 
+/// Who the interceptor is in OpenTelemetry: upstream's `service.name`.
+pub const OTEL_SERVICE: Service = Service { name: "keda-http-interceptor", scope: "httpscale-interceptor" };
+
 /// What the shutdown sequence acts on.
 struct Drain {
     draining: Draining,
     delay: Duration,
     stopping: Shutdown,
     proxy: server::ProxyThreads,
+    proxy_tls: Option<server::ProxyThreads>,
     routes: Arc<Routes>,
     followers: Shutdown,
     listeners: Shutdown,
+    telemetry: Telemetry,
 }
 
 impl Drain {
@@ -195,10 +208,15 @@ impl Drain {
         tokio::time::sleep(self.delay).await;
         self.stopping.trigger();
         self.proxy.join().await;
+        if let Some(tls) = self.proxy_tls {
+            tls.join().await;
+        }
         // Programs started for routes stop only once nothing can reach them any more.
         self.routes.stop_readiness().await;
         self.followers.trigger();
         self.listeners.trigger();
+        // The last spans and one last round of OTLP metrics.
+        self.telemetry.shutdown().await;
         tracing::info!("interceptor stopped");
     }
 }
@@ -214,6 +232,7 @@ pub async fn start_with(
     client: Option<kube::Client>,
     shutdown: Shutdown,
 ) -> Result<Running, StartError> {
+    let tls = Tls::setup(&config.tls)?;
     let process = ProcessMetrics::default();
     let (routes, source) = routes_for(&config, client, &process).await?;
     let (file_proxy_port, file_admin_port) = match &source {
@@ -221,7 +240,10 @@ pub async fn start_with(
         Source::Cluster { .. } => (None, None),
     };
     let listeners = Listeners::bind(&config, file_admin_port).await?;
-    let metrics = metrics_for(&routes, &process, listeners.gates());
+    let metrics = Arc::new(metrics_for(&routes, &process, listeners.gates()));
+    let (mut telemetry, tracer) = Telemetry::start(&config.otel, OTEL_SERVICE)?;
+    let exposed = metrics.clone();
+    telemetry.export_metrics(&config.otel, Arc::new(move || exposed.encode()))?;
     let (draining, stopping) = (Draining::default(), Shutdown::new());
     let params = StackParams {
         routes: routes.clone(),
@@ -240,18 +262,32 @@ pub async fn start_with(
             stall: (!config.body_timeout.is_zero()).then_some(config.body_timeout),
         },
         normalize_path: config.normalize_path,
+        tracer,
     };
     let pods = match &source {
         Source::Cluster { cluster, .. } => cluster.pods.clone(),
         Source::File { .. } => None,
     };
     let proxy_addr = SocketAddr::new(config.bind_address, config.proxy_port.or(file_proxy_port).unwrap_or(8080));
-    let gate = listeners.proxy_gate.clone();
-    let proxy = server::spawn(proxy_addr, config.server_settings(), params, pods, gate, stopping.clone())
+    let listeners_stop = Shutdown::new();
+    let settings = config.server_settings(tls.client.clone());
+    let plain = server::Listener { addr: proxy_addr, gate: listeners.proxy_gate.clone(), tls: None };
+    let proxy = server::spawn(plain, settings.clone(), params.clone(), pods.clone(), stopping.clone())
         .map_err(|source| StartError::Bind { what: "proxy", addr: proxy_addr, source })?;
+    let proxy_tls = match tls.listener {
+        Some(l) => {
+            let addr = SocketAddr::new(config.bind_address, l.port);
+            let listener = server::Listener { addr, gate: listeners.proxy_tls_gate.clone(), tls: Some(l.acceptor) };
+            let threads = server::spawn(listener, settings, params, pods, stopping.clone())
+                .map_err(|source| StartError::Bind { what: "proxy-tls", addr, source })?;
+            // The certificates are followed until the listeners have stopped.
+            tokio::spawn(l.certs.watch(l.reload_interval, listeners_stop.clone()));
+            Some(threads)
+        }
+        None => None,
+    };
 
     let (admin_addr, metrics_addr) = (listeners.admin.1, listeners.metrics.as_ref().map(|(_, a)| *a));
-    let listeners_stop = Shutdown::new();
     let programs = match &source {
         Source::File { programs, .. } => Some(programs.clone()),
         Source::Cluster { .. } => None,
@@ -259,7 +295,7 @@ pub async fn start_with(
     let state = AdminState {
         routes: routes.clone(),
         draining: draining.clone(),
-        metrics: Arc::new(metrics),
+        metrics,
         streams: StreamSlots::new(config.max_queue_streams),
         programs,
     };
@@ -277,18 +313,20 @@ pub async fn start_with(
             tokio::spawn(cluster::watch::run(Follower::new(cluster, routes.clone()), events, followers.clone()));
         }
     }
-    let proxy_addr = proxy.addr;
+    let (proxy_addr, proxy_tls_addr) = (proxy.addr, proxy_tls.as_ref().map(|t| t.addr));
     let drain = Drain {
         draining,
         delay: config.shutdown_delay,
         stopping,
         proxy,
+        proxy_tls,
         routes: routes.clone(),
         followers,
         listeners: listeners_stop,
+        telemetry,
     };
     let done = tokio::spawn(drain.run(shutdown));
-    Ok(Running { proxy_addr, admin_addr, metrics_addr, routes, done })
+    Ok(Running { proxy_addr, proxy_tls_addr, admin_addr, metrics_addr, routes, done })
 }
 
 /// The `interceptor` program: parses `args` (the first is the program name), sets up logging and runs
@@ -309,6 +347,7 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> Exi
             Ok(running) => {
                 tracing::info!(
                     proxy = %running.proxy_addr,
+                    proxy_tls = %running.proxy_tls_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
                     admin = %running.admin_addr,
                     metrics = %running.metrics_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()),
                     routes = running.routes.table().len(),

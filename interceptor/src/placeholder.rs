@@ -95,25 +95,11 @@ pub fn resolve_body(body: &PreparedBody, path: &str, bodies: &Bodies) -> Result<
         },
     };
     match data.get(k) {
-        Some(v) => Ok((Bytes::from(v.clone()), Some(content_type_of(k)))),
+        Some(v) => Ok((Bytes::from(v.clone()), crate::sniff::by_extension(k))),
         None if explicit => {
             Err(BodyError::NoKey { namespace: namespace.clone(), name: name.clone(), key: k.to_owned() })
         }
         None => Ok((Bytes::new(), None)),
-    }
-}
-
-/// The `Content-Type` of a ConfigMap body, from its key's extension.
-fn content_type_of(key: &str) -> &'static str {
-    match key.rsplit_once('.').map(|(_, ext)| ext.to_ascii_lowercase()).as_deref() {
-        Some("html" | "htm") => "text/html; charset=utf-8",
-        Some("json") => "application/json",
-        Some("css") => "text/css; charset=utf-8",
-        Some("js") => "text/javascript; charset=utf-8",
-        Some("svg") => "image/svg+xml",
-        Some("xml") => "application/xml",
-        Some("txt") => "text/plain; charset=utf-8",
-        _ => "application/octet-stream",
     }
 }
 

@@ -34,11 +34,25 @@ pub struct Defaults {
     pub max_pending: usize,
 }
 
+/// Whether a request goes to its upstream over TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    /// An `https://` standalone upstream.
+    Https,
+    /// A Kubernetes Service: https when the request arrived on the TLS listener, http otherwise (as upstream).
+    AsListener,
+}
+
 /// Where a request is sent.
 #[derive(Debug, Clone)]
 pub struct Upstream {
+    /// `host:port`; over TLS the host is also the name the certificate is checked for (SNI), with direct pod
+    /// routing too.
     pub authority: Authority,
+    /// HTTP/2 cleartext (plain connections only; over TLS, ALPN decides).
     pub h2c: bool,
+    pub scheme: Scheme,
     /// For Service targets: the Service and the port's name, so requests can go straight to ready pods.
     pub service: Option<(ServiceKey, String)>,
 }
@@ -74,7 +88,11 @@ pub struct Addresses;
 impl Resolve for Addresses {
     fn resolve(&self, target: &Target, h2c: bool) -> Result<Upstream, Unresolvable> {
         match target {
-            Target::Address(a) => Ok(Upstream { authority: authority(a)?, h2c, service: None }),
+            Target::Address(a) => {
+                let (address, tls) = Target::address(a);
+                let scheme = if tls { Scheme::Https } else { Scheme::Http };
+                Ok(Upstream { authority: authority(address)?, h2c, scheme, service: None })
+            }
             Target::Service { .. } => Err(Unresolvable::NeedsKubernetes(target.to_string())),
         }
     }
@@ -308,6 +326,15 @@ impl RouteState {
             Overflow::Placeholder => self.placeholder.as_ref(),
             Overflow::Reject => None,
         }
+    }
+
+    /// The placeholder a cold request gets at once, if any. As upstream 0.16 (PR #1733), a route with a
+    /// placeholder, its own `coldStart.maxPendingRequests` and `overflow: Placeholder` holds requests up to
+    /// that limit instead, and only the overflow gets the placeholder; every other route with a placeholder
+    /// answers with it at once.
+    pub fn immediate_placeholder(&self) -> Option<&PreparedPlaceholder> {
+        let holds = self.route.max_pending.is_some() && self.route.overflow == Overflow::Placeholder;
+        if holds { None } else { self.placeholder.as_ref() }
     }
 }
 

@@ -1,4 +1,6 @@
-//! The proxy listener. Work runs on `N` threads, each with its own single-threaded runtime, its own
+//! The proxy listeners (the plain one, and the TLS one when enabled: same pipeline, same limits, each its
+//! own connection budget; a TLS connection's handshake counts toward its head's timeout and ALPN picks
+//! `h2` or HTTP/1.1). Work runs on `N` threads, each with its own single-threaded runtime, its own
 //! `SO_REUSEPORT` listener on the shared port and its own upstream connection pool: no connection, pool or
 //! task crosses threads on the hot path. HTTP/1.1 and h2c (prior knowledge) share the port, told apart by
 //! the first bytes within the header timeout. Every connection is held to the listener's limits
@@ -29,12 +31,13 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
+use tokio_rustls::TlsAcceptor;
 
 use crate::cluster::pods::PodRouter;
 use crate::proxy::forward::{Forward, ForwardSettings};
 use crate::proxy::peek::PeekBody;
 use crate::proxy::stack::{Pipeline, StackParams, stack};
-use crate::proxy::types::{BoxFuture, ClientAddr, ProxyResponse};
+use crate::proxy::types::{ArrivedOverTls, BoxFuture, ClientAddr, ProxyResponse};
 
 /// Pending connections each listener keeps (a burst of clients arriving at a cold route).
 const LISTEN_BACKLOG: i32 = 4096;
@@ -65,16 +68,24 @@ impl ProxyThreads {
     }
 }
 
+/// One proxy listener: where it binds, who it admits, and (the TLS listener) how it shakes hands.
+#[derive(Clone)]
+pub struct Listener {
+    pub addr: SocketAddr,
+    pub gate: Arc<Gatekeeper>,
+    pub tls: Option<TlsAcceptor>,
+}
+
 /// Binds every listener first (so errors surface here and the port is known), then starts the threads, all
-/// admitting connections through `gate`.
+/// admitting connections through the listener's gate.
 pub fn spawn(
-    addr: SocketAddr,
+    listener: Listener,
     settings: ServerSettings,
     params: StackParams,
     pods: Option<Arc<PodRouter>>,
-    gate: Arc<Gatekeeper>,
     stop: Shutdown,
 ) -> io::Result<ProxyThreads> {
+    let Listener { addr, gate, tls } = listener;
     let first = bind_reuseport(addr, LISTEN_BACKLOG)?;
     let addr = first.local_addr()?;
     let mut listeners = vec![first];
@@ -85,13 +96,14 @@ pub fn spawn(
     for (i, listener) in listeners.into_iter().enumerate() {
         let (tx, rx) = oneshot::channel();
         done.push(rx);
-        let (settings, params, pods, gate, stop) =
-            (settings.clone(), params.clone(), pods.clone(), gate.clone(), stop.clone());
+        let (settings, params, pods, gate, tls, stop) =
+            (settings.clone(), params.clone(), pods.clone(), gate.clone(), tls.clone(), stop.clone());
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-        std::thread::Builder::new().name(format!("proxy-{i}")).spawn(move || {
+        let name = if tls.is_some() { format!("proxy-tls-{i}") } else { format!("proxy-{i}") };
+        std::thread::Builder::new().name(name).spawn(move || {
             runtime.block_on(async move {
                 match TcpListener::from_std(listener) {
-                    Ok(listener) => serve(listener, settings, params, pods, gate, stop).await,
+                    Ok(listener) => serve(listener, settings, params, pods, Listener { addr, gate, tls }, stop).await,
                     Err(e) => {
                         tracing::error!(cause = %e, "proxy listener could not be registered")
                     }
@@ -110,6 +122,7 @@ struct ConnService<S> {
     stack: S,
     remote: SocketAddr,
     state: Arc<ConnState>,
+    tls: bool,
 }
 
 impl<S: Pipeline<PeekBody<Incoming>>> hyper::service::Service<Request<Incoming>> for ConnService<S> {
@@ -119,6 +132,9 @@ impl<S: Pipeline<PeekBody<Incoming>>> hyper::service::Service<Request<Incoming>>
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
         req.extensions_mut().insert(ClientAddr(self.remote));
+        if self.tls {
+            req.extensions_mut().insert(ArrivedOverTls);
+        }
         let guard = self.state.begin();
         // Every layer is always ready (failures are per request), so `call` needs no `poll_ready` first.
         Answered { inner: self.stack.clone().call(req.map(PeekBody::new)), guard: Some(guard) }
@@ -171,42 +187,80 @@ struct Connections<S> {
     stack: S,
     builder: auto::Builder<TokioExecutor>,
     gate: Arc<Gatekeeper>,
+    tls: Option<TlsAcceptor>,
     stop: Shutdown,
     /// Each connection holds a clone; the drain waits until every one is dropped.
     open: mpsc::Sender<()>,
 }
 
+/// One connection's share of [`Connections`].
+struct Conn<S> {
+    stack: S,
+    builder: auto::Builder<TokioExecutor>,
+    gate: Arc<Gatekeeper>,
+    stop: Shutdown,
+    remote: SocketAddr,
+    tls: bool,
+}
+
 impl<S: Pipeline<PeekBody<Incoming>>> Connections<S> {
     fn spawn(&self, stream: TcpStream, remote: SocketAddr, permit: Permit) {
-        let (stack, builder, gate, stop, open) =
-            (self.stack.clone(), self.builder.clone(), self.gate.clone(), self.stop.clone(), self.open.clone());
+        let (tls, open) = (self.tls.clone(), self.open.clone());
+        let conn = Conn {
+            stack: self.stack.clone(),
+            builder: self.builder.clone(),
+            gate: self.gate.clone(),
+            stop: self.stop.clone(),
+            remote,
+            tls: tls.is_some(),
+        };
         tokio::spawn(async move {
             let start = tokio::time::Instant::now();
-            let Some(protocol) = gate.protocol(&stream).await else { return };
-            let state = ConnState::new(permit, protocol, start);
-            let service = ConnService { stack, remote, state: state.clone() };
-            let io = TokioIo::new(Guarded::new(stream, state.clone()));
-            let conn = builder.serve_connection_with_upgrades(io, service);
-            tokio::pin!(conn);
-            let ended = tokio::select! {
-                ended = conn.as_mut() => ended,
-                _ = stop.triggered() => {
-                    // A connection whose first request (or next head) is on its way is left to bring it:
-                    // it is answered with `Connection: close` (see the module docs).
-                    if protocol == Protocol::Http2 || state.quiet() || state.in_flight() > 0 {
-                        conn.as_mut().graceful_shutdown();
+            match tls {
+                None => {
+                    if let Some(protocol) = conn.gate.protocol(&stream).await {
+                        conn.serve(stream, ConnState::new(permit, protocol, start)).await;
                     }
-                    conn.await
                 }
-            };
-            if let Err(e) = ended {
-                if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_parse_too_large) {
-                    gate.stats.hit(Limit::HeaderSize, "request refused with 431: its headers are too large");
+                Some(acceptor) => {
+                    if let Some((stream, protocol)) = conn.gate.handshake(&acceptor, stream).await {
+                        conn.serve(stream, ConnState::new(permit, protocol, start)).await;
+                    }
                 }
-                tracing::debug!(client = %remote, cause = %e, "connection ended with an error");
             }
             drop(open);
         });
+    }
+}
+
+impl<S: Pipeline<PeekBody<Incoming>>> Conn<S> {
+    /// Serves one connection until it ends, or drains it when `stop` fires (see the module docs).
+    async fn serve<I>(self, stream: I, state: Arc<ConnState>)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let protocol = state.protocol();
+        let service = ConnService { stack: self.stack, remote: self.remote, state: state.clone(), tls: self.tls };
+        let io = TokioIo::new(Guarded::new(stream, state.clone()));
+        let conn = self.builder.serve_connection_with_upgrades(io, service);
+        tokio::pin!(conn);
+        let ended = tokio::select! {
+            ended = conn.as_mut() => ended,
+            _ = self.stop.triggered() => {
+                // A connection whose first request (or next head) is on its way is left to bring it:
+                // it is answered with `Connection: close` (see the module docs).
+                if protocol == Protocol::Http2 || state.quiet() || state.in_flight() > 0 {
+                    conn.as_mut().graceful_shutdown();
+                }
+                conn.await
+            }
+        };
+        if let Err(e) = ended {
+            if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_parse_too_large) {
+                self.gate.stats.hit(Limit::HeaderSize, "request refused with 431: its headers are too large");
+            }
+            tracing::debug!(client = %self.remote, cause = %e, "connection ended with an error");
+        }
     }
 }
 
@@ -215,12 +269,12 @@ async fn serve(
     settings: ServerSettings,
     params: StackParams,
     pods: Option<Arc<PodRouter>>,
-    gate: Arc<Gatekeeper>,
+    Listener { gate, tls, .. }: Listener,
     stop: Shutdown,
 ) {
     let forward = Forward::new(settings.forward.clone(), pods);
     let (open, mut closed) = mpsc::channel(1);
-    let conns = Connections { stack: stack(&params, forward), builder: builder(&settings), gate, stop, open };
+    let conns = Connections { stack: stack(&params, forward), builder: builder(&settings), gate, tls, stop, open };
     loop {
         let (stream, remote, permit) = tokio::select! {
             accepted = conns.gate.accept(&listener) => accepted,

@@ -37,7 +37,7 @@ async fn a_held_request_is_counted_then_served_when_the_backend_comes_up() {
     assert_eq!(concurrency(h.admin(), "default/app").await, 0);
     let m = h.metrics().await;
     assert!(
-        m.contains(r#"interceptor_cold_start_wait_seconds_count{route_name="app",route_namespace="default"} 1"#),
+        m.contains(r#"interceptor_cold_start_duration_seconds_count{route_name="app",route_namespace="default",outcome="ready"} 1"#),
         "{m}"
     );
     // Now warm.
@@ -140,6 +140,35 @@ async fn over_the_hold_cap_requests_get_503_with_retry_after_and_held_ones_survi
     for r in held {
         let (status, _, body) = tokio::time::timeout(Duration::from_secs(5), r).await.unwrap().unwrap();
         assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"));
+    }
+    h.stop().await;
+}
+
+/// Upstream 0.16 (PR #1733): placeholder + the route's own `maxPendingRequests` + `overflow: Placeholder`
+/// holds requests up to the limit; only the overflow gets the placeholder, and the held ones are served by
+/// the backend when it comes up.
+#[tokio::test(flavor = "multi_thread")]
+async fn with_overflow_placeholder_requests_are_held_up_to_the_limit_and_only_the_overflow_gets_the_placeholder() {
+    let port = Reserved::new();
+    let extra = "    coldStart:\n      placeholder: {response: {statusCode: 202, body: warming up}}\n      \
+                 maxPendingRequests: 2\n      overflow: Placeholder\n";
+    let h = interceptor(&route_to("app", "app.local", port.addr(), extra)).await;
+    let proxy = h.proxy();
+    let held: Vec<_> = (0..2).map(|_| tokio::spawn(async move { get(proxy, "app.local", "/").await })).collect();
+    eventually(Duration::from_secs(2), "two held", || async { concurrency(h.admin(), "default/app").await == 2 }).await;
+    let (status, headers, body) = get(h.proxy(), "app.local", "/").await;
+    assert_eq!((status, body.as_str()), (StatusCode::ACCEPTED, "warming up"), "the overflow gets the placeholder");
+    assert_eq!(headers["content-type"], "text/plain; charset=utf-8", "sniffed as upstream's Go server does");
+    assert!(
+        h.metrics()
+            .await
+            .contains(r#"interceptor_cold_start_rejections_total{route_name="app",route_namespace="default"} 1"#)
+    );
+    let _b = backend_on(port.listen(), |_| Response::new(full("real")));
+    for r in held {
+        let (status, headers, body) = tokio::time::timeout(Duration::from_secs(5), r).await.unwrap().unwrap();
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "real"));
+        assert_eq!(headers["x-keda-http-cold-start"], "true");
     }
     h.stop().await;
 }

@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::StatusCode;
@@ -273,13 +273,14 @@ struct Tally {
     refused: AtomicUsize,
     answered: AtomicUsize,
     lost: AtomicUsize,
+    stop: AtomicBool,
 }
 
 /// Sends requests one after another, on one connection until an answer says `Connection: close`, until
-/// `until`; counts what happened to each.
-async fn client_loop(proxy: SocketAddr, until: Instant, tally: Arc<Tally>) {
+/// told to stop; counts what happened to each.
+async fn client_loop(proxy: SocketAddr, tally: Arc<Tally>) {
     let mut conn: Option<TcpStream> = None;
-    while Instant::now() < until {
+    while !tally.stop.load(Ordering::Relaxed) {
         let mut s = match conn.take() {
             Some(s) => s,
             None => match tokio::time::timeout(WAIT, TcpStream::connect(proxy)).await {
@@ -335,10 +336,14 @@ async fn shutdown_under_load_answers_every_accepted_request() {
     .await;
     let proxy = h.proxy();
     let tally = Arc::new(Tally::default());
-    let until = Instant::now() + Duration::from_millis(2500);
-    let clients: Vec<_> = (0..48).map(|_| tokio::spawn(client_loop(proxy, until, tally.clone()))).collect();
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    let clients: Vec<_> = (0..48).map(|_| tokio::spawn(client_loop(proxy, tally.clone()))).collect();
+    // Under load however slow the machine: stop once 300 requests were answered, then keep the clients going
+    // through the drain.
+    eventually(Duration::from_secs(30), "300 answers", || async { tally.answered.load(Ordering::Relaxed) >= 300 })
+        .await;
     h.shutdown.trigger();
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    tally.stop.store(true, Ordering::Relaxed);
     for c in clients {
         tokio::time::timeout(Duration::from_secs(20), c).await.unwrap().unwrap();
     }
@@ -349,7 +354,7 @@ async fn shutdown_under_load_answers_every_accepted_request() {
         tally.refused.load(Ordering::Relaxed),
     );
     eprintln!("answered {answered}, lost {lost}, refused {refused}");
-    assert!(answered > 500 && refused > 0, "under load, then refused after the stop");
+    assert!(answered >= 300 && refused > 0, "under load, then refused after the stop");
     assert_eq!(lost, 0, "every request on an accepted connection was answered");
 }
 

@@ -194,7 +194,7 @@ async fn placeholder_bodies_come_from_labelled_config_maps() {
     eventually(Duration::from_secs(10), "first full sync", || ready(admin)).await;
     let cm: ConfigMap = serde_json::from_value(json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "page", "namespace": "default", "labels": {"http.keda.sh/response-body": "true"}},
-        "data": {"index.html": "<h1>Warming up</h1>", "status.json": "{\"ready\":false}"}}))
+        "data": {"index.html": "<h1>Warming up</h1>", "status.json": "{\"ready\":false}", "loading": "<html><p>soon"}}))
     .unwrap();
     Api::<ConfigMap>::namespaced(client.clone(), "default").create(&PostParams::default(), &cm).await.unwrap();
     let ir: InterceptorRoute = serde_yaml::from_str(
@@ -214,7 +214,13 @@ async fn placeholder_bodies_come_from_labelled_config_maps() {
     let (_, headers, body) = get(proxy, "web.local", "/status.json").await;
     assert_eq!(body, "{\"ready\":false}");
     assert_eq!(headers["content-type"], "application/json");
-    assert_eq!(get(proxy, "web.local", "/missing.txt").await.2, "", "a missing path-derived key is an empty body");
+    // A key without an extension Go knows is sniffed, as upstream's Go server does (not a download).
+    let (_, headers, body) = get(proxy, "web.local", "/loading").await;
+    assert_eq!(body, "<html><p>soon");
+    assert_eq!(headers["content-type"], "text/html; charset=utf-8");
+    let (_, headers, body) = get(proxy, "web.local", "/missing.txt").await;
+    assert_eq!(body, "", "a missing path-derived key is an empty body");
+    assert!(headers.get("content-type").is_none(), "and gets no Content-Type, as in Go");
     // An explicit key that does not exist is a 500.
     irs.patch("web", &PatchParams::default(), &Patch::Merge(json!({"spec": {"coldStart": {"placeholder": {"response": {"bodyFromConfigMap": {"name": "page", "key": "nope.html"}}}}}})))
         .await

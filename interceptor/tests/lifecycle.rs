@@ -43,7 +43,7 @@ async fn metrics_use_upstream_names_and_labels() {
     for want in [
         r#"interceptor_request_count_total{code="200",method="GET",route_name="app",route_namespace="default"}"#,
         r#"interceptor_request_count_total{code="404",method="GET",route_name="",route_namespace=""} 1"#,
-        r#"interceptor_request_duration_seconds_bucket{le="0.005",code="200",method="GET",route_name="app",route_namespace="default"}"#,
+        r#"interceptor_request_duration_seconds_bucket{le="0.005",code="200",method="GET",route_name="app",route_namespace="default",cold_start="false"}"#,
         r#"interceptor_request_concurrency{route_name="app",route_namespace="default"} 0"#,
     ] {
         assert!(m.contains(want), "missing {want} in\n{m}");

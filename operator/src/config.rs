@@ -2,6 +2,8 @@
 //! flags (reference §5.1–5.2).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -9,6 +11,7 @@ use httpscale_core::listener::ListenerArgs;
 use httpscale_core::settings::{duration, go_bool};
 use httpscale_core::startup::ConfigError;
 use httpscale_core::telemetry::LogArgs;
+use rustls::ServerConfig;
 
 use crate::desired::ScalerAddress;
 
@@ -68,16 +71,18 @@ pub struct Config {
     #[arg(long, env = "KEDA_HTTP_OPERATOR_LEADER_ELECTION_RETRY_PERIOD", value_name = "KEDA_HTTP_OPERATOR_LEADER_ELECTION_RETRY_PERIOD", default_value = "2s", value_parser = duration)]
     pub retry_period: Duration,
 
-    /// Upstream's HTTPS metrics; not supported (metrics are plain HTTP): `true` stops start-up.
+    /// Serve `/metrics` over HTTPS (the certificate from `--metrics-cert-dir`, else a self-signed one).
     #[arg(long, default_value = "false", num_args = 0..=1, default_missing_value = "true", value_parser = go_bool, action = clap::ArgAction::Set)]
     pub metrics_secure: bool,
 
-    /// Upstream's metrics authentication; not supported: `true` stops start-up.
+    /// Answer `/metrics` only to a bearer token the API server accepts (TokenReview) whose user may `get` the
+    /// path (SubjectAccessReview).
     #[arg(long, default_value = "false", num_args = 0..=1, default_missing_value = "true", value_parser = go_bool, action = clap::ArgAction::Set)]
     pub metrics_auth: bool,
 
-    #[arg(long, hide = true)]
-    pub metrics_cert_dir: Option<String>,
+    /// Directory with `tls.crt` and `tls.key` for `--metrics-secure` (empty: a self-signed certificate).
+    #[arg(long)]
+    pub metrics_cert_dir: Option<PathBuf>,
 
     #[arg(long, hide = true)]
     pub profiling_bind_address: Option<String>,
@@ -114,6 +119,10 @@ pub struct Resolved {
     pub watch_namespace: Option<String>,
     pub metrics: Option<SocketAddr>,
     pub health: Option<SocketAddr>,
+    /// `--metrics-secure`: the metrics listener's TLS configuration.
+    pub metrics_tls: Option<Arc<ServerConfig>>,
+    /// `--metrics-auth`.
+    pub metrics_auth: bool,
 }
 
 impl Config {
@@ -154,13 +163,8 @@ impl Config {
                 setting: "KEDA_HTTP_OPERATOR_NAMESPACE",
                 message: "is required outside a pod (the scaler's namespace)".into(),
             })?;
-        if self.metrics_secure || self.metrics_auth {
-            return Err(ConfigError {
-                setting: "--metrics-secure/--metrics-auth",
-                message: "HTTPS metrics with authentication are not supported; metrics are served over plain HTTP"
-                    .into(),
-            });
-        }
+        let cert_dir = self.metrics_cert_dir.as_deref().filter(|d| !d.as_os_str().is_empty());
+        let metrics_tls = if self.metrics_secure { Some(crate::metrics_tls::server_config(cert_dir)?) } else { None };
         if self.leader_elect && (self.renew_deadline >= self.lease_duration || self.retry_period >= self.renew_deadline)
         {
             return Err(ConfigError {
@@ -174,6 +178,8 @@ impl Config {
             watch_namespace: Some(self.watch_namespace.clone()).filter(|n| !n.is_empty()),
             metrics: listen_address("--metrics-bind-address", &self.metrics_bind_address)?,
             health: listen_address("--health-probe-bind-address", &self.health_probe_bind_address)?,
+            metrics_tls,
+            metrics_auth: self.metrics_auth,
         })
     }
 }
@@ -222,10 +228,26 @@ mod tests {
             "s",
             "--namespace",
             "k",
-            "--metrics-secure",
+            "--metrics-secure=true",
+            "--metrics-auth",
+            "--metrics-cert-dir=/nonexistent",
         ])
         .unwrap();
-        assert!(c.resolve().unwrap_err().message.contains("not supported"));
+        let e = c.resolve().unwrap_err();
+        assert_eq!(e.setting, "--metrics-cert-dir");
+        assert!(e.message.contains("/nonexistent/tls.crt"), "{}", e.message);
+        // The chart's upstream defaults: HTTPS with a self-signed certificate, and authentication.
+        let c = Config::try_parse_from([
+            "operator",
+            "--external-scaler-service=s",
+            "--namespace=k",
+            "--metrics-bind-address=:8443",
+            "--metrics-secure=true",
+            "--metrics-auth=true",
+        ])
+        .unwrap();
+        let r = c.resolve().unwrap();
+        assert!(r.metrics_tls.is_some() && r.metrics_auth);
         let e = Config::try_parse_from(["operator", "--lease-duration", "long"]).unwrap_err().to_string();
         assert!(e.contains("long"), "{e}");
     }

@@ -32,7 +32,7 @@ impl std::fmt::Display for ScalerAddress {
 
 /// Whether an annotation is set to a true value.
 pub fn annotated(obj: &HTTPScaledObject, key: &str) -> bool {
-    obj.annotations().get(key).is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    obj.annotations().get(key).is_some_and(|v| v == "true")
 }
 
 /// The controller owner reference the ScaledObject carries (blocking the owner's deletion until the

@@ -6,6 +6,9 @@ pub mod config;
 pub mod desired;
 pub mod leader;
 pub mod metrics;
+pub mod metrics_auth;
+pub mod metrics_server;
+pub mod metrics_tls;
 pub mod reconcile;
 
 use std::sync::Arc;
@@ -30,6 +33,7 @@ pub use config::Config;
 use crate::config::Resolved;
 use crate::leader::{LeaseSettings, LostLead};
 use crate::metrics::Metrics;
+use crate::metrics_auth::MetricsAuth;
 use crate::reconcile::Context;
 
 #[derive(Debug, thiserror::Error)]
@@ -88,16 +92,27 @@ async fn serve_probes(
     gates: Gates,
     metrics: &Arc<Metrics>,
     ready: &Arc<AtomicBool>,
+    client: &kube::Client,
     shutdown: &Shutdown,
 ) -> Result<(), StartError> {
-    if let Some(addr) = resolved.metrics {
+    if let Some(addr) = resolved.metrics
+        && (resolved.metrics_tls.is_some() || resolved.metrics_auth)
+    {
+        let (listener, _) = bind("metrics", addr).await?;
+        let secured = metrics_server::Secured {
+            tls: resolved.metrics_tls.clone(),
+            auth: resolved.metrics_auth.then(|| MetricsAuth::new(client.clone())),
+            metrics: metrics.clone(),
+        };
+        tokio::spawn(metrics_server::serve(listener, gates.metrics, secured, shutdown.clone()));
+    } else if let Some(addr) = resolved.metrics {
         let (listener, _) = bind("metrics", addr).await?;
         let m = metrics.clone();
         tokio::spawn(admin::serve(
             listener,
             gates.metrics,
             move |req| match req.uri().path() {
-                "/metrics" => admin::metrics(m.encode()),
+                "/metrics" => admin::metrics(req.headers(), m.encode()),
                 _ => admin::text(StatusCode::NOT_FOUND, "Not Found\n"),
             },
             shutdown.clone(),
@@ -178,7 +193,7 @@ pub async fn run(config: Config, resolved: Resolved, client: kube::Client, shutd
     metrics.registry_mut().register_collector(Box::new(LimitsCollector(listeners)));
     let metrics = Arc::new(metrics);
     let ready = Arc::new(AtomicBool::new(false));
-    serve_probes(&resolved, gates, &metrics, &ready, &shutdown).await?;
+    serve_probes(&resolved, gates, &metrics, &ready, &client, &shutdown).await?;
     tracing::info!(scaler = %resolved.scaler, watch_namespace = resolved.watch_namespace.as_deref().unwrap_or("(all)"), "operator starting");
 
     // Leader election: a standby is ready (it serves probes) but does not reconcile.

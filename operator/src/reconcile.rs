@@ -3,14 +3,15 @@
 //!
 //! HTTPScaledObject, in order: deletion (remove the finalizer; the ScaledObject goes by garbage collection
 //! through its owner reference) → finalizer added → spec checked (a spec that cannot work gets
-//! `Ready=False` with the reason and a Warning event, nothing else changes) → skip annotation (delete our
-//! ScaledObject) or orphan annotation (drop our owner reference) → otherwise the ScaledObject is written by
+//! `Ready=False` with the reason and a Warning event, nothing else changes) → orphan annotation (drop our
+//! owner reference) or else skip annotation (delete our ScaledObject), each only with the exact value `"true"`
+//! as upstream → otherwise the ScaledObject is written by
 //! server-side apply with a fixed field manager and `force`, so fields removed from the HTTPScaledObject
 //! disappear and manual edits are reverted → status.
 //!
 //! InterceptorRoute: `Ready=True` when the spec converts into a route, else `False` with the reason.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -60,6 +61,7 @@ pub struct Context {
     pub recorder: Option<Recorder>,
     keda_missing_said: AtomicBool,
     failures: Mutex<HashMap<String, u32>>,
+    deprecation_warned: Mutex<HashSet<String>>,
 }
 
 impl Context {
@@ -71,6 +73,7 @@ impl Context {
             recorder,
             keda_missing_said: AtomicBool::new(false),
             failures: Mutex::new(HashMap::new()),
+            deprecation_warned: Mutex::new(HashSet::new()),
         }
     }
 
@@ -88,6 +91,13 @@ impl Context {
         let n = f.entry(key.to_owned()).or_insert(0);
         *n = (*n + 1).min(9);
         Duration::from_secs(1 << (*n - 1)).min(Duration::from_secs(300))
+    }
+
+    /// Once per HTTPScaledObject and process, as upstream: the kind is deprecated in favour of InterceptorRoute.
+    fn warn_deprecated(&self, key: &str) {
+        if self.deprecation_warned.lock().unwrap_or_else(|p| p.into_inner()).insert(key.to_owned()) {
+            tracing::warn!(httpscaledobject = %key, "{DEPRECATION_WARNING}");
+        }
     }
 
     fn succeeded(&self, key: &str) {
@@ -127,6 +137,11 @@ fn owned_by(so: &ScaledObject, obj: &HTTPScaledObject) -> bool {
 }
 
 /// Reconciles one HTTPScaledObject (see the module docs).
+/// Upstream's words, logged once per HTTPScaledObject.
+pub const DEPRECATION_WARNING: &str = "WARNING: HTTPScaledObject is deprecated and will be removed in a future release, \
+     migrate to InterceptorRoute + ScaledObject: \
+     https://keda.sh/http-add-on/0.14/operations/migrate-httpscaledobject-to-interceptorroute/";
+
 pub async fn httpso(obj: Arc<HTTPScaledObject>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let result = reconcile_httpso(&obj, &ctx).await;
@@ -148,6 +163,7 @@ async fn reconcile_httpso(obj: &HTTPScaledObject, ctx: &Context) -> Result<Actio
         ctx.succeeded(&key);
         return Ok(Action::await_change());
     }
+    ctx.warn_deprecated(&key);
     if !finalizers.iter().any(|f| f == FINALIZER) {
         let mut all = finalizers.to_vec();
         all.push(FINALIZER.to_owned());
@@ -162,17 +178,7 @@ async fn reconcile_httpso(obj: &HTTPScaledObject, ctx: &Context) -> Result<Actio
     }
 
     let so_api: Api<ScaledObject> = Api::namespaced(ctx.client.clone(), &ns);
-    if desired::annotated(obj, SKIP_ANNOTATION) {
-        if let Some(so) = so_api.get_opt(&name).await?
-            && owned_by(&so, obj)
-        {
-            so_api.delete(&name, &DeleteParams::default()).await?;
-            tracing::info!(httpscaledobject = %key, "deleted our ScaledObject: creation is skipped by annotation");
-        }
-        set_httpso_status(&api, obj, true, RECONCILED.0, "ScaledObject creation skipped by annotation").await?;
-        ctx.succeeded(&key);
-        return Ok(Action::await_change());
-    }
+    // As upstream: orphan first, so with both annotations the ScaledObject is kept, not deleted.
     if desired::annotated(obj, ORPHAN_ANNOTATION) {
         if let Some(so) = so_api.get_opt(&name).await?
             && owned_by(&so, obj)
@@ -189,6 +195,17 @@ async fn reconcile_httpso(obj: &HTTPScaledObject, ctx: &Context) -> Result<Actio
         return Ok(Action::await_change());
     }
 
+    if desired::annotated(obj, SKIP_ANNOTATION) {
+        if let Some(so) = so_api.get_opt(&name).await?
+            && owned_by(&so, obj)
+        {
+            so_api.delete(&name, &DeleteParams::default()).await?;
+            tracing::info!(httpscaledobject = %key, "deleted our ScaledObject: creation is skipped by annotation");
+        }
+        set_httpso_status(&api, obj, true, RECONCILED.0, "ScaledObject creation skipped by annotation").await?;
+        ctx.succeeded(&key);
+        return Ok(Action::await_change());
+    }
     let desired = desired::scaled_object(obj, &ctx.scaler);
     match so_api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&desired)).await {
         Ok(_) => {

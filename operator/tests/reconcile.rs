@@ -77,6 +77,13 @@ fn context(with_events: bool) -> (Arc<Context>, ApiHandle) {
     (Arc::new(Context::new(client, scaler, Arc::new(Metrics::new()), recorder)), handle)
 }
 
+/// The ScaledObject this HTTPScaledObject owns, as the API server returns it.
+fn our_scaled_object() -> Value {
+    json!({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": {"name": "ollama", "namespace": "ollama",
+        "ownerReferences": [{"apiVersion": "http.keda.sh/v1alpha1", "kind": "HTTPScaledObject", "name": "ollama", "uid": "uid-1", "controller": true}]},
+        "spec": {"scaleTargetRef": {"name": "ollama"}, "triggers": []}})
+}
+
 fn ready_of(status_patch: &Value) -> &Value {
     &status_patch["status"]["conditions"][0]
 }
@@ -169,12 +176,7 @@ async fn the_skip_annotation_deletes_our_scaled_object_and_creates_none() {
         (c.method.clone(), c.path.as_str()),
         (Method::GET, "/apis/keda.sh/v1alpha1/namespaces/ollama/scaledobjects/ollama")
     );
-    c.reply(
-        200,
-        json!({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": {"name": "ollama", "namespace": "ollama",
-            "ownerReferences": [{"apiVersion": "http.keda.sh/v1alpha1", "kind": "HTTPScaledObject", "name": "ollama", "uid": "uid-1", "controller": true}]},
-            "spec": {"scaleTargetRef": {"name": "ollama"}, "triggers": []}}),
-    );
+    c.reply(200, our_scaled_object());
     let c = next(&mut api).await;
     assert_eq!(
         (c.method.clone(), c.path.as_str()),
@@ -307,4 +309,114 @@ async fn interceptor_routes_get_ready_true_or_false_with_the_reason() {
     assert!(ready["message"].as_str().unwrap().contains("granularity"), "{ready}");
     c.reply(200, serde_json::to_value(&ir).unwrap());
     task.await.unwrap().unwrap();
+}
+
+/// Answers the server-side apply and the status patch of one plain reconcile.
+async fn answer_apply_and_status(api: &mut ApiHandle, obj: &HTTPScaledObject) {
+    let c = next(api).await;
+    assert_eq!(c.content_type, "application/apply-patch+yaml", "{} {}", c.method, c.path);
+    let so = c.body.clone();
+    c.reply(200, so);
+    let c = next(api).await;
+    assert!(c.path.ends_with("/status"), "{}", c.path);
+    c.reply(200, serde_json::to_value(obj).unwrap());
+}
+
+/// Upstream (operator/controllers/http/app.go) checks the orphan annotation before the skip annotation: with
+/// both set, the ScaledObject is orphaned and kept. httpscale used to check skip first and delete it.
+#[tokio::test]
+async fn with_both_annotations_the_scaled_object_is_orphaned_and_kept_not_deleted() {
+    let (ctx, mut api) = context(false);
+    let mut obj = httpso("");
+    obj.metadata.annotations = Some(
+        [
+            ("httpscaledobject.keda.sh/skip-scaledobject-creation".to_string(), "true".to_string()),
+            ("httpscaledobject.keda.sh/orphan-scaledobject".to_string(), "true".to_string()),
+        ]
+        .into(),
+    );
+    let task = tokio::spawn(reconcile::httpso(Arc::new(obj.clone()), ctx));
+    let c = next(&mut api).await;
+    assert_eq!(c.method, Method::GET);
+    c.reply(200, our_scaled_object());
+    let c = next(&mut api).await;
+    assert_eq!(c.method, Method::PATCH, "orphaned, never deleted");
+    assert_eq!(c.body["metadata"]["ownerReferences"], json!([]));
+    c.reply(
+        200,
+        json!({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject", "metadata": {"name": "ollama", "namespace": "ollama"},
+            "spec": {"scaleTargetRef": {"name": "ollama"}, "triggers": []}}),
+    );
+    let c = next(&mut api).await;
+    assert_eq!(ready_of(&c.body)["message"], "ScaledObject orphaned by annotation");
+    c.reply(200, serde_json::to_value(&obj).unwrap());
+    task.await.unwrap().unwrap();
+}
+
+/// As upstream, only the exact value `"true"` counts: `True` or `yes` leave the ScaledObject managed.
+#[tokio::test]
+async fn annotation_values_other_than_exactly_true_are_ignored() {
+    for value in ["True", "TRUE", "yes", "1"] {
+        let (ctx, mut api) = context(false);
+        let mut obj = httpso("");
+        obj.metadata.annotations = Some(
+            [
+                ("httpscaledobject.keda.sh/skip-scaledobject-creation".to_string(), value.to_string()),
+                ("httpscaledobject.keda.sh/orphan-scaledobject".to_string(), value.to_string()),
+            ]
+            .into(),
+        );
+        let task = tokio::spawn(reconcile::httpso(Arc::new(obj.clone()), ctx));
+        answer_apply_and_status(&mut api, &obj).await;
+        task.await.unwrap().unwrap();
+    }
+}
+
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The log lines of this test process. A global subscriber, not a thread-local one: tracing caches each
+/// call site's interest, and a thread-local subscriber races with the other tests' threads over that cache.
+fn logs() -> &'static Captured {
+    static LOGS: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+        tracing::subscriber::set_global_default(subscriber).unwrap();
+        logs
+    })
+}
+
+/// Upstream logs its deprecation warning once per HTTPScaledObject (a `sync.Map` keyed by namespace/name).
+#[tokio::test]
+async fn the_deprecation_warning_is_logged_once_per_httpscaledobject() {
+    let logs = logs();
+    let (ctx, mut api) = context(false);
+    let mut first = httpso("");
+    first.metadata.name = Some("deprecated-a".into());
+    let mut second = httpso("");
+    second.metadata.name = Some("deprecated-b".into());
+    for obj in [&first, &first, &second, &first] {
+        let task = tokio::spawn(reconcile::httpso(Arc::new(obj.clone()), ctx.clone()));
+        answer_apply_and_status(&mut api, obj).await;
+        task.await.unwrap().unwrap();
+    }
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> =
+        text.lines().filter(|l| l.contains("HTTPScaledObject is deprecated") && l.contains("deprecated-")).collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].contains("WARN") && lines[0].contains("ollama/deprecated-a"), "{}", lines[0]);
+    assert!(lines[1].contains("ollama/deprecated-b"), "{}", lines[1]);
+    assert!(lines[0].contains(reconcile::DEPRECATION_WARNING), "{}", lines[0]);
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use httpscale_core::listener::ListenerArgs;
+use httpscale_core::otel::OtelArgs;
 use httpscale_core::settings::{duration, go_bool};
 use httpscale_core::startup::ConfigError;
 use httpscale_core::telemetry::LogArgs;
@@ -143,6 +144,9 @@ pub struct Config {
     pub grpc_max_metadata_bytes: u32,
 
     #[command(flatten)]
+    pub otel: OtelArgs,
+
+    #[command(flatten)]
     pub log: LogArgs,
 }
 
@@ -232,6 +236,7 @@ impl Config {
                     .into(),
             });
         }
+        self.otel.validate()?;
         Ok(self)
     }
 

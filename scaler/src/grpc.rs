@@ -5,12 +5,17 @@
 //! (a held request pushed by an interceptor arrives within milliseconds), and at least every stream interval.
 //! It ends cleanly when the client goes away or the scaler shuts down, and with the error status if the
 //! trigger stops resolving (a deleted route).
+//!
+//! `StreamMetricSpec` (KEDA 2.21) sends the trigger's metric specs when opened and again whenever they change
+//! (a route's target edited in its InterceptorRoute or HTTPScaledObject, or a metric added or removed), so KEDA
+//! updates the HPA without the ScaledObject being touched. Both of KEDA's rules hold: the current specs go
+//! out at once, and `GetMetricSpec` answers from the same [`specs`] of the same route specs, so the two never
+//! disagree. Like `StreamIsActive`, it ends cleanly with the client or the scaler, and with the error status
+//! if the trigger stops resolving.
 
-use std::pin::Pin;
 use std::sync::Arc;
 use tokio::time::Instant;
 
-use futures_util::Stream;
 use httpscale_core::target::quote;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -26,6 +31,50 @@ pub struct ScalerService(pub Arc<State>);
 
 fn evaluate(state: &State, r: &ScaledObjectRef) -> Result<Evaluation, Status> {
     state.evaluate(&r.name, &r.namespace, &r.scaler_metadata)
+}
+
+/// A trigger's metric specs, as `GetMetricSpec` and `StreamMetricSpec` both send them.
+pub fn specs(e: &Evaluation) -> GetMetricSpecResponse {
+    #[allow(deprecated)]
+    let metric_specs = e
+        .metrics
+        .iter()
+        .map(|m| MetricSpec { metric_name: m.name.clone(), target_size: m.target_int(), target_size_float: m.target })
+        .collect();
+    GetMetricSpecResponse { metric_specs }
+}
+
+/// Sends `r`'s specs now and after every change to them, until the client leaves, the scaler stops, or the
+/// trigger fails (sent as the stream's last message).
+async fn stream_specs(
+    state: Arc<State>,
+    r: ScaledObjectRef,
+    tx: tokio::sync::mpsc::Sender<Result<GetMetricSpecResponse, Status>>,
+) {
+    let mut changed = state.subscribe();
+    let mut last: Option<GetMetricSpecResponse> = None;
+    loop {
+        match evaluate(&state, &r) {
+            Err(status) => {
+                let _ = tx.send(Err(status)).await;
+                return;
+            }
+            Ok(e) => {
+                let current = specs(&e);
+                if last.as_ref() != Some(&current) {
+                    if tx.send(Ok(current.clone())).await.is_err() {
+                        return;
+                    }
+                    last = Some(current);
+                }
+            }
+        }
+        tokio::select! {
+            c = changed.changed() => if c.is_err() { return },
+            _ = tx.closed() => return,
+            _ = state.stop.triggered() => return,
+        }
+    }
 }
 
 #[tonic::async_trait]
@@ -86,17 +135,7 @@ impl ExternalScaler for ScalerService {
         request: Request<ScaledObjectRef>,
     ) -> Result<Response<GetMetricSpecResponse>, Status> {
         let e = evaluate(&self.0, request.get_ref())?;
-        #[allow(deprecated)]
-        let metric_specs = e
-            .metrics
-            .iter()
-            .map(|m| MetricSpec {
-                metric_name: m.name.clone(),
-                target_size: m.target_int(),
-                target_size_float: m.target,
-            })
-            .collect();
-        Ok(Response::new(GetMetricSpecResponse { metric_specs }))
+        Ok(Response::new(specs(&e)))
     }
 
     async fn get_metrics(&self, request: Request<GetMetricsRequest>) -> Result<Response<GetMetricsResponse>, Status> {
@@ -125,13 +164,16 @@ impl ExternalScaler for ScalerService {
         Ok(Response::new(GetMetricsResponse { metric_values }))
     }
 
-    type StreamMetricSpecStream = Pin<Box<dyn Stream<Item = Result<GetMetricSpecResponse, Status>> + Send>>;
+    type StreamMetricSpecStream = ReceiverStream<Result<GetMetricSpecResponse, Status>>;
 
     async fn stream_metric_spec(
         &self,
-        _: Request<ScaledObjectRef>,
+        request: Request<ScaledObjectRef>,
     ) -> Result<Response<Self::StreamMetricSpecStream>, Status> {
-        // KEDA falls back to GetMetricSpec.
-        Err(Status::unimplemented("StreamMetricSpec is not implemented; use GetMetricSpec"))
+        let r = request.into_inner();
+        evaluate(&self.0, &r)?; // an unknown reference fails the call itself, as StreamIsActive does
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(stream_specs(self.0.clone(), r, tx));
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

@@ -19,6 +19,7 @@ pub mod listen;
 pub mod metrics;
 pub mod proto;
 pub mod state;
+pub mod trace;
 pub mod triggers;
 pub mod window;
 
@@ -31,6 +32,7 @@ use http::StatusCode;
 use httpscale_core::Shutdown;
 use httpscale_core::admin;
 use httpscale_core::listener::{Gatekeeper, LimitsCollector};
+use httpscale_core::otel::{Service, Telemetry};
 use httpscale_core::route::Scaling;
 use httpscale_core::standalone::StandaloneConfig;
 use httpscale_core::startup::{ConfigError, StartError, bind, read_routes, watch_routes_file};
@@ -46,10 +48,14 @@ use crate::kubernetes::{AdminService, EndpointSlices};
 use crate::listen::CountStreams;
 use crate::proto::externalscaler::external_scaler_server::ExternalScalerServer;
 use crate::state::State;
+use crate::trace::TraceCalls;
 
 /// HTTP/2 pings on every gRPC connection, so a KEDA that vanished without closing is noticed.
 const GRPC_KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 const GRPC_KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Who the scaler is in OpenTelemetry: upstream's `service.name`.
+pub const OTEL_SERVICE: Service = Service { name: "keda-http-external-scaler", scope: "httpscale-scaler" };
 
 /// A started scaler.
 pub struct Running {
@@ -123,7 +129,7 @@ fn serve_metrics(listener: TcpListener, gate: Arc<Gatekeeper>, state: Arc<State>
         listener,
         gate,
         move |req| match req.uri().path() {
-            "/metrics" => admin::metrics(state.metrics.encode()),
+            "/metrics" => admin::metrics(req.headers(), state.metrics.encode()),
             _ => admin::text(StatusCode::NOT_FOUND, "Not Found\n"),
         },
         shutdown.clone(),
@@ -160,6 +166,9 @@ pub async fn start_with_client(
     let gates = vec![grpc_gate.clone(), metrics_gate.clone()];
     state.metrics.registry_mut().register_collector(Box::new(LimitsCollector(gates)));
     let state = Arc::new(state);
+    let (mut telemetry, tracer) = Telemetry::start(&config.otel, OTEL_SERVICE)?;
+    let exposed = state.clone();
+    telemetry.export_metrics(&config.otel, Arc::new(move || exposed.metrics.encode()))?;
     let (grpc_listener, grpc_addr) = bind("gRPC", SocketAddr::new(config.bind_address, config.port)).await?;
     let metrics_addr = match config.prometheus_enabled {
         true => {
@@ -191,6 +200,7 @@ pub async fn start_with_client(
         .http2_keepalive_interval(Some(GRPC_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(GRPC_KEEPALIVE_TIMEOUT))
         .layer(tower::layer::layer_fn(CountStreams))
+        .layer(TraceCalls::layer(tracer))
         .add_service(health_service.max_decoding_message_size(message_bytes))
         .add_service(ExternalScalerServer::new(ScalerService(state.clone())).max_decoding_message_size(message_bytes))
         .serve_with_incoming_shutdown(
@@ -203,6 +213,8 @@ pub async fn start_with_client(
             tracing::error!(cause = %e, "gRPC server failed");
         }
         let _ = collector.await;
+        // The last spans and one last round of OTLP metrics.
+        telemetry.shutdown().await;
         tracing::info!("scaler stopped");
     });
     Ok(Running { grpc_addr, metrics_addr, state, done })

@@ -58,11 +58,12 @@ pub enum TriggerError {
 
 /// Reads a trigger from a ScaledObject's name, namespace and trigger metadata.
 pub fn parse(name: &str, namespace: &str, metadata: &HashMap<String, String>) -> Result<Trigger, TriggerError> {
-    if let Some(n) = metadata.get("httpScaledObject").filter(|n| !n.is_empty()) {
-        return Ok(Trigger::Route { kind: RouteKind::HttpScaledObject, key: RouteKey::new(namespace, n.as_str()) });
-    }
+    // Upstream's order (scaler/handlers.go): interceptorRoute, then httpScaledObject, then the fleet's target.
     if let Some(n) = metadata.get("interceptorRoute").filter(|n| !n.is_empty()) {
         return Ok(Trigger::Route { kind: RouteKind::InterceptorRoute, key: RouteKey::new(namespace, n.as_str()) });
+    }
+    if let Some(n) = metadata.get("httpScaledObject").filter(|n| !n.is_empty()) {
+        return Ok(Trigger::Route { kind: RouteKind::HttpScaledObject, key: RouteKey::new(namespace, n.as_str()) });
     }
     if let Some(t) = metadata.get("interceptorTargetPendingRequests") {
         let target =
@@ -184,6 +185,11 @@ mod tests {
             Ok(Trigger::Fleet { scaled_object: "keda/keda-add-ons-http-interceptor".into(), target: 200 })
         );
         assert_eq!(parse("a", "b", &md(&[("hosts", "x")])), Err(TriggerError::MissingReference));
+        // With several keys, interceptorRoute wins as upstream (httpscale used to read httpScaledObject first).
+        assert_eq!(
+            parse("so", "default", &md(&[("httpScaledObject", "old"), ("interceptorRoute", "new")])),
+            Ok(Trigger::Route { kind: RouteKind::InterceptorRoute, key: RouteKey::new("default", "new") })
+        );
         assert!(matches!(
             parse("a", "b", &md(&[("interceptorTargetPendingRequests", "lots")])),
             Err(TriggerError::BadTarget(_))

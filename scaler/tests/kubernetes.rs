@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use httpscale_core::spec::{HTTPScaledObject, InterceptorRoute};
 use httpscale_scaler::kubernetes::AdminService;
-use httpscale_scaler::proto::externalscaler::ScaledObjectRef;
+use httpscale_scaler::proto::externalscaler::{GetMetricSpecResponse, ScaledObjectRef};
 use httpscale_testkit::process::Spawned;
 use httpscale_testkit::scaler::{Scaler, in_cluster, metric_values, send_held, so_ref};
 use httpscale_testkit::*;
@@ -185,6 +185,22 @@ async fn the_scaler_finds_interceptors_and_route_specs_in_the_cluster() {
         }
     })
     .await;
+
+    // StreamMetricSpec (KEDA 2.21): the specs at once, then an edit of the InterceptorRoute's target, pushed
+    // without anything touching a ScaledObject, and GetMetricSpec agreeing with the stream.
+    let targets = |r: &GetMetricSpecResponse| {
+        r.metric_specs.iter().map(|m| (m.metric_name.clone(), m.target_size_float)).collect::<Vec<_>>()
+    };
+    let mut specs = grpc.clone().stream_metric_spec(ir_ref.clone()).await.unwrap().into_inner();
+    let first = tokio::time::timeout(Duration::from_secs(2), specs.message()).await.unwrap().unwrap().unwrap();
+    assert_eq!(targets(&first), [("http_ir_concurrency".to_string(), 4.0), ("http_ir_rate".to_string(), 10.0)]);
+    let edit = serde_json::json!({"spec": {"scalingMetric": {"concurrency": {"targetValue": 6}}}});
+    irs.patch("ir", &PatchParams::default(), &Patch::Merge(edit)).await.unwrap();
+    let pushed = tokio::time::timeout(Duration::from_secs(5), specs.message()).await.unwrap().unwrap().unwrap();
+    assert_eq!(targets(&pushed), [("http_ir_concurrency".to_string(), 6.0), ("http_ir_rate".to_string(), 10.0)]);
+    let polled = grpc.clone().get_metric_spec(ir_ref.clone()).await.unwrap().into_inner();
+    assert_eq!(polled, pushed, "GetMetricSpec answers what the stream last sent");
+    drop(specs);
 
     // Scale-down: the endpoint turns not ready; the interceptor is dropped, its counts with it.
     let slice_patch = |ready| Patch::Merge(serde_json::json!({"endpoints": one_endpoint(ready)}));

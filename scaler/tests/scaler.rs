@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Response;
 use http_body_util::Full;
-use httpscale_scaler::proto::externalscaler::{GetMetricsRequest, ScaledObjectRef};
+use httpscale_scaler::proto::externalscaler::{GetMetricSpecResponse, GetMetricsRequest, MetricSpec, ScaledObjectRef};
 use httpscale_testkit::scaler::{metric_values, scaler, send_held, so_ref};
 use httpscale_testkit::*;
 use hyper_util::rt::TokioIo;
@@ -286,8 +286,8 @@ async fn unknown_references_and_unsupported_calls_answer_precise_statuses() {
     assert!(e.message().starts_with("unable to get HTTPScaledObject reference"), "{}", e.message());
     let e = client.is_active(so_ref("x", "y", &[("interceptorTargetPendingRequests", "many")])).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    let e = client.stream_metric_spec(httpso("app")).await.unwrap_err();
-    assert_eq!(e.code(), Code::Unimplemented, "KEDA falls back to GetMetricSpec");
+    let e = client.stream_metric_spec(httpso("nope")).await.unwrap_err();
+    assert_eq!((e.code(), e.message()), (Code::NotFound, "HTTPScaledObject default/nope not found"));
     let mut health = HealthClient::new(s.channel().await);
     for service in ["liveness", "readiness"] {
         let r = health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
@@ -432,4 +432,50 @@ fn memory_per_stream() {
         );
     });
     scaler.signal_and_wait("TERM");
+}
+
+async fn next(stream: &mut tonic::Streaming<GetMetricSpecResponse>) -> Option<GetMetricSpecResponse> {
+    tokio::time::timeout(Duration::from_secs(5), stream.message()).await.expect("a message in time").unwrap()
+}
+
+/// KEDA 2.21's StreamMetricSpec, called with the tonic client generated from KEDA's proto: the current specs at
+/// once, nothing more while only the counts move, the new specs as soon as a target changes (here the routes
+/// file; in Kubernetes mode an InterceptorRoute, tests/kubernetes.rs), GetMetricSpec always agreeing, and the
+/// stream ending with NOT_FOUND when the route goes away.
+#[tokio::test(flavor = "multi_thread")]
+async fn stream_metric_spec_sends_the_specs_at_once_then_every_change() {
+    let dead = Reserved::new();
+    let ir = |target: u32| {
+        route("ir", dead.addr(), &format!("    scalingMetric: {{concurrency: {{targetValue: {target}}}}}\n"))
+    };
+    let i = interceptor(&format!("routes:\n{}", ir(5))).await;
+    let s = scaler(&i.routes_file, vec![i.admin().to_string()], |c| c.tick = Duration::from_millis(100)).await;
+    let mut client = s.client().await;
+    let r = so_ref("ir-so", "default", &[("interceptorRoute", "ir")]);
+    let targets =
+        |specs: Vec<MetricSpec>| specs.into_iter().map(|m| (m.metric_name, m.target_size_float)).collect::<Vec<_>>();
+    let mut stream = client.stream_metric_spec(r.clone()).await.unwrap().into_inner();
+    let first = next(&mut stream).await.unwrap();
+    assert_eq!(targets(first.metric_specs.clone()), [("http_ir_concurrency".to_string(), 5.0)]);
+    assert_eq!(client.get_metric_spec(r.clone()).await.unwrap().into_inner(), first);
+
+    let _held = send_held(i.proxy(), "ir.local");
+    eventually(Duration::from_secs(3), "the held request counted", || {
+        let (mut c, r) = (client.clone(), r.clone());
+        async move { metric_values(&mut c, &r).await[0].metric_value_float == 1.0 }
+    })
+    .await;
+    let quiet = tokio::time::timeout(Duration::from_millis(300), stream.message()).await;
+    assert!(quiet.is_err(), "counts are not specs: nothing is sent while only they change, got {quiet:?}");
+
+    std::fs::write(&i.routes_file, format!("routes:\n{}", ir(7))).unwrap();
+    let changed = next(&mut stream).await.unwrap();
+    assert_eq!(targets(changed.metric_specs.clone()), [("http_ir_concurrency".to_string(), 7.0)]);
+    assert_eq!(client.get_metric_spec(r.clone()).await.unwrap().into_inner(), changed, "GetMetricSpec agrees");
+
+    std::fs::write(&i.routes_file, "routes: []\n").unwrap();
+    let gone = tokio::time::timeout(Duration::from_secs(5), stream.message()).await.unwrap().unwrap_err();
+    assert_eq!((gone.code(), gone.message()), (Code::NotFound, "InterceptorRoute default/ir not found"));
+    s.stop().await;
+    i.stop().await;
 }

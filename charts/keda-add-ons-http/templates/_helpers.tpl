@@ -105,6 +105,37 @@ topologySpreadConstraints:
 {{- end }}
 {{- end -}}
 
+{{/*
+The interceptor's TLS variables from interceptor.tls: the listener's when enabled; the policy, skip-verify and CA
+directories when set (both ways: the listener and https backends). A deprecated snake_case alias wins when given.
+*/}}
+{{- define "kah.interceptor.tlsEnv" -}}
+{{- if .enabled }}
+- name: KEDA_HTTP_PROXY_TLS_ENABLED
+  value: "true"
+- name: KEDA_HTTP_PROXY_TLS_PORT
+  value: {{ .port | quote }}
+- name: KEDA_HTTP_PROXY_TLS_CERT_PATH
+  value: {{ .cert_path | default .certPath | quote }}
+- name: KEDA_HTTP_PROXY_TLS_KEY_PATH
+  value: {{ .key_path | default .keyPath | quote }}
+{{- end }}
+{{- if or .skipVerify .skip_verify }}
+- name: KEDA_HTTP_TLS_SKIP_VERIFY
+  value: "true"
+{{- end }}
+{{- range $key, $env := dict "minVersion" "KEDA_HTTP_TLS_MIN_VERSION" "maxVersion" "KEDA_HTTP_TLS_MAX_VERSION" "cipherSuites" "KEDA_HTTP_TLS_CIPHER_SUITES" "curvePreferences" "KEDA_HTTP_TLS_CURVE_PREFERENCES" }}
+{{- with index $ $key }}
+- name: {{ $env }}
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- with .caDirs }}
+- name: KEDA_HTTP_TLS_CA_DIRS
+  value: {{ if kindIs "string" . }}{{ . | quote }}{{ else }}{{ join "," . | quote }}{{ end }}
+{{- end }}
+{{- end -}}
+
 {{/* extraEnvs: a list of EnvVar objects (rendered as given) or a map name -> value. */}}
 {{- define "kah.extraEnvs" -}}
 {{- if kindIs "map" . -}}

@@ -5,13 +5,15 @@
 //! HTTP/2 connection with no open stream), the protocol read from the first bytes within the head timeout
 //! (an HTTP/2 client that never finishes its preface is closed), counts of every limit hit with a
 //! rate-limited log line ([`stats`], [`collector`]), the settings ([`settings`]), the open-file limit raised to the hard limit at start (as Go does),
-//! and a listener that stops accepting without resetting the connections the kernel already queued.
+//! a listener that stops accepting without resetting the connections the kernel already queued, and the TLS
+//! handshake of a TLS listener bounded like the head it precedes ([`tls`]).
 
 pub mod collector;
 pub mod conn;
 pub mod gate;
 pub mod settings;
 pub mod stats;
+pub mod tls;
 
 pub use collector::LimitsCollector;
 pub use conn::{ConnState, Guarded, GuardedBody, RequestGuard};

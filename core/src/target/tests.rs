@@ -107,6 +107,16 @@ fn dot_segments_are_removed_and_climbing_above_the_root_is_refused() {
 }
 
 #[test]
+fn escaped_unreserved_characters_match_as_themselves_and_other_escapes_stay() {
+    for (path, want) in [("/%61pi", "/api"), ("/%41%7e%2D%5f%2e", "/A~-_."), ("/a%2Fb", "/a%2Fb"), ("/%", "/%")] {
+        assert_eq!(matching_path(path), want, "{path}");
+    }
+    for untouched in ["/api", "/a%2Fb/%20", "/%zz", "/%6"] {
+        assert!(matches!(matching_path(untouched), Cow::Borrowed(_)), "{untouched}");
+    }
+}
+
+#[test]
 fn quotes_are_short() {
     let long = "x".repeat(1_000_000);
     assert_eq!(quote(&long).len(), QUOTED + "…".len());

@@ -26,7 +26,7 @@ use httpscale_core::watch::Health;
 use crate::gates::Gates;
 use crate::placeholder::{BodySource, ConfigMapData};
 use crate::readiness::{ReadinessSource, Tracked};
-use crate::routes::{Resolve, Unresolvable, Upstream, authority};
+use crate::routes::{Resolve, Scheme, Unresolvable, Upstream, authority};
 use pods::PodRouter;
 
 /// Labelled ConfigMaps' data by (namespace, name).
@@ -105,6 +105,7 @@ impl Resolve for Cluster {
         Ok(Upstream {
             authority: authority(&resolved.authority)?,
             h2c: h2c || resolved.h2c,
+            scheme: Scheme::AsListener,
             service: ServiceKey::of(target).map(|s| (s, resolved.port_name)),
         })
     }

@@ -4,6 +4,8 @@
 //! - *warm*: the target's gate is open; the request goes on at once (`X-KEDA-HTTP-Cold-Start: false`).
 //! - *placeholder*: the gate is closed and the route has a placeholder; it is served at once (the request was
 //!   already counted, so it still wakes the backend). As upstream, the placeholder wins over a fallback.
+//!   Except, as upstream 0.16: with its own `maxPendingRequests` and `overflow: Placeholder` the route holds
+//!   requests up to that limit, and only the overflow gets the placeholder.
 //! - *refused*: the route already holds its cap of requests; 503 with `Retry-After` (or the placeholder
 //!   with `overflow: Placeholder`), and `interceptor_cold_start_rejections_total` counts it.
 //! - *admitted*: with `coldStart.maxConcurrentPerPod`, a request for a ready backend also waits (held, unsent)
@@ -13,6 +15,10 @@
 //!   interceptor stops (503, `Connection: close`), the readiness source refuses (a program that crashed or
 //!   did not start in time: 502 or 504 with the reason), or the client leaves (the future is dropped and the
 //!   place, the hold slot and the count are given back at once).
+//!
+//! Every held request's wait is observed once in `interceptor_cold_start_duration_seconds` with how it ended
+//! ([`Outcome`]; a refusal over the cap counts as an `overflow` of 0 s), and left in the request's
+//! [`RouteSlot`] for the metrics layer (`cold_start="true"`) and the request's span.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,7 +32,8 @@ use tower::{Layer, Service};
 
 use super::error::ProxyError;
 use super::fixed::fixed_response;
-use super::types::{BoxFuture, ProxyResponse, Routed, UseFallback};
+use super::types::{BoxFuture, ProxyResponse, RouteSlot, Routed, UseFallback};
+use crate::labels::Outcome;
 use crate::metrics::ColdStartMetrics;
 use crate::placeholder::Bodies;
 use crate::routes::RouteState;
@@ -88,6 +95,39 @@ impl Drop for HoldSlot<'_> {
     }
 }
 
+/// One held request's wait: observed once, with the outcome it ended with, or as `canceled` if the request's
+/// future is dropped first (the client left).
+struct Wait<'a> {
+    route: &'a RouteState,
+    metrics: &'a ColdStartMetrics,
+    slot: Option<RouteSlot>,
+    started: Instant,
+    done: bool,
+}
+
+impl<'a> Wait<'a> {
+    fn start(route: &'a RouteState, metrics: &'a ColdStartMetrics, slot: Option<RouteSlot>) -> Self {
+        Self { route, metrics, slot, started: Instant::now(), done: false }
+    }
+
+    fn end(&mut self, outcome: Outcome) {
+        self.done = true;
+        let waited = self.started.elapsed();
+        self.metrics.observe(&self.route.labels, outcome, waited.as_secs_f64());
+        if let Some(slot) = &self.slot {
+            slot.set_held(waited);
+        }
+    }
+}
+
+impl Drop for Wait<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.end(Outcome::Canceled);
+        }
+    }
+}
+
 /// Sends a request on once the route's per-pod limit (if any) admits it; the place is kept until the
 /// response ends. Waiting for admission counts as being held.
 async fn admitted<S, B>(
@@ -137,19 +177,20 @@ where
         // Warm, but admitted per ready pod (`coldStart.maxConcurrentPerPod`).
         return admitted(&route, &params, &mut inner, req, false).await;
     }
-    if let Some(p) = &route.placeholder {
+    if let Some(p) = route.immediate_placeholder() {
         // Nobody waits, but the backend is wanted (a standalone program starts on this).
         route.gate.nudge();
         return fixed_response(p, req.uri().path(), &params.bodies);
     }
     let Some(slot) = HoldSlot::take(&route.pending, route.max_pending) else {
         params.metrics.rejections.get_or_create(&route.labels).inc();
+        params.metrics.observe(&route.labels, Outcome::Overflow, 0.0);
         if let Some(p) = route.overflow_placeholder() {
             return fixed_response(p, req.uri().path(), &params.bodies);
         }
         return Err(ProxyError::HoldQueueFull { route: route.route.key.clone(), max: route.max_pending });
     };
-    let started = Instant::now();
+    let mut record = Wait::start(&route, &params.metrics, req.extensions().get::<RouteSlot>().cloned());
     let wait = route.gate.wait_open();
     let waited = tokio::select! {
         waited = async {
@@ -158,15 +199,20 @@ where
                 Some(t) => tokio::time::timeout(t, wait).await.ok(),
             }
         } => waited,
-        _ = params.stopping.triggered() => return Err(ProxyError::ShuttingDown),
+        _ = params.stopping.triggered() => {
+            record.end(Outcome::Shutdown);
+            return Err(ProxyError::ShuttingDown);
+        }
     };
     drop(slot);
+    record.end(match &waited {
+        Some(Ok(())) => Outcome::Ready,
+        Some(Err(_)) => Outcome::Error,
+        None => Outcome::Timeout,
+    });
     match waited {
         Some(Err(refusal)) => Err(ProxyError::BackendRefused(refusal)),
-        Some(Ok(())) => {
-            params.metrics.wait.get_or_create(&route.labels).observe(started.elapsed().as_secs_f64());
-            admitted(&route, &params, &mut inner, req, true).await
-        }
+        Some(Ok(())) => admitted(&route, &params, &mut inner, req, true).await,
         None if route.fallback.is_some() => {
             req.extensions_mut().insert(UseFallback);
             inner.call(req).await

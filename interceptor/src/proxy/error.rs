@@ -65,6 +65,8 @@ pub enum ProxyError {
     ResponseHeaderTimeout { upstream: String, timeout: Duration },
     #[error("request body to {upstream} was partly sent before the connection failed")]
     BodyLost { upstream: String },
+    #[error("TLS handshake with backend {upstream} failed: {cause}")]
+    BackendTls { upstream: String, cause: String },
     #[error("backend {upstream} failed: {source}")]
     Upstream { upstream: String, source: hyper_util::client::legacy::Error },
 
@@ -89,7 +91,7 @@ impl ProxyError {
             | Self::RequestTimeout(_)
             | Self::ConnectFailed { .. }
             | Self::ResponseHeaderTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Self::Upstream { .. } | Self::BodyLost { .. } => StatusCode::BAD_GATEWAY,
+            Self::Upstream { .. } | Self::BodyLost { .. } | Self::BackendTls { .. } => StatusCode::BAD_GATEWAY,
             Self::BackendRefused(r) => match r.kind {
                 RefusalKind::Failed => StatusCode::BAD_GATEWAY,
                 RefusalKind::TimedOut => StatusCode::GATEWAY_TIMEOUT,

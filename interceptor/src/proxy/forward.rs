@@ -1,5 +1,11 @@
-//! The forward layer (innermost): one pooled client per proxy thread (HTTP/1.1, and HTTP/2 cleartext for
-//! routes that ask for it). Method, path, query, body and `Host` are preserved; the body streams both ways.
+//! The forward layer (innermost): one pooled client per proxy thread (HTTP/1.1, HTTP/2 cleartext for
+//! routes that ask for it, and https with ALPN `h2` then `http/1.1`). Method, path, query, body and `Host`
+//! are preserved; the body streams both ways.
+//!
+//! https ([`Scheme`]): a standalone route's `https://` upstream, or a Kubernetes route's request that arrived
+//! on the TLS listener. The certificate is checked for the upstream's host (the Service name, also when
+//! direct pod routing connects to a pod address: the name travels to the connector in a task-local). A
+//! failed TLS handshake is not retried like a refused connect: it is answered at once with `502`.
 //!
 //! States of an exchange: *connecting* (a connect that fails, say a pod that is ready but not yet accepting
 //! or a process still binding its port, is retried every 50 ms, each attempt bounded by
@@ -22,6 +28,7 @@ use http_body::Body;
 use httpscale_core::queue::InFlight;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -32,9 +39,11 @@ use super::body::{AttemptBody, BoxError, ClientFault, ProxyBody, Replayable};
 use super::error::ProxyError;
 use super::forwarded::TrustedProxies;
 use super::headers;
-use super::types::{BoxFuture, ClientAddr, ProxyResponse, Routed, UseFallback};
+use super::types::{ArrivedOverTls, BoxFuture, ClientAddr, ProxyResponse, Routed, UseFallback};
 use crate::cluster::pods::{PodGuard, PodRouter};
-use crate::routes::{RouteState, Upstream};
+use crate::routes::{RouteState, Scheme, Upstream};
+
+mod sni;
 
 /// Connect retry cadence and budget (upstream: 50 ms, at most one minute without a request deadline).
 const RETRY_INTERVAL: Duration = Duration::from_millis(50);
@@ -58,6 +67,7 @@ impl<B> Clone for Forward<B> {
 pub struct Clients<B> {
     http1: Client<HttpConnector, AttemptBody<B>>,
     h2c: Client<HttpConnector, AttemptBody<B>>,
+    https: Client<HttpsConnector<HttpConnector>, AttemptBody<B>>,
     /// Set with direct pod routing.
     pods: Option<Arc<PodRouter>>,
     body_timeout: Option<Duration>,
@@ -74,6 +84,8 @@ pub struct ForwardSettings {
     pub body_timeout: Option<Duration>,
     /// Peers whose forwarded headers are believed (`HTTPSCALE_TRUSTED_PROXIES`).
     pub trusted: TrustedProxies,
+    /// How https backends are reached: the policy, what is trusted, ALPN.
+    pub tls: Arc<rustls::ClientConfig>,
 }
 
 impl<B: RequestBody> Forward<B> {
@@ -92,9 +104,45 @@ impl<B: RequestBody> Forward<B> {
             .timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .http2_only(true)
-            .build(connector);
+            .build(connector.clone());
+        let https = https_client(connector, settings.tls, settings.max_idle_per_host);
         let (body_timeout, trusted) = (settings.body_timeout, settings.trusted);
-        Self(Arc::new(Clients { http1, h2c, pods, body_timeout, trusted }))
+        Self(Arc::new(Clients { http1, h2c, https, pods, body_timeout, trusted }))
+    }
+}
+
+/// The https client: `tls`, SNI from [`sni`], ALPN `h2` then `http/1.1`.
+fn https_client<B: RequestBody>(
+    mut connector: HttpConnector,
+    tls: Arc<rustls::ClientConfig>,
+    max_idle_per_host: usize,
+) -> Client<HttpsConnector<HttpConnector>, AttemptBody<B>> {
+    connector.enforce_http(false);
+    // The builder sets ALPN itself (`h2`, `http/1.1`) and insists on finding it empty.
+    let mut config = (*tls).clone();
+    config.alpn_protocols.clear();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_or_http()
+        .with_server_name_resolver(sni::TaskLocal)
+        .enable_all_versions()
+        .wrap_connector(connector);
+    Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(max_idle_per_host)
+        .build(connector)
+}
+
+impl<B> Clients<B> {
+    /// Whether `upstream` is reached over TLS for a request that arrived over TLS or not.
+    fn https(upstream: &Upstream, arrived_over_tls: bool) -> bool {
+        match upstream.scheme {
+            Scheme::Http => false,
+            Scheme::Https => true,
+            Scheme::AsListener => arrived_over_tls,
+        }
     }
 }
 
@@ -117,6 +165,7 @@ struct Exchange<'a, B> {
     clients: &'a Clients<B>,
     route: &'a RouteState,
     upstream: &'a Upstream,
+    https: bool,
     parts: Parts,
     headers: HeaderMap,
     body: Replayable<B>,
@@ -137,14 +186,17 @@ async fn forward<B: RequestBody>(
     };
     let upstream = upstream.as_ref().map_err(|e| ProxyError::Unresolvable(e.clone()))?;
     let client_ip = req.extensions().get::<ClientAddr>().map(|a| a.0.ip());
+    let over_tls = req.extensions().get::<ArrivedOverTls>().is_some();
+    let https = Clients::<B>::https(upstream, over_tls);
     let client_upgrade: Option<OnUpgrade> = headers::upgrade_of(req.headers()).map(|_| hyper::upgrade::on(&mut req));
     let client_version = req.version();
     let (mut parts, body) = req.into_parts();
     let mut headers = std::mem::take(&mut parts.headers);
     let trusted = clients.trusted.trusts(client_ip);
-    headers::prepare_request(&mut headers, client_ip, &routed.host, upstream.h2c, trusted);
+    let h2c = upstream.h2c && !https;
+    headers::prepare_request(&mut headers, client_ip, &routed.host, h2c, trusted, over_tls);
     let body = Replayable::new(body, clients.body_timeout);
-    let exchange = Exchange { clients: &clients, route, upstream, parts, headers, body };
+    let exchange = Exchange { clients: &clients, route, upstream, https, parts, headers, body };
     let (mut resp, pod) = exchange.send_with_connect_retry().await.map_err(|e| exchange.blame(e))?;
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -195,7 +247,8 @@ impl<B: RequestBody> Exchange<'_, B> {
 
     /// The request for one attempt at `authority`, or `None` once the body was partly sent.
     fn build_request(&self, authority: &Authority) -> Result<Option<Request<AttemptBody<B>>>, ProxyError> {
-        let mut uri = Uri::builder().scheme("http").authority(authority.clone());
+        let scheme = if self.https { "https" } else { "http" };
+        let mut uri = Uri::builder().scheme(scheme).authority(authority.clone());
         if let Some(pq) = self.parts.uri.path_and_query() {
             uri = uri.path_and_query(pq.clone());
         }
@@ -205,14 +258,34 @@ impl<B: RequestBody> Exchange<'_, B> {
         let mut out = Request::new(attempt);
         *out.method_mut() = self.parts.method.clone();
         *out.uri_mut() = uri;
-        *out.version_mut() = if self.upstream.h2c { Version::HTTP_2 } else { Version::HTTP_11 };
+        *out.version_mut() = if self.h2c() { Version::HTTP_2 } else { Version::HTTP_11 };
         *out.headers_mut() = self.headers.clone();
         Ok(Some(out))
     }
 
+    /// HTTP/2 cleartext: only on a plain connection (over TLS, ALPN decides).
+    fn h2c(&self) -> bool {
+        self.upstream.h2c && !self.https
+    }
+
+    /// One attempt's answer, or its error, from the client the scheme and protocol choose.
+    async fn send(
+        &self,
+        out: Request<AttemptBody<B>>,
+    ) -> Result<http::Response<Incoming>, hyper_util::client::legacy::Error> {
+        if self.https {
+            // The certificate is checked for the upstream's host, whichever address the attempt goes to.
+            let name = self.upstream.authority.host().to_owned();
+            sni::SERVER_NAME.scope(name, self.clients.https.request(out)).await
+        } else if self.h2c() {
+            self.clients.h2c.request(out).await
+        } else {
+            self.clients.http1.request(out).await
+        }
+    }
+
     /// Sends the request, retrying failed connects (see the module docs); the answer and the pod's place.
     async fn send_with_connect_retry(&self) -> Result<(http::Response<Incoming>, Option<PodGuard>), ProxyError> {
-        let client = if self.upstream.h2c { &self.clients.h2c } else { &self.clients.http1 };
         let retry_until = Instant::now() + RETRY_BUDGET;
         // Pods that refused this request's connection, skipped until every ready pod has been tried.
         let mut tried: Vec<String> = Vec::new();
@@ -222,7 +295,7 @@ impl<B: RequestBody> Exchange<'_, B> {
             let Some(out) = self.build_request(&authority)? else {
                 return Err(ProxyError::BodyLost { upstream: name() });
             };
-            let sent = client.request(out);
+            let sent = self.send(out);
             let result = match self.route.response_header_timeout {
                 None => sent.await,
                 Some(timeout) => tokio::time::timeout(timeout, sent)
@@ -231,6 +304,9 @@ impl<B: RequestBody> Exchange<'_, B> {
             };
             match result {
                 Ok(resp) => return Ok((resp, pod.and_then(|(_, g)| g))),
+                Err(source) if let Some(cause) = self.https.then(|| sni::tls_failure(&source)).flatten() => {
+                    return Err(ProxyError::BackendTls { upstream: name(), cause });
+                }
                 Err(source) if source.is_connect() => {
                     self.route.gate.nudge();
                     if let Some((addr, _)) = pod {

@@ -79,8 +79,10 @@ fn set(headers: &mut HeaderMap, name: &HeaderName, value: impl FnOnce() -> Optio
     }
 }
 
-/// Sets the forwarded headers of a request from `client`, routed on `host`, on a plain-HTTP listener.
-pub fn set_forwarded(headers: &mut HeaderMap, client: Option<IpAddr>, host: &HeaderValue, trusted: bool) {
+/// Sets the forwarded headers of a request from `client`, routed on `host`, that arrived on the plain
+/// listener (`http`) or the TLS one (`https`).
+pub fn set_forwarded(headers: &mut HeaderMap, client: Option<IpAddr>, host: &HeaderValue, trusted: bool, tls: bool) {
+    let proto = if tls { "https" } else { "http" };
     let ip = client.map(|ip| ip.to_string());
     if let Some(ip) = &ip {
         let mut xff = String::new();
@@ -92,7 +94,7 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: Option<IpAddr>, host: &Hea
         set(headers, &X_FORWARDED_FOR, || HeaderValue::try_from(xff).ok(), false);
     }
     set(headers, &X_FORWARDED_HOST, || Some(host.clone()), trusted);
-    set(headers, &X_FORWARDED_PROTO, || Some(HeaderValue::from_static("http")), trusted);
+    set(headers, &X_FORWARDED_PROTO, || Some(HeaderValue::from_static(proto)), trusted);
     set(headers, &X_REAL_IP, || ip.as_deref().and_then(|ip| HeaderValue::from_str(ip).ok()), trusted);
     if !trusted {
         headers.remove(&X_FORWARDED_PORT);
@@ -114,7 +116,7 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: Option<IpAddr>, host: &Hea
         None => {}
     }
     // The host was validated (no quote or backslash), so it can be quoted as it is.
-    let _ = write!(forwarded, "host=\"{}\";proto=http", host.to_str().unwrap_or_default());
+    let _ = write!(forwarded, "host=\"{}\";proto={proto}", host.to_str().unwrap_or_default());
     set(headers, &header::FORWARDED, || HeaderValue::try_from(forwarded).ok(), false);
 }
 
@@ -144,7 +146,13 @@ mod tests {
     #[test]
     fn an_untrusted_clients_values_are_replaced_and_xff_appended() {
         let mut h = map(SPOOFED);
-        set_forwarded(&mut h, Some("127.0.0.1".parse().unwrap()), &HeaderValue::from_static("app.local:8080"), false);
+        set_forwarded(
+            &mut h,
+            Some("127.0.0.1".parse().unwrap()),
+            &HeaderValue::from_static("app.local:8080"),
+            false,
+            false,
+        );
         assert_eq!(h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(), ["10.0.0.1, 10.0.0.2, 127.0.0.1"]);
         assert_eq!(h.get_all("x-forwarded-host").iter().collect::<Vec<_>>(), ["app.local:8080"]);
         assert_eq!(h["x-forwarded-proto"], "http");
@@ -160,14 +168,14 @@ mod tests {
     fn a_trusted_proxys_values_are_kept_first_line_only() {
         let mut h = map(SPOOFED);
         let ip: IpAddr = "::1".parse().unwrap();
-        set_forwarded(&mut h, Some(ip), &HeaderValue::from_static("app.local"), true);
+        set_forwarded(&mut h, Some(ip), &HeaderValue::from_static("app.local"), true, false);
         assert_eq!(h.get_all("x-forwarded-host").iter().collect::<Vec<_>>(), ["evil.example"]);
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-port"], "443");
         assert_eq!(h["x-real-ip"], "1.2.3.4");
         assert_eq!(h["forwarded"], "for=1.2.3.4;proto=https, for=\"[::1]\";host=\"app.local\";proto=http");
         let mut h = HeaderMap::new();
-        set_forwarded(&mut h, Some(ip), &HeaderValue::from_static("app.local"), true);
+        set_forwarded(&mut h, Some(ip), &HeaderValue::from_static("app.local"), true, false);
         assert_eq!((h["x-forwarded-host"].to_str().unwrap(), h["x-real-ip"].to_str().unwrap()), ("app.local", "::1"));
     }
 

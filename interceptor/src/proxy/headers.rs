@@ -61,6 +61,7 @@ pub fn prepare_request(
     host: &HeaderValue,
     h2_upstream: bool,
     trusted: bool,
+    tls: bool,
 ) {
     let upgrade = upgrade_of(headers);
     let te_trailers = has_token(headers, &header::TE, "trailers");
@@ -72,7 +73,7 @@ pub fn prepare_request(
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
-    set_forwarded(headers, client, host, trusted);
+    set_forwarded(headers, client, host, trusted, tls);
     if h2_upstream {
         // HTTP/2 carries the authority in `:authority`; the original host stays in X-Forwarded-Host.
         headers.remove(header::HOST);
@@ -113,7 +114,7 @@ mod tests {
     fn upgrades_and_te_trailers_survive() {
         let host = HeaderValue::from_static("h");
         let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket"), ("te", "trailers, deflate")]);
-        prepare_request(&mut h, None, &host, false, false);
+        prepare_request(&mut h, None, &host, false, false, false);
         assert_eq!(
             h["connection"], "Upgrade",
             "as Go spells it (RFC 9110 tokens are case-insensitive; some servers are not)"
@@ -121,7 +122,7 @@ mod tests {
         assert_eq!(h["upgrade"], "websocket");
         assert_eq!(h["te"], "trailers");
         let mut h = map(&[("host", "h")]);
-        prepare_request(&mut h, None, &host, true, false);
+        prepare_request(&mut h, None, &host, true, false, false);
         assert!(!h.contains_key("host"), "h2 upstreams get :authority, not Host");
     }
 }

@@ -1,8 +1,15 @@
-//! The metrics layer (outermost): request metrics and request logs.
+//! The metrics layer (outermost): request metrics, request logs and, when traces are on, the request's server
+//! span.
 //!
 //! States of a request here: *in progress* (the inner future runs; dropping it means the client left, which
 //! is recorded as 499, not 502), *answered* (headers sent; the record waits for the body), and *finished*
-//! (body ended or dropped: count and duration recorded once, labelled with the matched route or empty labels).
+//! (body ended or dropped: count and duration recorded once, labelled with the matched route or empty labels,
+//! and `cold_start` if the cold-start layer held the request).
+//!
+//! With a [`Tracer`], each request gets a server span named `keda-http-interceptor` (upstream's), the child of
+//! the client's W3C `traceparent` if it sent one; the span's own context replaces the client's in the headers
+//! the backend receives. The span ends with the record, carrying the route, the status and the cold start
+//! ([`span`]). Without one (the default) nothing here touches tracing: the record's span is `None`.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -12,28 +19,38 @@ use http::{Request, Version};
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
+use httpscale_core::otel::{ServerSpan, Tracer};
+
 use super::body::OnFinish;
 use super::types::{BoxFuture, ClientAddr, ProxyResponse, RouteSlot};
 use crate::labels::{MethodLabel, RequestLabels};
 use crate::metrics::RequestMetrics;
 
+mod span;
+
 #[derive(Clone)]
 pub struct MetricsLayer {
     metrics: Arc<RequestMetrics>,
     log_requests: bool,
+    tracer: Option<Tracer>,
 }
 
 impl MetricsLayer {
-    /// Records into `metrics`; with `log_requests`, also logs one line per request.
-    pub fn new(metrics: Arc<RequestMetrics>, log_requests: bool) -> Self {
-        Self { metrics, log_requests }
+    /// Records into `metrics`; with `log_requests`, also logs one line per request; with `tracer`, traces it.
+    pub fn new(metrics: Arc<RequestMetrics>, log_requests: bool, tracer: Option<Tracer>) -> Self {
+        Self { metrics, log_requests, tracer }
     }
 }
 
 impl<S> Layer<S> for MetricsLayer {
     type Service = MetricsService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        MetricsService { inner, metrics: self.metrics.clone(), log_requests: self.log_requests }
+        MetricsService {
+            inner,
+            metrics: self.metrics.clone(),
+            log_requests: self.log_requests,
+            tracer: self.tracer.clone(),
+        }
     }
 }
 
@@ -42,6 +59,7 @@ pub struct MetricsService<S> {
     inner: S,
     metrics: Arc<RequestMetrics>,
     log_requests: bool,
+    tracer: Option<Tracer>,
 }
 
 struct LogInfo {
@@ -59,15 +77,21 @@ struct Record {
     method: MethodLabel,
     start: Instant,
     log: Option<LogInfo>,
+    span: Option<ServerSpan>,
     status: u16,
 }
 
 impl Record {
     fn emit(self, completed: bool) {
-        let route = self.slot.0.get();
+        let route = self.slot.route();
         let labels = route.map(|r| r.labels.clone()).unwrap_or_default();
         let elapsed = self.start.elapsed();
-        self.metrics.record(&RequestLabels::new(self.status, self.method, labels), elapsed.as_secs_f64());
+        let held = self.slot.held();
+        let request = RequestLabels::new(self.status, self.method, labels);
+        self.metrics.record(&request, held.is_some(), elapsed.as_secs_f64());
+        if let Some(s) = self.span {
+            span::end(s, route.map(|r| &r.route.key), self.status, held, completed);
+        }
         if let Some(l) = self.log {
             tracing::info!(
                 target: "request",
@@ -99,7 +123,7 @@ impl Drop for CancelGuard {
     fn drop(&mut self) {
         if let Some(mut r) = self.0.take() {
             r.status = 499;
-            let route = r.slot.0.get().map(|r| r.route.key.to_string()).unwrap_or_default();
+            let route = r.slot.route().map(|r| r.route.key.to_string()).unwrap_or_default();
             tracing::info!(route, status = 499, "client closed the request before an answer");
             r.emit(false);
         }
@@ -129,14 +153,10 @@ where
             host: req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("").to_owned(),
             version: req.version(),
         });
-        let record = Record {
-            metrics: self.metrics.clone(),
-            slot,
-            method: MethodLabel::from(req.method()),
-            start: Instant::now(),
-            log,
-            status: 0,
-        };
+        let method = MethodLabel::from(req.method());
+        let span = self.tracer.as_ref().map(|t| span::start(t, method, &mut req));
+        let record =
+            Record { metrics: self.metrics.clone(), slot, method, start: Instant::now(), log, span, status: 0 };
         let fut = self.inner.call(req);
         Box::pin(async move {
             let mut guard = CancelGuard(Some(record));

@@ -3,7 +3,7 @@
 //! Before any lookup the target is checked ([`target`]): exactly one valid `Host`, agreeing with HTTP/2's
 //! `:authority`, no userinfo, `*` only for `OPTIONS` (answered here with `200`, as Go's server does), and
 //! dot segments removed from the path (unless `HTTPSCALE_NORMALIZE_PATH` is off; a path above the root is
-//! refused): a failed check is `400` and nothing is forwarded, whatever the routes. The host is the request
+//! refused; escaped unreserved characters match as themselves): a failed check is `400` and nothing is forwarded, whatever the routes. The host is the request
 //! target's authority when it has one (absolute-form HTTP/1.1 targets and HTTP/2's `:authority`, as RFC 9112
 //! §3.2.2 requires), else the `Host` header; the backend gets that host in `Host`. A request no route names
 //! fails with `NoRoute` (404) and is never forwarded; CONNECT is refused. States of a routed request:
@@ -122,7 +122,12 @@ fn server_options() -> ProxyResponse {
 }
 
 /// The route of a checked request, or what it needs first.
-fn route_request<B>(routes: &Routes, req: &Request<B>, host: HeaderValue) -> Result<Routing, ProxyError> {
+fn route_request<B>(
+    routes: &Routes,
+    req: &Request<B>,
+    host: HeaderValue,
+    normalize: bool,
+) -> Result<Routing, ProxyError> {
     let host_str = host.to_str().map_err(|_| TargetError::MissingHost)?;
     let (path, headers) = (req.uri().path(), req.headers());
     if let Some(list) = catalog::catalog_request(req.method(), path)
@@ -134,7 +139,7 @@ fn route_request<B>(routes: &Routes, req: &Request<B>, host: HeaderValue) -> Res
     // Without model rules anywhere, no request is asked its model (nothing more on the hot path).
     let api = if table.has_models() { inference_api(req.method(), path) } else { None };
     let query = if api.is_some() { ModelQuery::Unknown } else { ModelQuery::NotAsked };
-    match table.lookup_model(host_str, path, headers, query) {
+    match table.lookup_model(host_str, &matching_path(path, normalize), headers, query) {
         Lookup::Found(route) => Ok(Routing::Routed(Routed { route: route.clone(), host })),
         Lookup::NeedsModel => match api {
             Some(api) => Ok(Routing::NeedsModel { host, api }),
@@ -154,7 +159,12 @@ fn check_and_route<B>(routes: &Routes, req: &mut Request<B>, normalize: bool) ->
     if normalize {
         normalize_path(req)?;
     }
-    route_request(routes, req, host)
+    route_request(routes, req, host, normalize)
+}
+
+/// The path routes are matched on: escaped unreserved characters as themselves when paths are normalised.
+fn matching_path(path: &str, normalize: bool) -> std::borrow::Cow<'_, str> {
+    if normalize { target::matching_path(path) } else { path.into() }
 }
 
 /// Reads an inference request's body (see the module docs) and routes it on the model it names.
@@ -164,12 +174,16 @@ async fn route_on_model<B: Peek>(
     host: HeaderValue,
     api: Api,
     how: ReadAhead,
+    normalize: bool,
 ) -> Result<Routed, ProxyError> {
     let body = read_ahead(req.body_mut(), how).await?;
     let fields = RequestFields::parse(api, &body);
     let host_str = host.to_str().map_err(|_| TargetError::MissingHost)?;
     let query = ModelQuery::Known(fields.model.as_deref());
-    let found = match (routes.table().lookup_model(host_str, req.uri().path(), req.headers(), query), &fields.model) {
+    let found = match (
+        routes.table().lookup_model(host_str, &matching_path(req.uri().path(), normalize), req.headers(), query),
+        &fields.model,
+    ) {
         (Lookup::Found(route), _) => Routed { route: route.clone(), host },
         (Lookup::NeedsModel | Lookup::NotFound, Some(model)) => {
             return Err(ProxyError::NoModelRoute { host: host_str.to_owned(), model: model.clone() });
@@ -188,7 +202,7 @@ where
 {
     let route = routed.route.clone();
     if let Some(slot) = req.extensions().get::<RouteSlot>() {
-        let _ = slot.0.set(route.clone());
+        slot.set_route(route.clone());
     }
     req.extensions_mut().insert(routed);
     let deadline = route.request_timeout.map(|t| (t, Instant::now() + t));
@@ -229,9 +243,10 @@ where
                 // The polled-ready service goes with the request; a fresh clone waits for the next `poll_ready`.
                 let fresh = self.inner.clone();
                 let mut ready = std::mem::replace(&mut self.inner, fresh);
-                let (routes, how) = (self.routes.clone(), self.read_ahead);
+                let (routes, how, normalize) = (self.routes.clone(), self.read_ahead, self.normalize_path);
                 Box::pin(async move {
-                    let routed = route_on_model(&routes, &mut req, host, api, how).await.map_err(Failure::from)?;
+                    let routed =
+                        route_on_model(&routes, &mut req, host, api, how, normalize).await.map_err(Failure::from)?;
                     dispatch(&mut ready, req, routed).await
                 })
             }

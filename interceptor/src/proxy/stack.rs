@@ -4,6 +4,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use http::Request;
+use httpscale_core::otel::Tracer;
 use tower::{Service, ServiceBuilder};
 
 use super::cold_start::{ColdStartLayer, ColdStartParams};
@@ -34,6 +35,8 @@ pub struct StackParams {
     /// How a request body is read to find the model it names (`HTTPSCALE_MODEL_BODY_LIMIT`,
     /// `HTTPSCALE_BODY_TIMEOUT`).
     pub read_ahead: ReadAhead,
+    /// A server span per request when traces are on (`OTEL_EXPORTER_OTLP_TRACES_ENABLED`).
+    pub tracer: Option<Tracer>,
 }
 
 /// The assembled pipeline for request bodies `B`: every failure answered, so it never errs.
@@ -64,7 +67,7 @@ impl<B, T> Pipeline<B> for T where
 /// metrics → rescue → route → statics → count → keep-alive → cold start → `forward`.
 pub fn stack<B: RequestBody + Peek>(p: &StackParams, forward: Forward<B>) -> impl Pipeline<B> {
     ServiceBuilder::new()
-        .layer(MetricsLayer::new(p.requests.clone(), p.log_requests))
+        .layer(MetricsLayer::new(p.requests.clone(), p.log_requests, p.tracer.clone()))
         .layer(RescueLayer::new(p.draining.clone()))
         .layer(RouteLayer::new(p.routes.clone(), p.normalize_path, p.read_ahead))
         .layer(StaticLayer::new(p.bodies.clone(), forward.clone()))

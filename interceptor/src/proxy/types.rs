@@ -4,7 +4,9 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use http::{HeaderValue, Response};
 
@@ -18,6 +20,10 @@ pub type ProxyResponse = Response<ProxyBody>;
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub SocketAddr);
 
+/// Set per connection by the server on requests that arrived on the TLS listener.
+#[derive(Debug, Clone, Copy)]
+pub struct ArrivedOverTls;
+
 /// Set by the route layer: the matched route and the host the request was routed on.
 #[derive(Debug, Clone)]
 pub struct Routed {
@@ -29,7 +35,39 @@ pub struct Routed {
 #[derive(Debug, Clone, Copy)]
 pub struct UseFallback;
 
-/// Where the route layer leaves the matched route for the metrics layer, which records after the response
-/// (and also when the client leaves before there is one, so it cannot wait for response extensions).
+/// Where the route layer leaves the matched route, and the cold-start layer how long the request was held, for
+/// the metrics layer, which records after the response (and also when the client leaves before there is one,
+/// so it cannot wait for response extensions). One allocation per request, made by the metrics layer.
 #[derive(Debug, Clone, Default)]
-pub struct RouteSlot(pub Arc<OnceLock<Arc<RouteState>>>);
+pub struct RouteSlot(Arc<SlotInner>);
+
+#[derive(Debug, Default)]
+struct SlotInner {
+    route: OnceLock<Arc<RouteState>>,
+    /// The readiness wait in microseconds plus one; 0 while the request has not waited.
+    held_us: AtomicU64,
+}
+
+impl RouteSlot {
+    pub fn set_route(&self, route: Arc<RouteState>) {
+        let _ = self.0.route.set(route);
+    }
+
+    pub fn route(&self) -> Option<&Arc<RouteState>> {
+        self.0.route.get()
+    }
+
+    /// The request waited `wait` for its backend's readiness (whatever the wait's outcome).
+    pub fn set_held(&self, wait: Duration) {
+        let us = u64::try_from(wait.as_micros()).unwrap_or(u64::MAX - 1);
+        self.0.held_us.store(us + 1, Ordering::Relaxed);
+    }
+
+    /// How long the request waited for readiness, if it did (upstream's `cold_start` label).
+    pub fn held(&self) -> Option<Duration> {
+        match self.0.held_us.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(Duration::from_micros(us - 1)),
+        }
+    }
+}

@@ -104,7 +104,7 @@ impl Standalone {
                 let supervised = Supervised {
                     key: p.key,
                     spec: p.spec,
-                    address: t.target.to_string(),
+                    address: probe_address(&t.target),
                     probe: t.probe,
                     handle: program.clone(),
                     member,
@@ -114,7 +114,7 @@ impl Standalone {
                 (self.runtime.spawn(supervise(supervised, t.gate, cancel.clone())), Some(program))
             }
             None => {
-                let task = probe_loop(t.target.to_string(), t.probe, t.gate, self.timing, cancel.clone());
+                let task = probe_loop(probe_address(&t.target), t.probe, t.gate, self.timing, cancel.clone());
                 (self.runtime.spawn(task), None)
             }
         };
@@ -125,6 +125,14 @@ impl Standalone {
     pub fn programs(&self) -> BTreeMap<String, Arc<ProgramHandle>> {
         let tasks = self.tasks.lock().unwrap_or_else(|p| p.into_inner());
         tasks.values().filter_map(|t| t.program.clone()).map(|p| (p.key.to_string(), p)).collect()
+    }
+}
+
+/// The `host:port` a target is probed at (without an `https://` scheme).
+fn probe_address(target: &Target) -> String {
+    match target {
+        Target::Address(a) => Target::address(a).0.to_owned(),
+        other => other.to_string(),
     }
 }
 

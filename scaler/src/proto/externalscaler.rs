@@ -244,6 +244,10 @@ pub mod external_scaler_client {
                 .insert(GrpcMethod::new("externalscaler.ExternalScaler", "GetMetrics"));
             self.inner.unary(req, path, codec).await
         }
+        /// Optional (KEDA 2.21). The scaler pushes the metric specs whenever an HPA target changes; KEDA updates its
+        /// cached specs and syncs the HPA. A server answering Unimplemented makes KEDA fall back to GetMetricSpec.
+        /// A server implementing it sends the current specs as soon as the stream opens, and keeps GetMetricSpec
+        /// answering the same values as its latest streamed update.
         pub async fn stream_metric_spec(
             &mut self,
             request: impl tonic::IntoRequest<super::ScaledObjectRef>,
@@ -325,6 +329,10 @@ pub mod external_scaler_server {
             >
             + std::marker::Send
             + 'static;
+        /// Optional (KEDA 2.21). The scaler pushes the metric specs whenever an HPA target changes; KEDA updates its
+        /// cached specs and syncs the HPA. A server answering Unimplemented makes KEDA fall back to GetMetricSpec.
+        /// A server implementing it sends the current specs as soon as the stream opens, and keeps GetMetricSpec
+        /// answering the same values as its latest streamed update.
         async fn stream_metric_spec(
             &self,
             request: tonic::Request<super::ScaledObjectRef>,

@@ -154,3 +154,125 @@ async fn with_a_per_pod_limit_a_ready_backend_gets_one_request_at_a_time_per_pod
     send.send_response(ok("two"));
     assert_eq!(cold(&second.await.unwrap().unwrap()), "false");
 }
+
+/// Upstream 0.16 (PR #1733): a placeholder, the route's own `maxPendingRequests` and `overflow: Placeholder`
+/// together hold requests up to the limit and give the placeholder only to the overflow. Before, every
+/// request got the placeholder at once and the limit could never be reached.
+#[tokio::test(start_paused = true)]
+async fn with_its_own_limit_and_overflow_placeholder_a_route_holds_up_to_the_limit_then_serves_the_placeholder() {
+    let route = route(
+        "127.0.0.1:1",
+        "    coldStart: {placeholder: {response: {body: warming up}}, maxPendingRequests: 2, overflow: Placeholder}\n",
+    );
+    let mut l = layered();
+    let mut held = Vec::new();
+    for i in 0..2 {
+        held.push(tokio::spawn(l.svc.ready().await.unwrap().call(routed(&route, &format!("/{i}"), ()))));
+    }
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(route.pending.load(Ordering::Acquire), 2, "both held, not answered with the placeholder");
+    assert!(held.iter().all(|h| !h.is_finished()));
+
+    let overflow = l.svc.ready().await.unwrap().call(routed(&route, "/2", ())).await.unwrap();
+    assert_eq!(overflow.status(), StatusCode::SERVICE_UNAVAILABLE, "the placeholder's default status");
+    assert_eq!(text(overflow).await, "warming up");
+    assert_eq!(l.params.metrics.rejections.get_or_create(&route.labels).get(), 1, "the overflow is counted");
+
+    route.gate.set_open(true);
+    for _ in 0..2 {
+        let (_, send) = l.handle.next_request().await.unwrap();
+        send.send_response(ok("real"));
+    }
+    for h in held {
+        let resp = h.await.unwrap().unwrap();
+        assert_eq!(cold(&resp), "true");
+        assert_eq!(text(resp).await, "real");
+    }
+}
+
+/// As upstream: holding is opt-in. A placeholder with a limit but `overflow: Reject` (the default), or with
+/// `overflow: Placeholder` but only the global limit, still answers every cold request at once.
+#[tokio::test(start_paused = true)]
+async fn without_both_its_own_limit_and_overflow_placeholder_the_placeholder_answers_at_once() {
+    for cold_start in [
+        "{placeholder: {response: {body: p}}, maxPendingRequests: 5}",
+        "{placeholder: {response: {body: p}}, maxPendingRequests: 5, overflow: Reject}",
+        "{placeholder: {response: {body: p}}, overflow: Placeholder}",
+    ] {
+        let route = route("127.0.0.1:1", &format!("    coldStart: {cold_start}\n"));
+        let mut l = layered();
+        let resp = l.svc.ready().await.unwrap().call(routed(&route, "/", ())).await.unwrap();
+        assert_eq!(text(resp).await, "p", "{cold_start}");
+        assert_eq!(route.pending.load(Ordering::Acquire), 0, "{cold_start}: nothing held");
+    }
+}
+
+/// The count of `interceptor_cold_start_duration_seconds` for one outcome, and its sum.
+fn waits(l: &Layered, route: &RouteState, outcome: Outcome) -> (u64, f64) {
+    let mut r = prometheus_client::registry::Registry::default();
+    r.register("d", "", l.params.metrics.duration.clone());
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &r).unwrap();
+    let labels = format!(
+        "{{route_name=\"{}\",route_namespace=\"{}\",outcome=\"{}\"}}",
+        route.route.key.name,
+        route.route.key.namespace,
+        outcome.as_str()
+    );
+    let value = |suffix: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(&format!("d_{suffix}{labels} ")))
+            .map_or(0.0, |v| v.parse::<f64>().unwrap())
+    };
+    (value("count") as u64, value("sum"))
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_wait_is_observed_once_with_how_it_ended_and_left_in_the_slot() {
+    let route = route("127.0.0.1:1", "    timeouts: {readiness: 2s}\n    coldStart: {maxPendingRequests: 1}\n");
+    let mut l = layered();
+    let slot = RouteSlot::default();
+    let mut req = routed(&route, "/", ());
+    req.extensions_mut().insert(slot.clone());
+    let held = tokio::spawn(l.svc.ready().await.unwrap().call(req));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let _ = l.svc.ready().await.unwrap().call(routed(&route, "/", ())).await.unwrap_err();
+    assert_eq!(waits(&l, &route, Outcome::Overflow), (1, 0.0), "refused over the cap at once");
+    route.gate.set_open(true);
+    let (_, send) = l.handle.next_request().await.unwrap();
+    send.send_response(ok("ok"));
+    held.await.unwrap().unwrap();
+    assert_eq!(waits(&l, &route, Outcome::Ready), (1, 1.5));
+    assert_eq!(slot.held(), Some(Duration::from_millis(1500)), "the metrics layer labels it cold_start=true");
+
+    route.gate.set_open(false);
+    let _ = l.svc.ready().await.unwrap().call(routed(&route, "/", ())).await.unwrap_err();
+    assert_eq!(waits(&l, &route, Outcome::Timeout), (1, 2.0));
+
+    let left = tokio::spawn(l.svc.ready().await.unwrap().call(routed(&route, "/", ())));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    left.abort();
+    let _ = left.await;
+    assert_eq!(waits(&l, &route, Outcome::Canceled), (1, 0.5), "the client left while held");
+
+    route.gate.refuse(Refusal { kind: RefusalKind::Failed, reason: "exited".into() });
+    let _ = l.svc.ready().await.unwrap().call(routed(&route, "/", ())).await.unwrap_err();
+    assert_eq!(waits(&l, &route, Outcome::Error).0, 1);
+    route.gate.clear_refusal();
+
+    let stopped = tokio::spawn(l.svc.ready().await.unwrap().call(routed(&route, "/", ())));
+    tokio::task::yield_now().await;
+    l.params.stopping.trigger();
+    let _ = stopped.await;
+    assert_eq!(waits(&l, &route, Outcome::Shutdown).0, 1);
+
+    let warm = RouteSlot::default();
+    route.gate.set_open(true);
+    let mut req = routed(&route, "/", ());
+    req.extensions_mut().insert(warm.clone());
+    let answer = tokio::spawn(l.svc.ready().await.unwrap().call(req));
+    let (_, send) = l.handle.next_request().await.unwrap();
+    send.send_response(ok("ok"));
+    answer.await.unwrap().unwrap();
+    assert_eq!(warm.held(), None, "a warm request never waited: cold_start=false");
+}

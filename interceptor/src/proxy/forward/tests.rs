@@ -17,7 +17,14 @@ fn settings() -> ForwardSettings {
         max_idle_per_host: 8,
         body_timeout: Some(Duration::from_secs(60)),
         trusted: TrustedProxies::default(),
+        tls: test_tls(),
     }
+}
+
+/// A client configuration that trusts anything (these tests' backends are plain).
+fn test_tls() -> Arc<rustls::ClientConfig> {
+    use httpscale_core::tls::{Policy, backend};
+    Arc::new(backend::client_config(&Policy::default_policy(), backend::Verify::Skip, None).unwrap())
 }
 
 fn forwarder() -> TestForward {

@@ -32,7 +32,7 @@ async fn requests_are_routed_on_the_target_authority_else_the_host_header() {
     let (seen, send) = handle.next_request().await.unwrap();
     let routed = seen.extensions().get::<Routed>().unwrap();
     assert_eq!((routed.route.route.key.name.as_str(), routed.host.to_str().unwrap()), ("app", "App.Local:8080"));
-    assert_eq!(slot.0.get().unwrap().route.key.name, "app", "the metrics layer learns the route");
+    assert_eq!(slot.route().unwrap().route.key.name, "app", "the metrics layer learns the route");
     send.send_response(ok("ok"));
     assert!(answer.await.is_ok());
 
@@ -238,4 +238,19 @@ async fn other_hosts_never_wait_for_their_body_and_model_lists_are_answered_here
     assert_eq!(v["data"][0]["id"], "qwen2.5:7b", "the exact names: {v}");
     drop(svc);
     assert!(handle.next_request().await.is_none(), "the list was not forwarded");
+}
+
+#[tokio::test(start_paused = true)]
+async fn escaped_unreserved_characters_match_as_themselves_and_are_forwarded_as_received() {
+    let api = "routes:\n  - {name: root, hosts: [h], upstream: '127.0.0.1:1'}\n  - {name: api, hosts: [h], pathPrefixes: [/api], upstream: '127.0.0.1:2'}\n";
+    for (normalize, route, uri) in [(true, "api", "/%61pi/x"), (true, "root", "/a%2Fpi"), (false, "root", "/%61pi/x")] {
+        let (inner, mut handle) = mock();
+        let mut svc = RouteLayer::new(routes(api), normalize, ReadAhead::limit(1024)).layer(inner);
+        let answer = svc.ready().await.unwrap().call(request(uri, Some("h")));
+        let (seen, send) = handle.next_request().await.unwrap();
+        assert_eq!(seen.extensions().get::<Routed>().unwrap().route.route.key.name, route, "{uri}");
+        assert_eq!(seen.uri(), uri, "forwarded as received");
+        send.send_response(ok("ok"));
+        assert!(answer.await.is_ok());
+    }
 }

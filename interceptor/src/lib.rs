@@ -89,6 +89,14 @@ impl Source {
             Source::Cluster { cluster, .. } => Some(cluster.clone()),
         }
     }
+
+    /// The programs of standalone routes, which the admin port shows and unloads.
+    fn programs(&self) -> Option<Arc<Standalone>> {
+        match self {
+            Source::File { programs, .. } => Some(programs.clone()),
+            Source::Cluster { .. } => None,
+        }
+    }
 }
 
 /// The routing table and its source, for either mode.
@@ -288,16 +296,12 @@ pub async fn start_with(
     };
 
     let (admin_addr, metrics_addr) = (listeners.admin.1, listeners.metrics.as_ref().map(|(_, a)| *a));
-    let programs = match &source {
-        Source::File { programs, .. } => Some(programs.clone()),
-        Source::Cluster { .. } => None,
-    };
     let state = AdminState {
         routes: routes.clone(),
         draining: draining.clone(),
         metrics,
         streams: StreamSlots::new(config.max_queue_streams),
-        programs,
+        programs: source.programs(),
     };
     listeners.serve(Arc::new(state), &listeners_stop);
     // The watches run until the proxy has drained, like the programs of standalone routes.

@@ -161,12 +161,15 @@ async fn past_a_listeners_budget_new_connections_get_503_and_other_listeners_are
     for _ in 0..4 {
         held.push(TcpStream::connect(h.proxy()).await.unwrap());
     }
+    // Connected is not yet accepted: the proxy's threads each accept from their own queue.
+    open_connections_reach(&h, "proxy", 4).await;
     let resp = raw(h.proxy(), b"GET / HTTP/1.1\r\nHost: a.local\r\n\r\n", WAIT).await;
     assert!(resp.starts_with("HTTP/1.1 503") && resp.contains("too many connections (limit 4)"), "{resp}");
     let mut flood = Vec::new();
     for _ in 0..20 {
         flood.push(TcpStream::connect(h.admin()).await.unwrap());
     }
+    open_connections_reach(&h, "admin", 4).await;
     let resp = raw(h.admin(), b"GET /queue HTTP/1.1\r\nHost: a\r\n\r\n", WAIT).await;
     assert!(resp.starts_with("HTTP/1.1 503"), "the admin port is at its own limit: {resp}");
     drop(held);
@@ -183,6 +186,12 @@ async fn past_a_listeners_budget_new_connections_get_503_and_other_listeners_are
     assert!(count.is_some_and(|n| n >= 1), "{m}");
     drop(flood);
     h.stop().await;
+}
+
+async fn open_connections_reach(h: &Harness, listener: &str, n: usize) {
+    let line = format!("httpscale_open_connections{{listener=\"{listener}\"}} {n}\n");
+    eventually(WAIT, &format!("{n} {listener} connections accepted"), || async { h.metrics().await.contains(&line) })
+        .await;
 }
 
 /// Regression: `/queue/stream` subscribers were unbounded (2 000 cost 34 MiB).

@@ -2,7 +2,7 @@
 # Installs what the test suite needs beyond the Rust toolchain: a Python venv with the official Ollama
 # and OpenAI clients, grpcio with its health service (a gRPC stack that is not tonic, to drive the scaler the way KEDA
 # does, and a gRPC backend for the real-cluster suite), h2 (raw HTTP/2 frames), PyYAML (the real-cluster
-# harness) and kmock (an in-memory Kubernetes API server), and nginx and wrk from Debian.
+# harness) and kmock (an in-memory Kubernetes API server), and nginx, wrk and valgrind from Debian.
 # Idempotent; a second run takes about a second.
 # Only PyPI is used. Result: .peers/venv/bin/python
 set -euo pipefail
@@ -15,6 +15,13 @@ if { ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; } || ! comm
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     { DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx wrk >/dev/null; } \
       || echo "warning: could not install nginx/wrk; the load generator's nginx and wrk legs will be skipped" >&2
+  fi
+fi
+# valgrind, for the instructions scenario's smoke test (callgrind counts instructions per request): Debian package.
+if ! command -v valgrind >/dev/null 2>&1 || ! command -v callgrind_control >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    { DEBIAN_FRONTEND=noninteractive apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null; } \
+      || echo "warning: could not install valgrind; the instructions scenario's smoke test will be skipped" >&2
   fi
 fi
 # curl and openssl, the TLS tests' clients (interceptor/tests/tls.rs): Debian packages, when missing.

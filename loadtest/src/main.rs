@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use httpscale_loadtest::load::{self, LoadSpec, Protocol};
 use httpscale_loadtest::procs::Tools;
 use httpscale_loadtest::report::{Table, write_json};
-use httpscale_loadtest::scenarios::{ceiling, cold_burst, many_routes, overhead, sigterm, streaming};
+use httpscale_loadtest::scenarios::{ceiling, cold_burst, instructions, many_routes, overhead, sigterm, streaming};
 use httpscale_loadtest::{backend, parse_duration, set_aborted};
 
 #[derive(Parser)]
@@ -41,6 +41,8 @@ enum Cmd {
     Run(RunArgs),
     /// Direct vs interceptor vs nginx on the same backend, interleaved, at several concurrencies.
     Overhead(OverheadArgs),
+    /// Instructions per proxied request (valgrind's callgrind), interceptor and nginx on the same requests.
+    Instructions(InstructionsArgs),
     /// N held requests released when a late backend comes up: served, release time, memory per request.
     ColdBurst(ColdBurstArgs),
     /// Many concurrent NDJSON streams: are the backend's gaps between lines preserved?
@@ -155,6 +157,38 @@ struct OverheadArgs {
     /// Load generator for every leg: loadtest, or wrk (closed-loop HTTP/1.1, like the reference figures).
     #[arg(long, value_enum, default_value = "loadtest")]
     client: overhead::Client,
+}
+
+#[derive(Args)]
+struct InstructionsArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Requests counted per round (rounded down to a multiple of the concurrency).
+    #[arg(short = 'n', long, default_value = "20000")]
+    requests: u64,
+    /// Requests before counting starts.
+    #[arg(long, default_value = "2000")]
+    warmup_requests: u64,
+    /// Client connections.
+    #[arg(short = 'c', long, default_value = "4")]
+    connections: usize,
+    #[arg(long, default_value = "3")]
+    rounds: usize,
+    #[arg(long, value_enum, default_value = "h1")]
+    protocol: Protocol,
+    /// Concurrent streams per h2 connection.
+    #[arg(long, default_value = "4")]
+    h2_streams: usize,
+    /// Interceptor HTTPSCALE_PROXY_THREADS (nginx runs as one process).
+    #[arg(long, default_value = "1")]
+    proxy_threads: usize,
+    #[arg(long, value_enum, default_value = "nginx")]
+    backend: overhead::BackendKind,
+    #[arg(long)]
+    skip_nginx: bool,
+    /// Keep the callgrind dumps in this directory (for callgrind_annotate).
+    #[arg(long)]
+    out_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -344,6 +378,7 @@ fn scenario(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
         Cmd::Run(a) => run_one(a),
         Cmd::Overhead(a) => overhead_cmd(a),
+        Cmd::Instructions(a) => instructions_cmd(a),
         Cmd::ColdBurst(a) => {
             let tools = Tools::locate(a.common.interceptor.as_deref())?;
             let opts = cold_burst::ColdBurstOpts {
@@ -440,6 +475,26 @@ fn overhead_cmd(a: OverheadArgs) -> anyhow::Result<()> {
         client: a.client,
     };
     let report = overhead::run(&tools, &opts)?;
+    report.print();
+    a.common.json.map_or(Ok(()), |p| write_json(&p, &report))
+}
+
+fn instructions_cmd(a: InstructionsArgs) -> anyhow::Result<()> {
+    let tools = Tools::locate(a.common.interceptor.as_deref())?;
+    let opts = instructions::InstructionsOpts {
+        requests: a.requests,
+        warmup_requests: a.warmup_requests,
+        connections: a.connections,
+        rounds: a.rounds,
+        protocol: a.protocol,
+        h2_streams: a.h2_streams,
+        proxy_threads: a.proxy_threads,
+        backend: a.backend,
+        skip_nginx: a.skip_nginx,
+        out_dir: a.out_dir,
+        progress: !a.common.quiet,
+    };
+    let report = instructions::run(&tools, &opts)?;
     report.print();
     a.common.json.map_or(Ok(()), |p| write_json(&p, &report))
 }

@@ -311,11 +311,35 @@ fn is_root() -> bool {
 }
 
 /// What an nginx instance does.
+#[derive(Debug, Clone, Copy)]
 pub enum NginxRole {
     /// `return 200 "ok"` on every request.
     Backend,
     /// Keep-alive reverse proxy to `upstream`; `buffering: false` streams answers as they come.
     Proxy { upstream: SocketAddr, buffering: bool },
+}
+
+/// How a process under test is launched: directly, or under a wrapper program (valgrind) given as its argv.
+#[derive(Debug, Clone, Default)]
+pub struct Launch {
+    /// Program and arguments put before the process's own command line; empty = run it directly.
+    pub wrapper: Vec<std::ffi::OsString>,
+    /// How long start-up may take (a process under valgrind starts tens of times slower).
+    pub ready_within: Option<Duration>,
+}
+
+impl Launch {
+    /// `program`, run under the wrapper if there is one.
+    fn command(&self, program: &Path) -> Command {
+        match self.wrapper.split_first() {
+            None => Command::new(program),
+            Some((wrapper, args)) => {
+                let mut c = Command::new(wrapper);
+                c.args(args).arg(program);
+                c
+            }
+        }
+    }
 }
 
 /// Starts nginx in the foreground with a generated configuration in `dir`; waits until it answers.
@@ -327,10 +351,60 @@ pub fn start_nginx(
     h2: bool,
     role: NginxRole,
 ) -> anyhow::Result<Child> {
+    start_nginx_with(nginx, dir, NginxServer { listen, workers, h2, role }, &Launch::default())
+}
+
+/// What one nginx instance serves, where, with how many workers (0 = one process, `master_process off`, so that
+/// a wrapper such as valgrind sees the process that serves).
+pub struct NginxServer {
+    pub listen: SocketAddr,
+    pub workers: usize,
+    pub h2: bool,
+    pub role: NginxRole,
+}
+
+/// [`start_nginx`] with a launch wrapper.
+pub fn start_nginx_with(nginx: &Path, dir: &Path, server: NginxServer, launch: &Launch) -> anyhow::Result<Child> {
+    let listen = server.listen;
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, nginx_conf(dir, &server)?)?;
+    let mut child = Child::spawn(
+        "nginx",
+        launch
+            .command(nginx)
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(&path)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit()),
+    )?;
+    let within = launch.ready_within.unwrap_or(Duration::from_secs(10));
+    let ready = if server.h2 {
+        wait_connect(&mut child, listen, within)
+    } else {
+        wait_http(&mut child, listen, "bench.local", "/", 200, within)
+    };
+    ready.with_context(|| {
+        format!("nginx log: {}", std::fs::read_to_string(dir.join("error.log")).unwrap_or_default())
+    })?;
+    Ok(child)
+}
+
+fn nginx_conf(dir: &Path, server: &NginxServer) -> anyhow::Result<String> {
+    let NginxServer { listen, workers, h2, role } = *server;
     crate::ensure_local(listen)?;
     let h2 = if h2 { " http2" } else { "" };
     let d = dir.display();
     let user = if is_root() { "user root;" } else { "" };
+    let processes = if workers == 0 {
+        "master_process off;\nworker_processes 1;".to_string()
+    } else {
+        format!("master_process on;\nworker_processes {workers};")
+    };
     let body = match role {
         NginxRole::Backend => "        location / { return 200 \"ok\"; }".to_string(),
         NginxRole::Proxy { upstream, buffering } => {
@@ -356,11 +430,10 @@ pub fn start_nginx(
             )
         }
     };
-    let conf = format!(
+    Ok(format!(
         "{user}
 daemon off;
-master_process on;
-worker_processes {workers};
+{processes}
 worker_rlimit_nofile 20000;
 pid {d}/nginx.pid;
 error_log {d}/error.log warn;
@@ -380,31 +453,7 @@ http {{
     }}
 }}
 "
-    );
-    let path = dir.join("nginx.conf");
-    std::fs::write(&path, conf)?;
-    let mut child = Child::spawn(
-        "nginx",
-        Command::new(nginx)
-            .arg("-p")
-            .arg(dir)
-            .arg("-c")
-            .arg(&path)
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit()),
-    )?;
-    let ready = if h2.is_empty() {
-        wait_http(&mut child, listen, "bench.local", "/", 200, Duration::from_secs(10))
-    } else {
-        wait_connect(&mut child, listen, Duration::from_secs(10))
-    };
-    ready.with_context(|| {
-        format!("nginx log: {}", std::fs::read_to_string(dir.join("error.log")).unwrap_or_default())
-    })?;
-    Ok(child)
+    ))
 }
 
 /// Starts a `loadtest backend` child; returns it with its address once it listens.
@@ -440,15 +489,25 @@ pub struct RunningInterceptor {
 /// Starts the interceptor under test as a separate process with `routes` and extra environment; waits for
 /// `/readyz`.
 pub fn start_interceptor(tools: &Tools, routes: &str, env: &[(&str, String)]) -> anyhow::Result<RunningInterceptor> {
+    start_interceptor_with(tools, routes, env, &Launch::default())
+}
+
+/// [`start_interceptor`] with a launch wrapper.
+pub fn start_interceptor_with(
+    tools: &Tools,
+    routes: &str,
+    env: &[(&str, String)],
+    launch: &Launch,
+) -> anyhow::Result<RunningInterceptor> {
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("routes.yaml");
     std::fs::write(&file, routes)?;
     let proxy = SocketAddr::from(([127, 0, 0, 1], crate::free_port()?));
     let admin = SocketAddr::from(([127, 0, 0, 1], crate::free_port()?));
     let mut cmd = match &tools.interceptor {
-        Interceptor::Binary(p) => Command::new(p),
+        Interceptor::Binary(p) => launch.command(p),
         Interceptor::Embedded => {
-            let mut c = Command::new(&tools.loadtest);
+            let mut c = launch.command(&tools.loadtest);
             c.arg("run-interceptor");
             c
         }
@@ -467,7 +526,8 @@ pub fn start_interceptor(tools: &Tools, routes: &str, env: &[(&str, String)]) ->
         cmd.env(k, v);
     }
     let mut child = Child::spawn("interceptor", &mut cmd)?;
-    wait_http(&mut child, admin, "admin", "/readyz", 200, Duration::from_secs(30))?;
+    let within = launch.ready_within.unwrap_or(Duration::from_secs(30));
+    wait_http(&mut child, admin, "admin", "/readyz", 200, within)?;
     Ok(RunningInterceptor { child, proxy, admin, _dir: dir })
 }
 

@@ -357,3 +357,53 @@ fn sigterm_under_load_loses_nothing() {
     assert!(u(&run["refused"]) > 0, "refused once the port closed: {run}");
     assert_eq!(u(&r["lost_total"]), 0, "nothing accepted and lost: {run}");
 }
+
+fn valgrind_installed() -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    ["valgrind", "callgrind_control"]
+        .iter()
+        .all(|b| std::env::split_paths(&path).chain([PathBuf::from("/usr/bin")]).any(|d| d.join(b).is_file()))
+}
+
+#[test]
+fn instructions_counts_both_proxies_per_request() {
+    if !valgrind_installed() {
+        eprintln!("skipped: valgrind is not installed (apt-get install -y valgrind, or scripts/setup-test-peers.sh)");
+        return;
+    }
+    let r = loadtest(
+        &[
+            "instructions",
+            "--interceptor",
+            "embedded",
+            "--quiet",
+            "--backend",
+            "hyper",
+            "-n",
+            "200",
+            "--warmup-requests",
+            "40",
+            "-c",
+            "2",
+            "--rounds",
+            "2",
+        ],
+        Duration::from_secs(240),
+    );
+    let counts = r["counts"].as_array().unwrap();
+    let legs: Vec<&str> = counts.iter().map(|c| c["leg"].as_str().unwrap()).collect();
+    let want = if nginx_installed().is_some() { 4 } else { 2 };
+    assert_eq!(counts.len(), want, "two rounds of each proxy: {legs:?}");
+    for c in counts {
+        assert_eq!(u(&c["requests"]), 200, "exactly the requests asked for were counted: {c}");
+        let per = c["per_request"].as_f64().unwrap();
+        // A proxied request costs thousands of instructions at least; ten million would mean the count ran
+        // over the warm-up or start-up, not one request.
+        assert!(per > 1_000.0 && per < 10_000_000.0, "implausible instructions per request: {c}");
+        assert_eq!(u(&c["instructions"]) as f64 / 200.0, per, "{c}");
+    }
+    if want == 4 {
+        let ratio = r["ratio"]["median"].as_f64().unwrap();
+        assert!(ratio > 0.0 && ratio.is_finite(), "interceptor ÷ nginx: {}", r["ratio"]);
+    }
+}

@@ -2,6 +2,7 @@
 
 pub mod ceiling;
 pub mod cold_burst;
+pub mod instructions;
 pub mod many_routes;
 pub mod overhead;
 pub mod sigterm;

@@ -103,7 +103,7 @@ pub struct OverheadReport {
     pub ratios: Vec<Ratios>,
 }
 
-const HOST: &str = "bench.local";
+pub const HOST: &str = "bench.local";
 
 pub fn routes_file(upstream: SocketAddr, h2c: bool) -> String {
     let proto = if h2c { "\n    appProtocol: kubernetes.io/h2c" } else { "" };

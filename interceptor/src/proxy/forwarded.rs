@@ -8,7 +8,6 @@
 //!   and our element is appended to `Forwarded` (RFC 7239 §4);
 //! - `X-Forwarded-For` is always appended to, its repeated lines collapsed into one list.
 
-use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -80,22 +79,29 @@ fn set(headers: &mut HeaderMap, name: &HeaderName, value: impl FnOnce() -> Optio
 }
 
 /// Sets the forwarded headers of a request from `client`, routed on `host`, that arrived on the plain
-/// listener (`http`) or the TLS one (`https`).
+/// listener (`http`) or the TLS one (`https`). The client's address is written out once and shared by the
+/// headers that carry it; the values are assembled without the formatting machinery (this runs per request).
 pub fn set_forwarded(headers: &mut HeaderMap, client: Option<IpAddr>, host: &HeaderValue, trusted: bool, tls: bool) {
     let proto = if tls { "https" } else { "http" };
-    let ip = client.map(|ip| ip.to_string());
+    let ip = client.map(ip_text);
+    let ip_value = ip.as_deref().and_then(|ip| HeaderValue::from_str(ip).ok());
     if let Some(ip) = &ip {
         let mut xff = String::new();
         for prior in headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()) {
             xff.push_str(prior);
             xff.push_str(", ");
         }
-        xff.push_str(ip);
-        set(headers, &X_FORWARDED_FOR, || HeaderValue::try_from(xff).ok(), false);
+        let value = if xff.is_empty() {
+            ip_value.clone()
+        } else {
+            xff.push_str(ip);
+            HeaderValue::try_from(xff).ok()
+        };
+        set(headers, &X_FORWARDED_FOR, || value, false);
     }
     set(headers, &X_FORWARDED_HOST, || Some(host.clone()), trusted);
     set(headers, &X_FORWARDED_PROTO, || Some(HeaderValue::from_static(proto)), trusted);
-    set(headers, &X_REAL_IP, || ip.as_deref().and_then(|ip| HeaderValue::from_str(ip).ok()), trusted);
+    set(headers, &X_REAL_IP, || ip_value, trusted);
     if !trusted {
         headers.remove(&X_FORWARDED_PORT);
     }
@@ -106,18 +112,33 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: Option<IpAddr>, host: &Hea
             forwarded.push_str(", ");
         }
     }
-    match client {
-        Some(IpAddr::V6(v6)) => {
-            let _ = write!(forwarded, "for=\"[{v6}]\";");
-        }
-        Some(IpAddr::V4(v4)) => {
-            let _ = write!(forwarded, "for={v4};");
-        }
-        None => {}
+    match (client, &ip) {
+        (Some(IpAddr::V6(_)), Some(ip)) => forwarded.extend(["for=\"[", ip, "]\";"]),
+        (Some(IpAddr::V4(_)), Some(ip)) => forwarded.extend(["for=", ip, ";"]),
+        _ => {}
     }
     // The host was validated (no quote or backslash), so it can be quoted as it is.
-    let _ = write!(forwarded, "host=\"{}\";proto={proto}", host.to_str().unwrap_or_default());
+    forwarded.extend(["host=\"", host.to_str().unwrap_or_default(), "\";proto=", proto]);
     set(headers, &header::FORWARDED, || HeaderValue::try_from(forwarded).ok(), false);
+}
+
+/// An address as `Display` writes it; IPv4 (the usual client) digit by digit.
+fn ip_text(ip: IpAddr) -> String {
+    let IpAddr::V4(v4) = ip else { return ip.to_string() };
+    let mut s = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            s.push('.');
+        }
+        if octet >= 100 {
+            s.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            s.push(char::from(b'0' + octet / 10 % 10));
+        }
+        s.push(char::from(b'0' + octet % 10));
+    }
+    s
 }
 
 #[cfg(test)]
@@ -177,6 +198,14 @@ mod tests {
         let mut h = HeaderMap::new();
         set_forwarded(&mut h, Some(ip), &HeaderValue::from_static("app.local"), true, false);
         assert_eq!((h["x-forwarded-host"].to_str().unwrap(), h["x-real-ip"].to_str().unwrap()), ("app.local", "::1"));
+    }
+
+    #[test]
+    fn addresses_are_written_as_display_writes_them() {
+        for ip in ["0.0.0.0", "127.0.0.1", "10.20.100.255", "255.255.255.255", "1.10.100.9", "::1", "fd00::ab:1"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
     }
 
     #[test]

@@ -35,21 +35,37 @@ pub fn upgrade_of(headers: &HeaderMap) -> Option<HeaderValue> {
 }
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
+///
+/// One pass over the names (comparisons, no hashing) first finds which hop-by-hop headers are present: most
+/// messages carry none, or only `Connection: keep-alive`, and each removal from the map hashes its name.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
+        // Listed hop-by-hop names are removed below if present; only the others need a removal here.
         let listed: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .filter_map(|t| HeaderName::try_from(t.trim()).ok())
+            .filter(|n| !HOP_BY_HOP.contains(n))
             .collect();
         for name in listed {
             headers.remove(name);
         }
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
 }
 
@@ -108,6 +124,13 @@ mod tests {
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert_eq!(h["x-keep"], "yes");
+        let mut h = map(&[("Connection", "Upgrade, Keep-Alive, X-Other"), ("upgrade", "h2c"), ("x-other", "1"), ("a", "b")]);
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.keys().collect::<Vec<_>>(), ["a"], "listed names in any case, hop-by-hop or not");
+        let mut h = map(&[("trailer", "x"), ("proxy-connection", "keep-alive"), ("a", "b"), ("a", "c")]);
+        remove_hop_by_hop(&mut h);
+        assert_eq!(h.get_all("a").iter().collect::<Vec<_>>(), ["b", "c"], "without Connection too");
+        assert_eq!(h.len(), 2);
     }
 
     #[test]

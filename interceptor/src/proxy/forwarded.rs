@@ -105,7 +105,9 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: Option<IpAddr>, host: &Hea
     if !trusted {
         headers.remove(&X_FORWARDED_PORT);
     }
-    let mut forwarded = String::new();
+    let host = host.to_str().unwrap_or_default();
+    // `for="[v6]";host="…";proto=https`: sized once, no reallocation.
+    let mut forwarded = String::with_capacity(64 + host.len());
     if trusted {
         for prior in headers.get_all(header::FORWARDED).iter().filter_map(|v| v.to_str().ok()) {
             forwarded.push_str(prior);
@@ -118,7 +120,7 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: Option<IpAddr>, host: &Hea
         _ => {}
     }
     // The host was validated (no quote or backslash), so it can be quoted as it is.
-    forwarded.extend(["host=\"", host.to_str().unwrap_or_default(), "\";proto=", proto]);
+    forwarded.extend(["host=\"", host, "\";proto=", proto]);
     set(headers, &header::FORWARDED, || HeaderValue::try_from(forwarded).ok(), false);
 }
 

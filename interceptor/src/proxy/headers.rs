@@ -49,14 +49,16 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
         return;
     }
     if headers.contains_key(header::CONNECTION) {
-        // Listed hop-by-hop names are removed below if present; only the others need a removal here.
+        // Listed hop-by-hop names (`keep-alive`, `upgrade`) are removed below if present; only the others need a
+        // removal here, and a name object.
         let listed: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|t| HeaderName::try_from(t.trim()).ok())
-            .filter(|n| !HOP_BY_HOP.contains(n))
+            .map(str::trim)
+            .filter(|t| !HOP_BY_HOP.iter().any(|h| t.eq_ignore_ascii_case(h.as_str())))
+            .filter_map(|t| HeaderName::try_from(t).ok())
             .collect();
         for name in listed {
             headers.remove(name);
@@ -124,7 +126,8 @@ mod tests {
         remove_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert_eq!(h["x-keep"], "yes");
-        let mut h = map(&[("Connection", "Upgrade, Keep-Alive, X-Other"), ("upgrade", "h2c"), ("x-other", "1"), ("a", "b")]);
+        let mut h =
+            map(&[("Connection", "Upgrade, Keep-Alive, X-Other"), ("upgrade", "h2c"), ("x-other", "1"), ("a", "b")]);
         remove_hop_by_hop(&mut h);
         assert_eq!(h.keys().collect::<Vec<_>>(), ["a"], "listed names in any case, hop-by-hop or not");
         let mut h = map(&[("trailer", "x"), ("proxy-connection", "keep-alive"), ("a", "b"), ("a", "c")]);

@@ -6,7 +6,7 @@
 //! - [`backend`]: the tiny hyper backends the scenarios start as child processes (`200 ok`, NDJSON streams).
 //! - [`procs`]: child processes (stopped by PID when dropped), nginx configurations, `/proc` readings.
 //! - [`wrk`]: `wrk` run the same way, for comparison.
-//! - [`scenarios`]: `overhead`, `cold-burst`, `streaming`, `many-routes`, `ceiling`.
+//! - [`scenarios`]: `overhead`, `instructions`, `cold-burst`, `streaming`, `many-routes`, `ceiling`, `sigterm`.
 //!
 //! Load only ever targets addresses of this host ([`ensure_local`]); every run is bounded in time.
 

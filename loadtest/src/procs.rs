@@ -296,10 +296,13 @@ fn default_interceptor(loadtest: &Path) -> anyhow::Result<PathBuf> {
 }
 
 fn find_nginx() -> Option<PathBuf> {
-    let candidates = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join("nginx")).collect::<Vec<_>>())
-        .unwrap_or_default();
-    candidates.into_iter().chain([PathBuf::from("/usr/sbin/nginx")]).find(|p| p.is_file())
+    find_program("nginx", "/usr/sbin")
+}
+
+/// The program `name` in a directory of `PATH`, else in `fallback` (where Debian installs it), if installed.
+pub fn find_program(name: &str, fallback: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).chain([PathBuf::from(fallback)]).map(|d| d.join(name)).find(|p| p.is_file())
 }
 
 /// `true` when this process runs as root (nginx then needs `user root;` to read its temp directory).

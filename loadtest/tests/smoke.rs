@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use httpscale_loadtest::procs::find_program;
 use serde_json::Value;
 
 const LOADTEST: &str = env!("CARGO_BIN_EXE_loadtest");
@@ -68,11 +69,7 @@ fn run(args: &[&str], json: Option<&Path>, within: Duration) -> (bool, String) {
 }
 
 fn nginx_installed() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|d| d.join("nginx"))
-        .chain([PathBuf::from("/usr/sbin/nginx")])
-        .find(|p| p.is_file())
+    find_program("nginx", "/usr/sbin")
 }
 
 fn u(v: &Value) -> u64 {
@@ -359,10 +356,7 @@ fn sigterm_under_load_loses_nothing() {
 }
 
 fn valgrind_installed() -> bool {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    ["valgrind", "callgrind_control"]
-        .iter()
-        .all(|b| std::env::split_paths(&path).chain([PathBuf::from("/usr/bin")]).any(|d| d.join(b).is_file()))
+    ["valgrind", "callgrind_control"].iter().all(|b| find_program(b, "/usr/bin").is_some())
 }
 
 #[test]

@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use super::overhead::{self, BackendKind, HOST};
 use crate::load::{self, LoadSpec, Protocol};
-use crate::procs::{self, Child, Launch, NginxRole, NginxServer, Tools};
+use crate::procs::{self, Child, Launch, NginxRole, NginxServer, Tools, find_program};
 use crate::report::{Machine, Table};
 use crate::{Spread, aborted, free_port};
 
@@ -72,12 +72,6 @@ pub struct InstructionsReport {
     pub ratio: Spread,
 }
 
-/// `name` on `PATH`, if installed.
-pub fn find_program(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path).map(|d| d.join(name)).chain([Path::new("/usr/bin").join(name)]).find(|p| p.is_file())
-}
-
 /// valgrind and its `callgrind_control`.
 struct Valgrind {
     valgrind: PathBuf,
@@ -88,8 +82,8 @@ struct Valgrind {
 impl Valgrind {
     fn locate() -> anyhow::Result<Valgrind> {
         let missing = "valgrind is not installed (apt-get install -y valgrind)";
-        let valgrind = find_program("valgrind").context(missing)?;
-        let control = find_program("callgrind_control").context(missing)?;
+        let valgrind = find_program("valgrind", "/usr/bin").context(missing)?;
+        let control = find_program("callgrind_control", "/usr/bin").context(missing)?;
         let out = Command::new(&valgrind).arg("--version").output().context("running valgrind --version")?;
         Ok(Valgrind { valgrind, control, version: String::from_utf8_lossy(&out.stdout).trim().to_string() })
     }

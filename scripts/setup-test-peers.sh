@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond the Rust toolchain: a Python venv with the official Ollama
 # and OpenAI clients, grpcio with its health service and reflection client (a gRPC stack that is not tonic, to
-# drive the scaler the way KEDA and grpcurl do, and a gRPC backend for the real-cluster suite), h2 (raw HTTP/2 frames), PyYAML (the real-cluster
-# harness) and kmock (an in-memory Kubernetes API server), and nginx and wrk from Debian.
+# drive the scaler the way KEDA and grpcurl do, and a gRPC backend for the real-cluster suite), h2 (raw HTTP/2
+# frames), PyYAML (the real-cluster harness) and kmock (an in-memory Kubernetes API server), and nginx and wrk
+# from Debian.
 # Idempotent; a second run takes about a second.
 # Only PyPI is used. Result: .peers/venv/bin/python
 set -euo pipefail

@@ -141,8 +141,9 @@ impl<S: Pipeline<PeekBody<Incoming>>> Connections<S> {
                     }
                 }
                 Some(acceptor) => {
-                    if let Some((stream, protocol)) = conn.gate.handshake(&acceptor, stream).await {
-                        conn.serve(stream, ConnState::new(permit, protocol, start)).await;
+                    // Boxed: a TLS session's state would otherwise enlarge every plain connection's task.
+                    if let Some((stream, protocol)) = Box::pin(conn.gate.handshake(&acceptor, stream)).await {
+                        Box::pin(conn.serve(stream, ConnState::new(permit, protocol, start))).await;
                     }
                 }
             }

@@ -16,7 +16,6 @@ use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
-use super::ServerSettings;
 use crate::proxy::peek::PeekBody;
 use crate::proxy::stack::Pipeline;
 use crate::proxy::types::{ArrivedOverTls, BoxFuture, ClientAddr, ProxyResponse};
@@ -80,18 +79,20 @@ pub(super) struct Builders {
 }
 
 impl Builders {
-    pub(super) fn new(settings: &ServerSettings) -> Self {
+    /// Heads up to `max_header_bytes` with at most `max_headers` lines (HTTP/1), header lists up to
+    /// `max_header_bytes` (HTTP/2); more is `431`.
+    pub(super) fn new(max_header_bytes: usize, max_headers: usize) -> Self {
         let mut h1 = http1::Builder::new();
         h1.timer(TokioTimer::new())
             // The connection's own deadlines (`Guarded`) bound the head: hyper's would also cut idle keep-alive.
             .header_read_timeout(None)
-            .max_buf_size(settings.max_header_bytes.max(8192))
+            .max_buf_size(max_header_bytes.max(8192))
             // Checked on the parsed head too: the buffer limit alone lets a head through that arrives whole in
             // one read past it.
-            .max_header_size(settings.max_header_bytes)
-            .max_headers(settings.max_headers);
+            .max_header_size(max_header_bytes)
+            .max_headers(max_headers);
         let mut h2 = http2::Builder::new(TokioExecutor::new());
-        h2.timer(TokioTimer::new()).max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
+        h2.timer(TokioTimer::new()).max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX));
         Self { h1, h2 }
     }
 }

@@ -162,8 +162,14 @@ async fn serve(
 ) {
     let forward = Forward::new(settings.forward.clone(), pods);
     let (open, mut closed) = mpsc::channel(1);
-    let conns =
-        Connections { stack: stack(&params, forward), builders: Builders::new(&settings), gate, tls, stop, open };
+    let conns = Connections {
+        stack: stack(&params, forward),
+        builders: Builders::new(settings.max_header_bytes, settings.max_headers),
+        gate,
+        tls,
+        stop,
+        open,
+    };
     loop {
         let (stream, remote, permit) = tokio::select! {
             accepted = conns.gate.accept(&listener) => accepted,

@@ -238,6 +238,9 @@ struct ColdBurstArgs {
     protocol: Protocol,
     #[arg(long, default_value = "100")]
     h2_streams: usize,
+    /// The route's `coldStart.maxConcurrentPerPod`: released requests go on in waves of this many.
+    #[arg(long)]
+    max_concurrent_per_pod: Option<usize>,
 }
 
 #[derive(Args)]
@@ -392,6 +395,7 @@ fn scenario(cmd: Cmd) -> anyhow::Result<()> {
                 timeout: a.timeout,
                 protocol: a.protocol,
                 h2_streams: a.h2_streams,
+                max_concurrent_per_pod: a.max_concurrent_per_pod,
                 progress: !a.common.quiet,
             };
             let report = cold_burst::run(&tools, &opts)?;

@@ -7,7 +7,7 @@
 //! interceptor admin Service's EndpointSlices, [`kubernetes`]) → [`collect`] (pull and push) → [`aggregate`] and
 //! [`window`] (pure counting) → [`state`] (route specs from the routes file or, in Kubernetes mode, from the
 //! cluster's HTTPScaledObjects and InterceptorRoutes) and [`triggers`] (what a trigger means) → [`grpc`] (the
-//! wire, served within the listener limits of [`listen`]).
+//! wire, served within the listener limits of [`listen`], beside the health service and [`reflection`]).
 
 pub mod aggregate;
 pub mod collect;
@@ -18,6 +18,7 @@ pub mod kubernetes;
 pub mod listen;
 pub mod metrics;
 pub mod proto;
+pub mod reflection;
 pub mod state;
 pub mod trace;
 pub mod triggers;
@@ -194,6 +195,7 @@ pub async fn start_with_client(
     let collector = tokio::spawn(collect::run(state.clone(), discovery.interceptors(), settings, health));
 
     let message_bytes = config.grpc_max_message_bytes;
+    let (reflection_v1, reflection_v1alpha) = reflection::services().unzip();
     let server = tonic::transport::Server::builder()
         .max_concurrent_streams(config.grpc_max_concurrent_streams)
         .http2_max_header_list_size(config.grpc_max_metadata_bytes)
@@ -203,6 +205,8 @@ pub async fn start_with_client(
         .layer(TraceCalls::layer(tracer))
         .add_service(health_service.max_decoding_message_size(message_bytes))
         .add_service(ExternalScalerServer::new(ScalerService(state.clone())).max_decoding_message_size(message_bytes))
+        .add_optional_service(reflection_v1.map(|s| s.max_decoding_message_size(message_bytes)))
+        .add_optional_service(reflection_v1alpha.map(|s| s.max_decoding_message_size(message_bytes)))
         .serve_with_incoming_shutdown(
             listen::incoming(grpc_listener, grpc_gate, shutdown.clone()),
             shutdown.clone().triggered_owned(),

@@ -162,20 +162,44 @@ fn mark(resp: &mut ProxyResponse, enabled: bool, cold: bool) {
     }
 }
 
+/// `req` with its target and header values copied out of the connection's read buffer, which they share,
+/// so that a held request keeps a few hundred bytes alive rather than the whole buffer (8 KiB over HTTP/1.1:
+/// the server reads on into a new one meanwhile, to notice a client that leaves). Only held requests pay it.
+fn detached<B>(req: Request<B>) -> Request<B> {
+    let (mut parts, body) = req.into_parts();
+    if let Ok(uri) = http::Uri::from_maybe_shared(bytes::Bytes::copy_from_slice(parts.uri.to_string().as_bytes())) {
+        parts.uri = uri;
+    }
+    for value in parts.headers.values_mut() {
+        detach(value);
+    }
+    if let Some(routed) = parts.extensions.get_mut::<Routed>() {
+        detach(&mut routed.host);
+    }
+    Request::from_parts(parts, body)
+}
+
+fn detach(value: &mut HeaderValue) {
+    if let Ok(mut copy) = HeaderValue::from_bytes(value.as_bytes()) {
+        copy.set_sensitive(value.is_sensitive());
+        *value = copy;
+    }
+}
+
 /// A request for a target that is not ready, or admitted per pod: answered, held or refused (see the module
 /// docs).
 async fn hold<S, B>(
     route: Arc<RouteState>,
     params: Arc<ColdStartParams>,
     mut inner: S,
-    mut req: Request<B>,
+    req: Request<B>,
 ) -> Result<ProxyResponse, ProxyError>
 where
     S: Service<Request<B>, Response = ProxyResponse, Error = ProxyError>,
 {
     if route.gate.is_open() {
         // Warm, but admitted per ready pod (`coldStart.maxConcurrentPerPod`).
-        return admitted(&route, &params, &mut inner, req, false).await;
+        return Box::pin(admitted(&route, &params, &mut inner, req, false)).await;
     }
     if let Some(p) = route.immediate_placeholder() {
         // Nobody waits, but the backend is wanted (a standalone program starts on this).
@@ -190,6 +214,7 @@ where
         }
         return Err(ProxyError::HoldQueueFull { route: route.route.key.clone(), max: route.max_pending });
     };
+    let mut req = detached(req);
     let mut record = Wait::start(&route, &params.metrics, req.extensions().get::<RouteSlot>().cloned());
     let wait = route.gate.wait_open();
     let waited = tokio::select! {
@@ -212,7 +237,8 @@ where
     });
     match waited {
         Some(Err(refusal)) => Err(ProxyError::BackendRefused(refusal)),
-        Some(Ok(())) => admitted(&route, &params, &mut inner, req, true).await,
+        // Boxed: its state (the forward under way) would otherwise enlarge every held request's future.
+        Some(Ok(())) => Box::pin(admitted(&route, &params, &mut inner, req, true)).await,
         None if route.fallback.is_some() => {
             req.extensions_mut().insert(UseFallback);
             inner.call(req).await

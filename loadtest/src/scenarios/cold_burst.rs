@@ -34,6 +34,8 @@ pub struct ColdBurstOpts {
     /// HTTP/1.1: one connection per request; h2: `h2_streams` held requests per connection.
     pub protocol: Protocol,
     pub h2_streams: usize,
+    /// The route's `coldStart.maxConcurrentPerPod`, if any.
+    pub max_concurrent_per_pod: Option<usize>,
     pub progress: bool,
 }
 
@@ -112,7 +114,10 @@ fn release_percentiles(result: &LoadResult, started: Instant, ready: Instant) ->
 
 fn one(tools: &Tools, opts: &ColdBurstOpts, round: usize, n: usize) -> anyhow::Result<BurstRun> {
     let upstream = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-    let routes = format!("routes:\n  - name: cold\n    hosts: [{HOST}]\n    upstream: {upstream}\n");
+    let mut routes = format!("routes:\n  - name: cold\n    hosts: [{HOST}]\n    upstream: {upstream}\n");
+    if let Some(per_pod) = opts.max_concurrent_per_pod {
+        routes.push_str(&format!("    coldStart: {{maxConcurrentPerPod: {per_pod}}}\n"));
+    }
     let mut interceptor = procs::start_interceptor(
         tools,
         &routes,
@@ -260,6 +265,9 @@ impl ColdBurstReport {
             self.opts.rounds,
             self.fd_limit
         );
+        if let Some(per_pod) = self.opts.max_concurrent_per_pod {
+            println!("route with coldStart.maxConcurrentPerPod: {per_pod}");
+        }
         let mut t = Table::new(&[
             "N",
             "served (all rounds)",

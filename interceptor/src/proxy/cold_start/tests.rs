@@ -276,3 +276,33 @@ async fn every_wait_is_observed_once_with_how_it_ended_and_left_in_the_slot() {
     answer.await.unwrap().unwrap();
     assert_eq!(warm.held(), None, "a warm request never waited: cold_start=false");
 }
+
+/// A held request keeps none of the connection's read buffer alive: its target, header values and routed
+/// host are copies, equal to what was read.
+#[test]
+fn a_held_request_is_detached_from_the_read_buffer() {
+    let buffer = bytes::Bytes::from_static(b"/models?x=1 a.local secret");
+    let within = |p: *const u8| buffer.as_ptr_range().contains(&p);
+    let mut auth = HeaderValue::from_maybe_shared(buffer.slice(20..26)).unwrap();
+    auth.set_sensitive(true);
+    let mut req = Request::builder()
+        .uri(http::Uri::from_maybe_shared(buffer.slice(0..11)).unwrap())
+        .header("host", HeaderValue::from_maybe_shared(buffer.slice(12..19)).unwrap())
+        .header("authorization", auth)
+        .body(())
+        .unwrap();
+    let host = HeaderValue::from_maybe_shared(buffer.slice(12..19)).unwrap();
+    req.extensions_mut().insert(Routed { route: route("127.0.0.1:9", ""), host });
+    assert!(within(req.headers()["host"].as_bytes().as_ptr()), "the test shares the buffer to begin with");
+
+    let req = detached(req);
+    assert_eq!(req.uri(), "/models?x=1");
+    assert_eq!(req.headers()["host"], "a.local");
+    assert_eq!(req.headers()["authorization"], "secret");
+    assert!(req.headers()["authorization"].is_sensitive());
+    let routed = req.extensions().get::<Routed>().unwrap();
+    assert_eq!(routed.host, "a.local");
+    for p in [req.uri().path().as_ptr(), req.headers()["host"].as_bytes().as_ptr(), routed.host.as_bytes().as_ptr()] {
+        assert!(!within(p), "still in the read buffer");
+    }
+}

@@ -13,31 +13,26 @@
 //! that has not sent its first request yet gets it answered (with `Connection: close`) instead of being cut.
 //! The drain timeout bounds it all; whatever is left then is cut.
 
-use std::convert::Infallible;
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use http::{Request, StatusCode};
 use httpscale_core::Shutdown;
-use httpscale_core::listener::{ConnState, Gatekeeper, Guarded, Limit, Permit, Protocol, RequestGuard};
+use httpscale_core::listener::{ConnState, Gatekeeper, Permit};
 use httpscale_core::startup::bind_reuseport;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_rustls::TlsAcceptor;
 
+mod conn;
+
+use self::conn::{Builders, Conn};
 use crate::cluster::pods::PodRouter;
 use crate::proxy::forward::{Forward, ForwardSettings};
 use crate::proxy::peek::PeekBody;
 use crate::proxy::stack::{Pipeline, StackParams, stack};
-use crate::proxy::types::{ArrivedOverTls, BoxFuture, ClientAddr, ProxyResponse};
 
 /// Pending connections each listener keeps (a burst of clients arriving at a cold route).
 const LISTEN_BACKLOG: i32 = 4096;
@@ -115,77 +110,10 @@ pub fn spawn(
     Ok(ProxyThreads { addr, done })
 }
 
-/// The per-connection hyper service: tags requests with the client address, keeps the connection busy
-/// until each answer ends, and runs the pipeline.
-#[derive(Clone)]
-struct ConnService<S> {
-    stack: S,
-    remote: SocketAddr,
-    state: Arc<ConnState>,
-    tls: bool,
-}
-
-impl<S: Pipeline<PeekBody<Incoming>>> hyper::service::Service<Request<Incoming>> for ConnService<S> {
-    type Response = ProxyResponse;
-    type Error = Infallible;
-    type Future = Answered;
-
-    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
-        req.extensions_mut().insert(ClientAddr(self.remote));
-        if self.tls {
-            req.extensions_mut().insert(ArrivedOverTls);
-        }
-        let guard = self.state.begin();
-        // Every layer is always ready (failures are per request), so `call` needs no `poll_ready` first.
-        Answered { inner: self.stack.clone().call(req.map(PeekBody::new)), guard: Some(guard) }
-    }
-}
-
-/// A request's answer, which takes the request's place on the connection along to its end.
-struct Answered {
-    inner: BoxFuture<Result<ProxyResponse, Infallible>>,
-    guard: Option<RequestGuard>,
-}
-
-impl Future for Answered {
-    type Output = Result<ProxyResponse, Infallible>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let Ok(mut resp) = ready!(self.inner.as_mut().poll(cx));
-        if let Some(guard) = self.guard.take() {
-            match resp.status() {
-                StatusCode::SWITCHING_PROTOCOLS => guard.state().upgraded(),
-                StatusCode::REQUEST_TIMEOUT => {
-                    guard.state().hit(Limit::BodyTimeout, "request refused with 408: its body stalled")
-                }
-                _ => {}
-            }
-            resp.body_mut().hold_connection(guard);
-        }
-        Poll::Ready(Ok(resp))
-    }
-}
-
-fn builder(settings: &ServerSettings) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // The connection's own deadlines (`Guarded`) bound the head: hyper's would also cut idle keep-alive.
-        .header_read_timeout(None)
-        .max_buf_size(settings.max_header_bytes.max(8192))
-        .max_headers(settings.max_headers);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
-    builder
-}
-
 /// What one proxy thread's connections share.
 struct Connections<S> {
     stack: S,
-    builder: auto::Builder<TokioExecutor>,
+    builders: Builders,
     gate: Arc<Gatekeeper>,
     tls: Option<TlsAcceptor>,
     stop: Shutdown,
@@ -193,22 +121,12 @@ struct Connections<S> {
     open: mpsc::Sender<()>,
 }
 
-/// One connection's share of [`Connections`].
-struct Conn<S> {
-    stack: S,
-    builder: auto::Builder<TokioExecutor>,
-    gate: Arc<Gatekeeper>,
-    stop: Shutdown,
-    remote: SocketAddr,
-    tls: bool,
-}
-
 impl<S: Pipeline<PeekBody<Incoming>>> Connections<S> {
     fn spawn(&self, stream: TcpStream, remote: SocketAddr, permit: Permit) {
         let (tls, open) = (self.tls.clone(), self.open.clone());
         let conn = Conn {
             stack: self.stack.clone(),
-            builder: self.builder.clone(),
+            builders: self.builders.clone(),
             gate: self.gate.clone(),
             stop: self.stop.clone(),
             remote,
@@ -223,44 +141,14 @@ impl<S: Pipeline<PeekBody<Incoming>>> Connections<S> {
                     }
                 }
                 Some(acceptor) => {
-                    if let Some((stream, protocol)) = conn.gate.handshake(&acceptor, stream).await {
-                        conn.serve(stream, ConnState::new(permit, protocol, start)).await;
+                    // Boxed: a TLS session's state would otherwise enlarge every plain connection's task.
+                    if let Some((stream, protocol)) = Box::pin(conn.gate.handshake(&acceptor, stream)).await {
+                        Box::pin(conn.serve(stream, ConnState::new(permit, protocol, start))).await;
                     }
                 }
             }
             drop(open);
         });
-    }
-}
-
-impl<S: Pipeline<PeekBody<Incoming>>> Conn<S> {
-    /// Serves one connection until it ends, or drains it when `stop` fires (see the module docs).
-    async fn serve<I>(self, stream: I, state: Arc<ConnState>)
-    where
-        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        let protocol = state.protocol();
-        let service = ConnService { stack: self.stack, remote: self.remote, state: state.clone(), tls: self.tls };
-        let io = TokioIo::new(Guarded::new(stream, state.clone()));
-        let conn = self.builder.serve_connection_with_upgrades(io, service);
-        tokio::pin!(conn);
-        let ended = tokio::select! {
-            ended = conn.as_mut() => ended,
-            _ = self.stop.triggered() => {
-                // A connection whose first request (or next head) is on its way is left to bring it:
-                // it is answered with `Connection: close` (see the module docs).
-                if protocol == Protocol::Http2 || state.quiet() || state.in_flight() > 0 {
-                    conn.as_mut().graceful_shutdown();
-                }
-                conn.await
-            }
-        };
-        if let Err(e) = ended {
-            if e.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_parse_too_large) {
-                self.gate.stats.hit(Limit::HeaderSize, "request refused with 431: its headers are too large");
-            }
-            tracing::debug!(client = %self.remote, cause = %e, "connection ended with an error");
-        }
     }
 }
 
@@ -274,7 +162,14 @@ async fn serve(
 ) {
     let forward = Forward::new(settings.forward.clone(), pods);
     let (open, mut closed) = mpsc::channel(1);
-    let conns = Connections { stack: stack(&params, forward), builder: builder(&settings), gate, tls, stop, open };
+    let conns = Connections {
+        stack: stack(&params, forward),
+        builders: Builders::new(settings.max_header_bytes, settings.max_headers),
+        gate,
+        tls,
+        stop,
+        open,
+    };
     loop {
         let (stream, remote, permit) = tokio::select! {
             accepted = conns.gate.accept(&listener) => accepted,

@@ -97,7 +97,7 @@ impl Builders {
     }
 }
 
-/// One connection's share of [`Connections`].
+/// One connection's share of what its thread's connections share (`super::Connections`).
 pub(super) struct Conn<S> {
     pub(super) stack: S,
     pub(super) builders: Builders,

@@ -98,6 +98,13 @@ impl RouteCounters {
 #[derive(Debug)]
 pub struct InFlight(Arc<RouteCounters>);
 
+impl InFlight {
+    /// Whether this is a unit of `counters`.
+    pub fn counts_for(&self, counters: &Arc<RouteCounters>) -> bool {
+        Arc::ptr_eq(&self.0, counters)
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
         if self.0.concurrency.fetch_sub(1, Ordering::AcqRel) == 1

@@ -16,6 +16,11 @@ fn route_to(name: &str, host: &str, upstream: std::net::SocketAddr, extra: &str)
     format!("routes:\n  - name: {name}\n    hosts: [{host}]\n    upstream: '{upstream}'\n{extra}")
 }
 
+/// The proxy listener's `httpscale_parked_connections` is `n`.
+async fn parked(h: &Harness, n: usize) -> bool {
+    h.metrics().await.contains(&format!("httpscale_parked_connections{{listener=\"proxy\"}} {n}\n"))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_held_request_is_counted_then_served_when_the_backend_comes_up() {
     let port = Reserved::new();
@@ -29,12 +34,15 @@ async fn a_held_request_is_counted_then_served_when_the_backend_comes_up() {
     .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!pending.is_finished(), "held while no backend listens");
+    assert!(parked(&h, 1).await, "held parked, before hyper read it");
     let b = backend_on(port.listen(), |_| Response::new(full("woke up")));
     let (status, headers, body) = tokio::time::timeout(Duration::from_secs(5), pending).await.unwrap().unwrap();
     assert_eq!((status, body.as_str()), (StatusCode::OK, "woke up"));
     assert_eq!(headers["x-keda-http-cold-start"], "true");
     assert_eq!(b.seen().len(), 1);
     assert_eq!(concurrency(h.admin(), "default/app").await, 0);
+    assert_eq!(queue(h.admin()).await["default/app"]["RequestCount"], 1, "counted once, parked and served");
+    assert!(parked(&h, 0).await);
     let m = h.metrics().await;
     assert!(
         m.contains(r#"interceptor_cold_start_duration_seconds_count{route_name="app",route_namespace="default",outcome="ready"} 1"#),
@@ -185,11 +193,24 @@ async fn a_client_that_leaves_while_held_frees_its_place_and_is_never_forwarded(
     .await
     .unwrap();
     eventually(Duration::from_secs(2), "held", || async { concurrency(h.admin(), "default/app").await == 1 }).await;
+    assert!(parked(&h, 1).await);
     drop(s);
     eventually(Duration::from_secs(2), "count given back", || async {
         concurrency(h.admin(), "default/app").await == 0
     })
     .await;
+    assert!(parked(&h, 0).await, "unparked when the client left");
+    let m = h.metrics().await;
+    assert!(
+        m.contains(r#"interceptor_cold_start_duration_seconds_count{route_name="app",route_namespace="default",outcome="canceled"} 1"#),
+        "{m}"
+    );
+    assert!(
+        m.lines().any(|l| l.starts_with("interceptor_request_count_total{")
+            && l.contains(r#"code="499""#)
+            && l.ends_with(" 1")),
+        "recorded as a request whose client left: {m}"
+    );
     // Its hold slot is free too: with a cap of 1 the next request is held, not refused.
     let proxy = h.proxy();
     let next = tokio::spawn(async move { get(proxy, "app.local", "/kept").await });
@@ -325,5 +346,83 @@ async fn max_concurrent_per_pod_keeps_a_fresh_backend_from_being_flooded() {
         assert_eq!(r.await.unwrap().0, StatusCode::OK);
     }
     assert_eq!(peak.load(Ordering::SeqCst), 1, "one request at a time reached the single pod");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn held_http1_connections_park_before_hyper_and_h2c_streams_wait_in_the_pipeline_alike() {
+    let port = Reserved::new();
+    let h = interceptor(&route_to("app", "app.local", port.addr(), "")).await;
+    let proxy = h.proxy();
+    let mut held: Vec<_> =
+        (0..3).map(|i| tokio::spawn(async move { get(proxy, "app.local", &format!("/h1/{i}")).await })).collect();
+    held.push(tokio::spawn(async move {
+        // Over h2 the `:authority` names the route; the connection goes to the proxy.
+        let io = hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(proxy).await.unwrap());
+        let (mut send, conn) =
+            hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.unwrap();
+        tokio::spawn(conn);
+        let resp =
+            send.send_request(http::Request::get("http://app.local/h2").body(Full::<bytes::Bytes>::default()).unwrap());
+        let resp = resp.await.unwrap();
+        (resp.status(), resp.headers().clone(), String::new())
+    }));
+    eventually(Duration::from_secs(5), "all four held", || async { concurrency(h.admin(), "default/app").await == 4 })
+        .await;
+    assert!(parked(&h, 3).await, "the three HTTP/1.1 connections parked, the h2c stream not");
+    let b = backend_on(port.listen(), |_| Response::new(full("ok")));
+    for t in held {
+        let (status, headers, _) = tokio::time::timeout(Duration::from_secs(5), t).await.unwrap().unwrap();
+        assert_eq!((status, headers["x-keda-http-cold-start"].to_str().unwrap()), (StatusCode::OK, "true"));
+    }
+    assert_eq!(b.seen().len(), 4);
+    let q = queue(h.admin()).await;
+    assert_eq!(
+        (q["default/app"]["Concurrency"].as_i64(), q["default/app"]["RequestCount"].as_i64()),
+        (Some(0), Some(4))
+    );
+    assert!(parked(&h, 0).await);
+    let m = h.metrics().await;
+    assert!(
+        m.contains(r#"interceptor_cold_start_duration_seconds_count{route_name="app",route_namespace="default",outcome="ready"} 4"#),
+        "{m}"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_parked_request_times_out_from_its_arrival_and_its_duration_includes_the_park() {
+    let port = Reserved::new();
+    let h = interceptor(&route_to("app", "app.local", port.addr(), "    timeouts: {readiness: 1s}\n")).await;
+    let started = tokio::time::Instant::now();
+    let (status, _, _) = get(h.proxy(), "app.local", "/").await;
+    let took = started.elapsed();
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_millis(1900),
+        "one readiness timeout, not two: {took:?}"
+    );
+    // Both the wait and the request's duration count from its arrival: the park is in them.
+    let m = h.metrics().await;
+    let bucket = |name: &str, le: &str, label: &str| {
+        m.lines()
+            .find(|l| l.starts_with(name) && l.contains(&format!("le=\"{le}\"")) && l.contains(label))
+            .map(|l| l.rsplit(' ').next().unwrap_or_default().to_owned())
+    };
+    assert_eq!(
+        bucket("interceptor_cold_start_duration_seconds_bucket", "0.5", r#"outcome="timeout""#).as_deref(),
+        Some("0"),
+        "{m}"
+    );
+    assert_eq!(
+        bucket("interceptor_cold_start_duration_seconds_bucket", "2.5", r#"outcome="timeout""#).as_deref(),
+        Some("1"),
+        "{m}"
+    );
+    assert_eq!(
+        bucket("interceptor_request_duration_seconds_bucket", "0.75", r#"code="504""#).as_deref(),
+        Some("0"),
+        "{m}"
+    );
     h.stop().await;
 }

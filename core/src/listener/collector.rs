@@ -1,5 +1,6 @@
 //! Every listener's limit counts and open connections, for a binary's registry:
-//! `httpscale_connection_limits_total{listener, limit}` and `httpscale_open_connections{listener}`.
+//! `httpscale_connection_limits_total{listener, limit}`, `httpscale_open_connections{listener}` and
+//! `httpscale_parked_connections{listener}`.
 
 use std::sync::Arc;
 
@@ -43,6 +44,15 @@ impl Collector for LimitsCollector {
         )?;
         for g in &self.0 {
             ConstGauge::new(g.open() as i64).encode(open.encode_family(&[("listener", g.name)])?)?;
+        }
+        let mut parked = encoder.encode_descriptor(
+            "httpscale_parked_connections",
+            "Connections whose first request waits for its backend before it is read",
+            None,
+            MetricType::Gauge,
+        )?;
+        for g in &self.0 {
+            ConstGauge::new(g.parked() as i64).encode(parked.encode_family(&[("listener", g.name)])?)?;
         }
         Ok(())
     }

@@ -67,12 +67,22 @@ pub struct Gatekeeper {
     pub limits: Limits,
     pub stats: Stats,
     open: AtomicUsize,
+    parked: AtomicUsize,
     lingering: AtomicUsize,
     busy: Vec<u8>,
 }
 
 /// A place in a listener's budget, given back when dropped.
 pub struct Permit(pub(super) Arc<Gatekeeper>);
+
+/// A connection counted as parked (see [`Gatekeeper::parked`]) until this is dropped.
+pub struct ParkedConn(Arc<Gatekeeper>);
+
+impl Drop for ParkedConn {
+    fn drop(&mut self) {
+        self.0.parked.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 impl Drop for Permit {
     fn drop(&mut self) {
@@ -92,6 +102,7 @@ impl Gatekeeper {
             limits,
             stats: Stats::new(name),
             open: AtomicUsize::new(0),
+            parked: AtomicUsize::new(0),
             lingering: AtomicUsize::new(0),
             busy: busy.into_bytes(),
         })
@@ -100,6 +111,17 @@ impl Gatekeeper {
     /// Connections open now.
     pub fn open(&self) -> usize {
         self.open.load(Ordering::Relaxed)
+    }
+
+    /// Connections parked now: open, their first request not read yet because its backend is not ready.
+    pub fn parked(&self) -> usize {
+        self.parked.load(Ordering::Relaxed)
+    }
+
+    /// Counts a connection as parked until the guard drops.
+    pub fn park(self: &Arc<Self>) -> ParkedConn {
+        self.parked.fetch_add(1, Ordering::Relaxed);
+        ParkedConn(self.clone())
     }
 
     fn admit(self: &Arc<Self>) -> Option<Permit> {

@@ -18,8 +18,8 @@ pub mod tls;
 pub use collector::LimitsCollector;
 pub use conn::{ConnState, Guarded, GuardedBody, RequestGuard};
 pub use gate::{
-    FILE_RESERVE, Gatekeeper, HELD_RESERVE, MAX_CONNECTIONS, Permit, Protocol, default_max_connections, detect,
-    open_file_limit, raise_open_file_limit,
+    FILE_RESERVE, Gatekeeper, HELD_RESERVE, MAX_CONNECTIONS, ParkedConn, Permit, Protocol, default_max_connections,
+    detect, open_file_limit, raise_open_file_limit,
 };
 pub use settings::{Limits, ListenerArgs};
 pub use stats::{Limit, Stats};

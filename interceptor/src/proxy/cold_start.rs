@@ -16,6 +16,11 @@
 //!   did not start in time: 502 or 504 with the reason), or the client leaves (the future is dropped and the
 //!   place, the hold slot and the count are given back at once).
 //!
+//! A request the server parked before reading it ([`Parked`], HTTP/1.1) comes here having waited already: its
+//! wait and its readiness deadline count from its arrival, and it is cold (`true`) even when the gate is open
+//! by now. Whatever ended the park (the gate opened, the deadline, shutdown, the client leaving) plays out
+//! here as for any held request.
+//!
 //! Every held request's wait is observed once in `interceptor_cold_start_duration_seconds` with how it ended
 //! ([`Outcome`]; a refusal over the cap counts as an `overflow` of 0 s), and left in the request's
 //! [`RouteSlot`] for the metrics layer (`cold_start="true"`) and the request's span.
@@ -32,7 +37,7 @@ use tower::{Layer, Service};
 
 use super::error::ProxyError;
 use super::fixed::fixed_response;
-use super::types::{BoxFuture, ProxyResponse, RouteSlot, Routed, UseFallback};
+use super::types::{BoxFuture, Parked, ProxyResponse, RouteSlot, Routed, UseFallback};
 use crate::labels::Outcome;
 use crate::metrics::ColdStartMetrics;
 use crate::placeholder::Bodies;
@@ -76,20 +81,21 @@ pub struct ColdStartService<S> {
 }
 
 /// One place in a route's hold queue; given back on drop.
-struct HoldSlot<'a>(&'a AtomicUsize);
+pub struct HoldSlot(Arc<AtomicUsize>);
 
-impl<'a> HoldSlot<'a> {
-    fn take(pending: &'a AtomicUsize, max: usize) -> Option<Self> {
+impl HoldSlot {
+    /// A place among at most `max` (0: no limit), or `None` when they are all taken.
+    pub fn take(pending: &Arc<AtomicUsize>, max: usize) -> Option<Self> {
         let before = pending.fetch_add(1, Ordering::AcqRel);
         if max > 0 && before >= max {
             pending.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
-        Some(Self(pending))
+        Some(Self(pending.clone()))
     }
 }
 
-impl Drop for HoldSlot<'_> {
+impl Drop for HoldSlot {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
@@ -106,8 +112,8 @@ struct Wait<'a> {
 }
 
 impl<'a> Wait<'a> {
-    fn start(route: &'a RouteState, metrics: &'a ColdStartMetrics, slot: Option<RouteSlot>) -> Self {
-        Self { route, metrics, slot, started: Instant::now(), done: false }
+    fn start(route: &'a RouteState, metrics: &'a ColdStartMetrics, slot: Option<RouteSlot>, started: Instant) -> Self {
+        Self { route, metrics, slot, started, done: false }
     }
 
     fn end(&mut self, outcome: Outcome) {
@@ -186,20 +192,25 @@ fn detach(value: &mut HeaderValue) {
     }
 }
 
-/// A request for a target that is not ready, or admitted per pod: answered, held or refused (see the module
-/// docs).
+/// A request for a target that is not ready, or admitted per pod, or parked by the server since `parked`:
+/// answered, held or refused (see the module docs).
 async fn hold<S, B>(
     route: Arc<RouteState>,
     params: Arc<ColdStartParams>,
     mut inner: S,
     req: Request<B>,
+    parked: Option<Instant>,
 ) -> Result<ProxyResponse, ProxyError>
 where
     S: Service<Request<B>, Response = ProxyResponse, Error = ProxyError>,
 {
     if route.gate.is_open() {
-        // Warm, but admitted per ready pod (`coldStart.maxConcurrentPerPod`).
-        return Box::pin(admitted(&route, &params, &mut inner, req, false)).await;
+        // Warm (admitted per ready pod with `coldStart.maxConcurrentPerPod`), or ready after a park.
+        if let Some(since) = parked {
+            let slot = req.extensions().get::<RouteSlot>().cloned();
+            Wait::start(&route, &params.metrics, slot, since).end(Outcome::Ready);
+        }
+        return Box::pin(admitted(&route, &params, &mut inner, req, parked.is_some())).await;
     }
     if let Some(p) = route.immediate_placeholder() {
         // Nobody waits, but the backend is wanted (a standalone program starts on this).
@@ -215,13 +226,14 @@ where
         return Err(ProxyError::HoldQueueFull { route: route.route.key.clone(), max: route.max_pending });
     };
     let mut req = detached(req);
-    let mut record = Wait::start(&route, &params.metrics, req.extensions().get::<RouteSlot>().cloned());
+    let since = parked.unwrap_or_else(Instant::now);
+    let mut record = Wait::start(&route, &params.metrics, req.extensions().get::<RouteSlot>().cloned(), since);
     let wait = route.gate.wait_open();
     let waited = tokio::select! {
         waited = async {
             match route.readiness_timeout {
                 None => Some(wait.await),
-                Some(t) => tokio::time::timeout(t, wait).await.ok(),
+                Some(t) => tokio::time::timeout_at(since + t, wait).await.ok(),
             }
         } => waited,
         _ = params.stopping.triggered() => {
@@ -269,7 +281,8 @@ where
         let Some(route) = req.extensions().get::<Routed>().map(|r| r.route.clone()) else {
             return Box::pin(self.inner.call(req));
         };
-        if route.gate.is_open() && route.route.max_concurrent_per_pod.is_none() {
+        let parked = req.extensions().get::<Parked>().map(Parked::since);
+        if route.gate.is_open() && route.route.max_concurrent_per_pod.is_none() && parked.is_none() {
             let fut = self.inner.call(req);
             return Box::pin(async move {
                 let mut resp = fut.await?;
@@ -280,7 +293,7 @@ where
         // The polled-ready service goes with the request; a fresh clone waits for the next `poll_ready`.
         let fresh = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, fresh);
-        Box::pin(hold(route, self.params.clone(), ready, req))
+        Box::pin(hold(route, self.params.clone(), ready, req, parked))
     }
 }
 

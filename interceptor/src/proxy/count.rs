@@ -1,6 +1,7 @@
 //! The count layer: counting for the scaler. The request is counted (concurrency and request counter) before
 //! any waiting, so a held request already shows as in flight; it stays counted until the response body ends
-//! or is dropped, which covers streams, errors, timeouts and clients that leave.
+//! or is dropped, which covers streams, errors, timeouts and clients that leave. A request the server parked
+//! was counted on arrival ([`Parked`]): that count is adopted, not begun twice.
 
 use std::task::{Context, Poll};
 
@@ -8,7 +9,7 @@ use http::Request;
 use tower::{Layer, Service};
 
 use super::error::ProxyError;
-use super::types::{BoxFuture, ProxyResponse, Routed};
+use super::types::{BoxFuture, Parked, ProxyResponse, Routed};
 
 #[derive(Clone, Copy)]
 pub struct CountLayer;
@@ -39,7 +40,11 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let in_flight = req.extensions().get::<Routed>().map(|r| r.route.counters.begin());
+        let in_flight = req.extensions().get::<Routed>().map(|r| {
+            let counters = &r.route.counters;
+            let parked = req.extensions().get::<Parked>().and_then(Parked::take_count);
+            parked.filter(|c| c.counts_for(counters)).unwrap_or_else(|| counters.begin())
+        });
         let fut = self.inner.call(req);
         Box::pin(async move {
             let mut resp = fut.await?;

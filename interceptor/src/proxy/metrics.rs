@@ -22,7 +22,7 @@ use tower::{Layer, Service};
 use httpscale_core::otel::{ServerSpan, Tracer};
 
 use super::body::OnFinish;
-use super::types::{BoxFuture, ClientAddr, ProxyResponse, RouteSlot};
+use super::types::{BoxFuture, ClientAddr, Parked, ProxyResponse, RouteSlot};
 use crate::labels::{MethodLabel, RequestLabels};
 use crate::metrics::RequestMetrics;
 
@@ -156,7 +156,7 @@ where
         let method = MethodLabel::from(req.method());
         let span = self.tracer.as_ref().map(|t| span::start(t, method, &mut req));
         let record =
-            Record { metrics: self.metrics.clone(), slot, method, start: Instant::now(), log, span, status: 0 };
+            Record { metrics: self.metrics.clone(), slot, method, start: Parked::arrival(&req), log, span, status: 0 };
         let fut = self.inner.call(req);
         Box::pin(async move {
             let mut guard = CancelGuard(Some(record));

@@ -26,7 +26,6 @@ use http::{HeaderValue, Method, Request, Uri};
 use httpscale_core::model::ModelQuery;
 use httpscale_core::table::Lookup;
 use httpscale_core::target::{self, TargetError};
-use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use super::body::ProxyBody;
@@ -34,8 +33,8 @@ use super::catalog;
 use super::error::{Failure, ProxyError};
 use super::model::{Api, RequestFields, inference_api};
 use super::peek::{Peek, ReadAhead, read_ahead};
-use super::types::{BoxFuture, ProxyResponse, RouteSlot, Routed};
-use crate::routes::Routes;
+use super::types::{BoxFuture, Parked, ProxyResponse, RouteSlot, Routed};
+use crate::routes::{RouteState, Routes};
 
 #[derive(Clone)]
 pub struct RouteLayer {
@@ -162,6 +161,16 @@ fn check_and_route<B>(routes: &Routes, req: &mut Request<B>, normalize: bool) ->
     route_request(routes, req, host, normalize)
 }
 
+/// The route a request's head alone leads to: `None` when it leads elsewhere (an answer of this layer's own, a
+/// body to read for its model, a failed check, no route). For the server, which parks a connection whose first
+/// request is for a backend that is not ready before reading it.
+pub fn head_route<B>(routes: &Routes, mut req: Request<B>, normalize: bool) -> Option<Arc<RouteState>> {
+    match check_and_route(routes, &mut req, normalize) {
+        Ok(Routing::Routed(routed)) => Some(routed.route),
+        _ => None,
+    }
+}
+
 /// The path routes are matched on: escaped unreserved characters as themselves when paths are normalised.
 fn matching_path(path: &str, normalize: bool) -> std::borrow::Cow<'_, str> {
     if normalize { target::matching_path(path) } else { path.into() }
@@ -205,7 +214,7 @@ where
         slot.set_route(route.clone());
     }
     req.extensions_mut().insert(routed);
-    let deadline = route.request_timeout.map(|t| (t, Instant::now() + t));
+    let deadline = route.request_timeout.map(|t| (t, Parked::arrival(&req) + t));
     let fut = inner.call(req);
     Box::pin(async move {
         let result = match deadline {

@@ -4,11 +4,13 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use http::{HeaderValue, Response};
+use http::{HeaderValue, Request, Response};
+use httpscale_core::queue::InFlight;
+use tokio::time::Instant;
 
 use super::body::ProxyBody;
 use crate::routes::RouteState;
@@ -29,6 +31,45 @@ pub struct ArrivedOverTls;
 pub struct Routed {
     pub route: Arc<RouteState>,
     pub host: HeaderValue,
+}
+
+/// Set by the server on the first request of a connection it parked before reading it (`server::park`): when
+/// the request arrived, and its route count, begun then and adopted by the count layer, so that the request is
+/// counted once, from its arrival, without a gap. The cold-start layer counts the wait from `since`, the route
+/// layer the request deadline, the metrics layer the duration.
+#[derive(Debug, Clone)]
+pub struct Parked(Arc<ParkedInner>);
+
+#[derive(Debug)]
+struct ParkedInner {
+    since: Instant,
+    count: Mutex<Option<InFlight>>,
+    claimed: AtomicBool,
+}
+
+impl Parked {
+    pub fn new(since: Instant, count: InFlight) -> Self {
+        Self(Arc::new(ParkedInner { since, count: Mutex::new(Some(count)), claimed: AtomicBool::new(false) }))
+    }
+
+    pub fn since(&self) -> Instant {
+        self.0.since
+    }
+
+    /// `true` the first time only: the connection's first request is the parked one.
+    pub fn claim(&self) -> bool {
+        !self.0.claimed.swap(true, Ordering::Relaxed)
+    }
+
+    /// The count begun at arrival, once.
+    pub fn take_count(&self) -> Option<InFlight> {
+        self.0.count.lock().ok()?.take()
+    }
+
+    /// When `req` arrived: its park's start if it was parked, else now.
+    pub fn arrival<B>(req: &Request<B>) -> Instant {
+        req.extensions().get::<Parked>().map_or_else(Instant::now, Parked::since)
+    }
 }
 
 /// Set by the cold-start layer when the readiness wait ran out and the route has a fallback.

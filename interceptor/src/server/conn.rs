@@ -18,7 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::proxy::peek::PeekBody;
 use crate::proxy::stack::Pipeline;
-use crate::proxy::types::{ArrivedOverTls, BoxFuture, ClientAddr, ProxyResponse};
+use crate::proxy::types::{ArrivedOverTls, BoxFuture, ClientAddr, Parked, ProxyResponse};
 
 /// The per-connection hyper service: tags requests with the client address, keeps the connection busy
 /// until each answer ends, and runs the pipeline.
@@ -28,6 +28,8 @@ struct ConnService<S> {
     remote: SocketAddr,
     state: Arc<ConnState>,
     tls: bool,
+    /// The connection waited parked for its first request ([`super::park`]).
+    parked: Option<Parked>,
 }
 
 impl<S: Pipeline<PeekBody<Incoming>>> hyper::service::Service<Request<Incoming>> for ConnService<S> {
@@ -39,6 +41,11 @@ impl<S: Pipeline<PeekBody<Incoming>>> hyper::service::Service<Request<Incoming>>
         req.extensions_mut().insert(ClientAddr(self.remote));
         if self.tls {
             req.extensions_mut().insert(ArrivedOverTls);
+        }
+        if let Some(parked) = &self.parked
+            && parked.claim()
+        {
+            req.extensions_mut().insert(parked.clone());
         }
         let guard = self.state.begin();
         // Every layer is always ready (failures are per request), so `call` needs no `poll_ready` first.
@@ -109,12 +116,13 @@ pub(super) struct Conn<S> {
 
 impl<S: Pipeline<PeekBody<Incoming>>> Conn<S> {
     /// Serves one connection until it ends, or drains it when `stop` fires (see the module docs of
-    /// [`super`]).
-    pub(super) async fn serve<I>(self, stream: I, state: Arc<ConnState>)
+    /// [`super`]); `parked` marks its first request when the connection waited parked for it.
+    pub(super) async fn serve<I>(self, stream: I, state: Arc<ConnState>, parked: Option<Parked>)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let service = ConnService { stack: self.stack, remote: self.remote, state: state.clone(), tls: self.tls };
+        let service =
+            ConnService { stack: self.stack, remote: self.remote, state: state.clone(), tls: self.tls, parked };
         let io = TokioIo::new(Guarded::new(stream, state.clone()));
         // Each protocol's connection boxed at its own size: a task holds only the one it serves.
         let ended = match state.protocol() {

@@ -3,7 +3,8 @@
 //! `h2` or HTTP/1.1). Work runs on `N` threads, each with its own single-threaded runtime, its own
 //! `SO_REUSEPORT` listener on the shared port and its own upstream connection pool: no connection, pool or
 //! task crosses threads on the hot path. HTTP/1.1 and h2c (prior knowledge) share the port, told apart by
-//! the first bytes within the header timeout. Every connection is held to the listener's limits
+//! the first bytes within the header timeout. A plain HTTP/1.1 connection whose first request is for a backend
+//! that is not ready waits parked before hyper reads it ([`park`]). Every connection is held to the listener's limits
 //! ([`httpscale_core::listener`]): a budget of open connections shared by the threads (`503` past it), the
 //! header and idle timeouts, and the header size and count limits (`431`).
 //!
@@ -19,16 +20,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use httpscale_core::Shutdown;
-use httpscale_core::listener::{ConnState, Gatekeeper, Permit};
+use httpscale_core::listener::{ConnState, Gatekeeper, Permit, Protocol};
 use httpscale_core::startup::bind_reuseport;
 use hyper::body::Incoming;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 mod conn;
+mod park;
 
 use self::conn::{Builders, Conn};
+use self::park::{Parker, Parking};
 use crate::cluster::pods::PodRouter;
 use crate::proxy::forward::{Forward, ForwardSettings};
 use crate::proxy::peek::PeekBody;
@@ -117,13 +121,15 @@ struct Connections<S> {
     gate: Arc<Gatekeeper>,
     tls: Option<TlsAcceptor>,
     stop: Shutdown,
+    /// Parks plain HTTP/1.1 connections whose first request waits for its backend.
+    parker: Arc<Parker>,
     /// Each connection holds a clone; the drain waits until every one is dropped.
     open: mpsc::Sender<()>,
 }
 
 impl<S: Pipeline<PeekBody<Incoming>>> Connections<S> {
     fn spawn(&self, stream: TcpStream, remote: SocketAddr, permit: Permit) {
-        let (tls, open) = (self.tls.clone(), self.open.clone());
+        let (tls, open, parker) = (self.tls.clone(), self.open.clone(), self.parker.clone());
         let conn = Conn {
             stack: self.stack.clone(),
             builders: self.builders.clone(),
@@ -133,23 +139,43 @@ impl<S: Pipeline<PeekBody<Incoming>>> Connections<S> {
             tls: tls.is_some(),
         };
         tokio::spawn(async move {
-            let start = tokio::time::Instant::now();
+            let start = Instant::now();
             match tls {
-                None => {
-                    if let Some(protocol) = conn.gate.protocol(&stream).await {
-                        conn.serve(stream, ConnState::new(permit, protocol, start)).await;
-                    }
-                }
+                None => serve_plain(conn, stream, permit, start, &parker).await,
                 Some(acceptor) => {
                     // Boxed: a TLS session's state would otherwise enlarge every plain connection's task.
                     if let Some((stream, protocol)) = Box::pin(conn.gate.handshake(&acceptor, stream)).await {
-                        Box::pin(conn.serve(stream, ConnState::new(permit, protocol, start))).await;
+                        Box::pin(conn.serve(stream, ConnState::new(permit, protocol, start), None)).await;
                     }
                 }
             }
             drop(open);
         });
     }
+}
+
+/// A plain connection: its protocol read from its first bytes, parked (HTTP/1.1) while its first request waits
+/// for its backend, then served.
+async fn serve_plain<S: Pipeline<PeekBody<Incoming>>>(
+    conn: Conn<S>,
+    stream: TcpStream,
+    permit: Permit,
+    start: Instant,
+    parker: &Parker,
+) {
+    let Some(protocol) = conn.gate.protocol(&stream).await else { return };
+    let (stream, parked, start) = match protocol {
+        Protocol::Http2 => (stream, None, start),
+        Protocol::Http1 => match Box::pin(parker.park(stream, &conn.gate)).await {
+            Ok(Parking::Passed(stream)) => (stream, None, start),
+            // A parked connection's head time runs from the end of its park.
+            Ok(Parking::Parked(stream, parked)) => (stream, Some(parked), Instant::now()),
+            Ok(Parking::Left) => return,
+            Err(e) => return tracing::warn!(client = %conn.remote, cause = %e, "a parked connection was lost"),
+        },
+    };
+    // Boxed, as the park: a parked connection's task holds neither.
+    Box::pin(conn.serve(stream, ConnState::new(permit, protocol, start), parked)).await;
 }
 
 async fn serve(
@@ -162,12 +188,20 @@ async fn serve(
 ) {
     let forward = Forward::new(settings.forward.clone(), pods);
     let (open, mut closed) = mpsc::channel(1);
+    let parker = Arc::new(Parker {
+        routes: params.routes.clone(),
+        normalize_path: params.normalize_path,
+        stopping: params.cold_start.stopping.clone(),
+        requests: params.requests.clone(),
+        cold_start: params.cold_start.metrics.clone(),
+    });
     let conns = Connections {
         stack: stack(&params, forward),
         builders: Builders::new(settings.max_header_bytes, settings.max_headers),
         gate,
         tls,
         stop,
+        parker,
         open,
     };
     loop {

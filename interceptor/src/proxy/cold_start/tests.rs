@@ -306,3 +306,35 @@ fn a_held_request_is_detached_from_the_read_buffer() {
         assert!(!within(p), "still in the read buffer");
     }
 }
+
+/// A request the server parked at `since`.
+fn parked_at(route: &Arc<RouteState>, since: Instant) -> Request<()> {
+    let mut req = routed(route, "/", ());
+    req.extensions_mut().insert(Parked::new(since, route.counters.begin()));
+    req
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_parked_request_is_cold_and_its_wait_counts_from_its_arrival() {
+    let route = route("127.0.0.1:1", "    timeouts: {readiness: 5s}\n");
+    let mut l = layered();
+    let arrived = Instant::now();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The gate opened as the park ended.
+    route.gate.set_open(true);
+    let answer = tokio::spawn(l.svc.ready().await.unwrap().call(parked_at(&route, arrived)));
+    let (_, send) = l.handle.next_request().await.unwrap();
+    send.send_response(ok("served"));
+    assert_eq!(cold(&answer.await.unwrap().unwrap()), "true", "cold although the gate is open now");
+    assert_eq!(waits(&l, &route, Outcome::Ready), (1, 3.0));
+
+    // Its readiness deadline runs from its arrival too: 5 s after it, not 5 s after the park ended.
+    route.gate.set_open(false);
+    let arrived = Instant::now();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let resumed = Instant::now();
+    let e = l.svc.ready().await.unwrap().call(parked_at(&route, arrived)).await.unwrap_err();
+    assert!(matches!(e, ProxyError::ReadinessTimeout { .. }));
+    assert_eq!(resumed.elapsed(), Duration::from_secs(1));
+    assert_eq!(waits(&l, &route, Outcome::Timeout), (1, 5.0));
+}

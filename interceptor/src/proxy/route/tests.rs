@@ -1,5 +1,7 @@
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use tower::{Layer, ServiceExt};
 
 use bytes::Bytes;

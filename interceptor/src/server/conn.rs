@@ -104,42 +104,49 @@ impl Builders {
     }
 }
 
-/// One connection's share of what its thread's connections share (`super::Connections`).
-pub(super) struct Conn<S> {
+/// What one proxy thread's connections share: each holds a pointer to it, not a copy, so that a connection
+/// waiting parked is small.
+pub(super) struct Shared<S> {
     pub(super) stack: S,
     pub(super) builders: Builders,
     pub(super) gate: Arc<Gatekeeper>,
     pub(super) stop: Shutdown,
+}
+
+/// One connection: what its thread's connections share, and who it is.
+pub(super) struct Conn<S> {
+    pub(super) shared: Arc<Shared<S>>,
     pub(super) remote: SocketAddr,
     pub(super) tls: bool,
 }
 
-impl<S: Pipeline<PeekBody<Incoming>>> Conn<S> {
+impl<S: Pipeline<PeekBody<Incoming>> + Sync> Conn<S> {
     /// Serves one connection until it ends, or drains it when `stop` fires (see the module docs of
     /// [`super`]); `parked` marks its first request when the connection waited parked for it.
     pub(super) async fn serve<I>(self, stream: I, state: Arc<ConnState>, parked: Option<Parked>)
     where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let service =
-            ConnService { stack: self.stack, remote: self.remote, state: state.clone(), tls: self.tls, parked };
+        let shared = &*self.shared;
+        let (remote, tls) = (self.remote, self.tls);
+        let service = ConnService { stack: shared.stack.clone(), remote, state: state.clone(), tls, parked };
         let io = TokioIo::new(Guarded::new(stream, state.clone()));
         // Each protocol's connection boxed at its own size: a task holds only the one it serves.
         let ended = match state.protocol() {
             Protocol::Http1 => {
-                let conn = Box::pin(self.builders.h1.serve_connection(io, service).with_upgrades());
-                drain_on_stop(conn, &self.stop, &state, |c| c.get_mut().as_mut().graceful_shutdown()).await
+                let conn = Box::pin(shared.builders.h1.serve_connection(io, service).with_upgrades());
+                drain_on_stop(conn, &shared.stop, &state, |c| c.get_mut().as_mut().graceful_shutdown()).await
             }
             Protocol::Http2 => {
-                let conn = Box::pin(self.builders.h2.serve_connection(io, service));
-                drain_on_stop(conn, &self.stop, &state, |c| c.get_mut().as_mut().graceful_shutdown()).await
+                let conn = Box::pin(shared.builders.h2.serve_connection(io, service));
+                drain_on_stop(conn, &shared.stop, &state, |c| c.get_mut().as_mut().graceful_shutdown()).await
             }
         };
         if let Err(e) = ended {
             if e.is_parse_too_large() {
-                self.gate.stats.hit(Limit::HeaderSize, "request refused with 431: its headers are too large");
+                shared.gate.stats.hit(Limit::HeaderSize, "request refused with 431: its headers are too large");
             }
-            tracing::debug!(client = %self.remote, cause = %e, "connection ended with an error");
+            tracing::debug!(client = %remote, cause = %e, "connection ended with an error");
         }
     }
 }

@@ -31,7 +31,7 @@ use tokio_rustls::TlsAcceptor;
 mod conn;
 mod park;
 
-use self::conn::{Builders, Conn};
+use self::conn::{Builders, Conn, Shared};
 use self::park::{Parker, Parking};
 use crate::cluster::pods::PodRouter;
 use crate::proxy::forward::{Forward, ForwardSettings};
@@ -116,35 +116,25 @@ pub fn spawn(
 
 /// What one proxy thread's connections share.
 struct Connections<S> {
-    stack: S,
-    builders: Builders,
-    gate: Arc<Gatekeeper>,
+    shared: Arc<Shared<S>>,
     tls: Option<TlsAcceptor>,
-    stop: Shutdown,
     /// Parks plain HTTP/1.1 connections whose first request waits for its backend.
     parker: Arc<Parker>,
     /// Each connection holds a clone; the drain waits until every one is dropped.
     open: mpsc::Sender<()>,
 }
 
-impl<S: Pipeline<PeekBody<Incoming>>> Connections<S> {
+impl<S: Pipeline<PeekBody<Incoming>> + Sync> Connections<S> {
     fn spawn(&self, stream: TcpStream, remote: SocketAddr, permit: Permit) {
         let (tls, open, parker) = (self.tls.clone(), self.open.clone(), self.parker.clone());
-        let conn = Conn {
-            stack: self.stack.clone(),
-            builders: self.builders.clone(),
-            gate: self.gate.clone(),
-            stop: self.stop.clone(),
-            remote,
-            tls: tls.is_some(),
-        };
+        let conn = Conn { shared: self.shared.clone(), remote, tls: tls.is_some() };
         tokio::spawn(async move {
             let start = Instant::now();
             match tls {
                 None => serve_plain(conn, stream, permit, start, &parker).await,
                 Some(acceptor) => {
                     // Boxed: a TLS session's state would otherwise enlarge every plain connection's task.
-                    if let Some((stream, protocol)) = Box::pin(conn.gate.handshake(&acceptor, stream)).await {
+                    if let Some((stream, protocol)) = Box::pin(conn.shared.gate.handshake(&acceptor, stream)).await {
                         Box::pin(conn.serve(stream, ConnState::new(permit, protocol, start), None)).await;
                     }
                 }
@@ -156,17 +146,18 @@ impl<S: Pipeline<PeekBody<Incoming>>> Connections<S> {
 
 /// A plain connection: its protocol read from its first bytes, parked (HTTP/1.1) while its first request waits
 /// for its backend, then served.
-async fn serve_plain<S: Pipeline<PeekBody<Incoming>>>(
+async fn serve_plain<S: Pipeline<PeekBody<Incoming>> + Sync>(
     conn: Conn<S>,
     stream: TcpStream,
     permit: Permit,
     start: Instant,
     parker: &Parker,
 ) {
-    let Some(protocol) = conn.gate.protocol(&stream).await else { return };
+    // Boxed, as what follows: a parked connection's task holds none of them.
+    let Some(protocol) = Box::pin(conn.shared.gate.protocol(&stream)).await else { return };
     let (stream, parked, start) = match protocol {
         Protocol::Http2 => (stream, None, start),
-        Protocol::Http1 => match Box::pin(parker.park(stream, &conn.gate)).await {
+        Protocol::Http1 => match Box::pin(parker.park(stream, &conn.shared.gate)).await {
             Ok(Parking::Passed(stream)) => (stream, None, start),
             // A parked connection's head time runs from the end of its park.
             Ok(Parking::Parked(stream, parked)) => (stream, Some(parked), Instant::now()),
@@ -174,7 +165,6 @@ async fn serve_plain<S: Pipeline<PeekBody<Incoming>>>(
             Err(e) => return tracing::warn!(client = %conn.remote, cause = %e, "a parked connection was lost"),
         },
     };
-    // Boxed, as the park: a parked connection's task holds neither.
     Box::pin(conn.serve(stream, ConnState::new(permit, protocol, start), parked)).await;
 }
 
@@ -195,23 +185,21 @@ async fn serve(
         requests: params.requests.clone(),
         cold_start: params.cold_start.metrics.clone(),
     });
-    let conns = Connections {
+    let shared = Arc::new(Shared {
         stack: stack(&params, forward),
         builders: Builders::new(settings.max_header_bytes, settings.max_headers),
-        gate,
-        tls,
-        stop,
-        parker,
-        open,
-    };
+        gate: gate.clone(),
+        stop: stop.clone(),
+    });
+    let conns = Connections { shared, tls, parker, open };
     loop {
         let (stream, remote, permit) = tokio::select! {
-            accepted = conns.gate.accept(&listener) => accepted,
-            _ = conns.stop.triggered() => break,
+            accepted = gate.accept(&listener) => accepted,
+            _ = stop.triggered() => break,
         };
         conns.spawn(stream, remote, permit);
     }
-    for (stream, remote, permit) in conns.gate.stop_accepting(&listener).await {
+    for (stream, remote, permit) in gate.stop_accepting(&listener).await {
         conns.spawn(stream, remote, permit);
     }
     drop(listener);

@@ -277,6 +277,27 @@ async fn a_kept_alive_stream_whose_model_fails_to_start_ends_with_an_error_the_c
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_kept_alive_stream_whose_backend_answers_500_ends_with_an_error_the_client_raises() {
+    let r = Reserved::new();
+    let keep = "    coldStart: {streamKeepAlive: {interval: 500ms}}\n";
+    let failing = ", --load-delay, \"3\", --fail-status, \"500\"";
+    let routes = format!("routes:\n{}", model_route("llama", &["llama3:8b"], r.port(), failing, keep, ""));
+    let h = start(&routes, |_| {}).await;
+    let started = Instant::now();
+    let lines = llm_client(h.proxy(), 30.0, &["openai-chat", "llama3:8b", "--stream"]).await;
+    assert!(started.elapsed() < Duration::from_secs(25), "the stream ended, nothing hung: {:?}", started.elapsed());
+    let e = error(&lines).unwrap_or_else(|| panic!("the client raised: {lines:?}"));
+    assert_eq!((e["type"].as_str(), e["status"].as_u64()), (Some("APIError"), None), "{e}");
+    let message = e["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("the backend answered 500 Internal Server Error: ") && message.contains("out of memory"),
+        "the backend's status and the start of its answer: {e}"
+    );
+    assert_eq!(state(&h, "llama").await, "running", "the program itself runs");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn the_keep_alive_holds_ollama_and_non_streaming_requests_without_comments() {
     let r = Reserved::new();
     let keep = "    coldStart: {streamKeepAlive: {interval: 500ms}}\n";

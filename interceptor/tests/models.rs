@@ -2,9 +2,9 @@
 //! (`examples/fake_llm.py`, started on demand): one host, a route per model, model lists answered while
 //! everything is stopped, 413 over the body bound, a swap in an exclusive group that never drops a stream,
 //! idle stops per model, the admin port's `/programs`, the SSE keep-alive that outlasts a client's read
-//! timeout and its rules (an `error` event the client raises when the model fails to start; never for Ollama's
-//! NDJSON or non-streaming requests), a failing program's output kept off the proxy port, and the default 4 MiB
-//! body bound. Needs `scripts/setup-test-peers.sh` (the README's test command runs it).
+//! timeout and its rules (an `error` event the client raises when the model fails to start or answers 500;
+//! never for Ollama's NDJSON or non-streaming requests), a failing program's output kept off the proxy port,
+//! and the default 4 MiB body bound. Needs `scripts/setup-test-peers.sh` (the README's test command runs it).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;

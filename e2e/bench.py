@@ -447,11 +447,18 @@ def warm_table(summary):
     return out + [""]
 
 
+def measured(cell, digits=0):
+    """`med`, or "not measurable" when a round went below zero: an RSS difference that the Go runtime's kept heap
+    swallowed, or completions stamped before the release (docs/benchmarks.md says why)."""
+    return "not measurable" if cell and cell["min"] < 0 else med(cell, digits)
+
+
 def burst_table(summary):
     out = ["| N held | leg | served | first ms | median ms | last ms | KiB per held request |", "|---|---|---|---|---|---|---|"]
     for s in summary:
-        out.append(f"| {s['n']} | {s['leg']} | {med(s['served'])} | {med(s['release_first_ms'])} | {med(s['release_p50_ms'])} "
-                   f"| {med(s['release_last_ms'])} | {med(s['kib_per_held_request'], 1)} |")
+        out.append(f"| {s['n']} | {s['leg']} | {med(s['served'])} | {measured(s['release_first_ms'])} "
+                   f"| {measured(s['release_p50_ms'])} | {measured(s['release_last_ms'])} "
+                   f"| {measured(s['kib_per_held_request'], 1)} |")
     return out + [""]
 
 

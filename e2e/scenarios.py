@@ -558,11 +558,11 @@ def apiserver_restart(ctx):
     try:
         assert not ctx.kube.healthy(), "kube-apiserver still answers after it was stopped"
         scaler_answers_from_last_state(ctx)
-        for _ in range(5):
+        for _ in range(3):
             for i in ctx.hs.interceptors:
                 status, _, _ = request(f"http://{i.ip}:8080", "slow.pair", "/")
                 assert status == 200, f"{i.name} stopped serving its last table while the API server was down: {status}"
-            time.sleep(0.5)
+            time.sleep(0.3)
     finally:
         ctx.plane.start_apiserver()
     log(f"kube-apiserver was down for {time.monotonic() - down_at:.1f} s")

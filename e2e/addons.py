@@ -31,8 +31,8 @@ MANAGED_BY = "httpscale-e2e"
 # interceptor's ScaledObject targets the interceptor Deployment, which does not exist here.
 VALIDATED_ONLY = {"Deployment", "PodDisruptionBudget", "ScaledObject"}
 # The operator's leader election as a user sets it through upstream's settings for a control plane that restarts
-# slowly: a kube-apiserver restart on this loaded 2-core machine takes 5-10 s, about the default 10 s renew
-# deadline, past which the operator gives up its Lease and exits (as controller-runtime does). With 30 s the
+# slowly: a kube-apiserver restart on this loaded 2-core machine takes ~12 s, past the default 10 s renew
+# deadline, after which the operator gives up its Lease and exits (as controller-runtime does). With 30 s the
 # `apiserver-restart` scenario can require that no component exits.
 OPERATOR_LEASE = {"KEDA_HTTP_OPERATOR_LEADER_ELECTION_LEASE_DURATION": "40s",
                   "KEDA_HTTP_OPERATOR_LEADER_ELECTION_RENEW_DEADLINE": "30s"}

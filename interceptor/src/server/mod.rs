@@ -132,15 +132,24 @@ impl<S: Pipeline<PeekBody<Incoming>> + Sync> Connections<S> {
             let start = Instant::now();
             match tls {
                 None => serve_plain(conn, stream, permit, start, &parker).await,
-                Some(acceptor) => {
-                    // Boxed: a TLS session's state would otherwise enlarge every plain connection's task.
-                    if let Some((stream, protocol)) = Box::pin(conn.shared.gate.handshake(&acceptor, stream)).await {
-                        Box::pin(conn.serve(stream, ConnState::new(permit, protocol, start), None)).await;
-                    }
-                }
+                // Boxed: a TLS session's state would otherwise enlarge every plain connection's task.
+                Some(acceptor) => Box::pin(serve_tls(conn, stream, permit, start, acceptor)).await,
             }
             drop(open);
         });
+    }
+}
+
+/// A TLS connection: the handshake (its time counts toward the head's), then served.
+async fn serve_tls<S: Pipeline<PeekBody<Incoming>> + Sync>(
+    conn: Conn<S>,
+    stream: TcpStream,
+    permit: Permit,
+    start: Instant,
+    acceptor: TlsAcceptor,
+) {
+    if let Some((stream, protocol)) = conn.shared.gate.handshake(&acceptor, stream).await {
+        Box::pin(conn.serve(stream, ConnState::new(permit, protocol, start), None)).await;
     }
 }
 

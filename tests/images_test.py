@@ -178,7 +178,6 @@ class DnsStub(threading.Thread):
         self.sock.close()
 
 
-@contextlib.contextmanager
 def elf_section_types(path):
     """The sh_type of every section of a 64-bit little-endian ELF file (2 is SHT_SYMTAB, the symbol table)."""
     with open(path, "rb") as f:
@@ -188,6 +187,7 @@ def elf_section_types(path):
     return [struct.unpack_from("<I", elf, shoff + i * shentsize + 4)[0] for i in range(shnum)]
 
 
+@contextlib.contextmanager
 def host_process(*cmd, **kw):
     """A host peer, stopped by its PID at the end."""
     p = subprocess.Popen(cmd, **kw)

@@ -30,6 +30,12 @@ MANAGED_BY = "httpscale-e2e"
 # Rendered by the chart, but only validated (a dry-run create) and not kept: they need a kubelet, and the
 # interceptor's ScaledObject targets the interceptor Deployment, which does not exist here.
 VALIDATED_ONLY = {"Deployment", "PodDisruptionBudget", "ScaledObject"}
+# The operator's leader election as a user sets it through upstream's settings for a control plane that restarts
+# slowly: a kube-apiserver restart on this loaded 2-core machine takes ~12 s, past the default 10 s renew
+# deadline, after which the operator gives up its Lease and exits (as controller-runtime does). With 30 s the
+# `apiserver-restart` scenario can require that no component exits.
+OPERATOR_LEASE = {"KEDA_HTTP_OPERATOR_LEADER_ELECTION_LEASE_DURATION": "40s",
+                  "KEDA_HTTP_OPERATOR_LEADER_ELECTION_RENEW_DEADLINE": "30s"}
 
 
 def render_chart(helm, extra_flags=()):
@@ -175,7 +181,7 @@ class AddOn:
 
     def start_operator(self):
         self.operator = self.component("operator", "keda-add-ons-http-controller-manager", "operator", OPERATOR_IP,
-                                        "probes", ports=self.operator_ports)
+                                        "probes", env=OPERATOR_LEASE, ports=self.operator_ports)
         self.write_slice("keda-add-ons-http-controller-manager-metrics-service", [OPERATOR_IP],
                          {"metrics": self.operator.ports["metrics"]})
         return self.operator

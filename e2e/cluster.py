@@ -171,7 +171,8 @@ class ControlPlane:
         wait_for("kube-apiserver /readyz", self.admin.healthy, timeout=90)
 
     def stop_apiserver(self):
-        self.procs.pop("kube-apiserver").stop()
+        """SIGKILL, as a crash or a node loss ends it: its clients' connections just break."""
+        self.procs.pop("kube-apiserver").kill()
 
     def start_controllers(self):
         kc = self.admin_kubeconfig

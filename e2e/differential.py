@@ -28,6 +28,14 @@ REPO = Path(__file__).resolve().parent.parent
 CORPUS = REPO / "e2e/differential/corpus.yaml"
 DOCUMENTED = REPO / "e2e/differential/documented.yaml"
 DEFAULT_COMPARE = ["status", "backend"]
+# Compared on every HTTP request (http1, h2c) besides its own list: the answer's headers that matter, and where the
+# request reached the echo backend, the forwarded headers it saw and that no hop-by-hop header reached it.
+ALWAYS_COMPARED = ["header:x-keda-http-cold-start", "header:content-type", "header:retry-after",
+                   "backend.header:x-forwarded-for", "backend.header:x-forwarded-host",
+                   "backend.header:x-forwarded-proto", "backend.header:x-forwarded-port", "backend.header:forwarded",
+                   "backend.header:x-real-ip", "backend.header:connection", "backend.header:keep-alive",
+                   "backend.header:te", "backend.header:trailer", "backend.header:proxy-connection",
+                   "backend.header:upgrade"]
 
 
 # Set-up -----------------------------------------------------------------------------------------------------------
@@ -378,8 +386,10 @@ def run(ctx, corpus_path=CORPUS):
     results = {}
     for entry in entries:
         t = time.monotonic()
-        results[entry["id"]] = {"category": entry["category"], "compare": entry.get("compare", DEFAULT_COMPARE),
-                                "result": execute(entry, ip), "seconds": round(time.monotonic() - t, 2)}
+        result = execute(entry, ip)
+        results[entry["id"]] = {"category": entry["category"],
+                                "compare": compared_fields(entry.get("compare", DEFAULT_COMPARE), result),
+                                "result": result, "seconds": round(time.monotonic() - t, 2)}
         if entry["request"].get("pause_after"):
             time.sleep(entry["request"]["pause_after"])
     return results, rejected
@@ -409,39 +419,54 @@ def compare(ours, theirs, documented, read_doc):
     for rid, mine in ours.items():
         other = theirs.get(rid)
         report["requests"] += 1
-        fields = mine["compare"]
+        fields = compared_fields(mine["compare"], mine["result"])
         diffs = {f: {"httpscale": field(mine["result"], f), "upstream": field(other["result"], f) if other else None}
                  for f in fields}
         diffs = {f: v for f, v in diffs.items() if v["httpscale"] != v["upstream"]}
         if not diffs:
             report["same"] += 1
             continue
-        doc = documented_for(rid, mine["category"], documented)
-        where = doc.get("section") if doc else None
-        known = bool(where) and has_anchor(read_doc, where)
+        # Each differing field needs a section that explains it; the request's own entry (no `fields`) covers all.
+        docs = {f: documented_for(rid, mine["category"], f, documented) for f in diffs}
+        sections = {f: d.get("section") if d and has_anchor(read_doc, d.get("section") or "") else None
+                    for f, d in docs.items()}
+        known = all(sections.values())
         report["documented" if known else "undocumented"] += 1
+        first = next(iter(diffs))
         report["differences"].append({"id": rid, "category": mine["category"], "fields": diffs,
-                                      "documented_in": where if known else None,
-                                      "why": doc.get("why") if doc else None})
+                                      "documented_in": sections[first] if known else None,
+                                      "sections": sections,
+                                      "why": "; ".join(dict.fromkeys(d["why"] for d in docs.values() if d and d.get("why")))
+                                      or None})
     return report
+
+
+def compared_fields(listed, result):
+    """The request's own `compare` list, plus ALWAYS_COMPARED for an HTTP answer (a result with an `origin`)."""
+    return listed + ([f for f in ALWAYS_COMPARED if f not in listed] if "origin" in result else [])
 
 
 def has_anchor(read_doc, where):
     """Whether `docs/file.md#anchor` names a heading (GitHub's slug) or an explicit `<a id>` of that file."""
     path, _, anchor = where.partition("#")
+    if not anchor:
+        return False
     text = read_doc(path)
     slugs = {slug(h.lstrip("# ")) for h in re.findall(r"^#+ .*$", text, re.M)}
     return anchor in slugs | set(re.findall(r'<a id="([^"]+)"', text))
 
 
-def documented_for(rid, category, documented):
-    """The documented.yaml entry naming a request id in `ids` (exact, or a prefix ending in `*`), else the one
-    for its category."""
+def documented_for(rid, category, name, documented):
+    """The documented.yaml entry for field `name` of a request: the first naming the request in `ids` (exact, or
+    a prefix ending in `*`; `*` alone is every request) whose `fields`, if it lists any, include `name`; else the
+    one for its category."""
     for entry in documented:
+        if entry.get("fields") and name not in entry["fields"]:
+            continue
         for pattern in entry.get("ids", []):
             if pattern == rid or (pattern.endswith("*") and rid.startswith(pattern[:-1])):
                 return entry
-    return next((e for e in documented if e.get("category") == category), None)
+    return next((e for e in documented if e.get("category") == category and not e.get("fields")), None)
 
 
 def slug(heading):

@@ -4,11 +4,14 @@ Every wait is bounded; every claim is checked against the real API server, the r
 """
 import http.client
 import json
+import re
 import statistics
+import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
+from textwrap import dedent
 
 import yaml
 
@@ -81,16 +84,45 @@ class Context:
 
 # 1. install ------------------------------------------------------------------------------------------------------
 
+# The Markdown files whose `kubectl apply -f - <<'EOF'` blocks are examples users copy.
+EXAMPLE_DOCS = ["README.md", "charts/README.md", "docs/*.md"]
+KEDA_GROUPS = ("http.keda.sh/", "keda.sh/")
+
+
+def example_resources():
+    """Every example custom resource in the repository, as (where, object): the chart's fixtures (all but the
+    invalid ones and the CRD fixture) and the heredocs users apply from the READMEs and docs. examples/ holds
+    standalone configuration files, not custom resources."""
+    found = []
+    for path in sorted(FIXTURES.glob("*.yaml")):
+        if path.name.startswith("invalid-"):
+            continue
+        found += [(path.name, d) for d in docs(path) if d.get("kind") != "CustomResourceDefinition"]
+    for pattern in EXAMPLE_DOCS:
+        for path in sorted(REPO.glob(pattern)):
+            for block in re.findall(r"<<'EOF'\n(.*?)\n\s*EOF", path.read_text(), re.S):
+                found += [(str(path.relative_to(REPO)), d) for d in yaml.safe_load_all(dedent(block))
+                          if isinstance(d, dict) and str(d.get("apiVersion", "")).startswith(KEDA_GROUPS)]
+    return found
+
+
 def install(ctx):
     applied = ctx.hs.install()
     log(f"applied {len(applied)} chart objects: " + ", ".join(applied))
     ctx.namespace("ollama")
-    accepted = 0
-    for doc in docs(FIXTURES / "tutorial-httpscaledobject.yaml") + docs(FIXTURES / "custom-resources.yaml"):
+    accepted = []
+    for where, doc in example_resources():
         ns = doc["metadata"].setdefault("namespace", "default")
         ctx.namespace(ns)
-        ctx.kube.create(doc, dry_run=True)
-        accepted += 1
+        try:
+            ctx.kube.create(doc, dry_run=True)
+        except ApiError as e:
+            raise AssertionError(f"the API server refused the example {doc['kind']}/{doc['metadata']['name']} "
+                                 f"of {where}: {e.message}") from e
+        accepted.append(f"{where}: {doc['kind']}/{doc['metadata']['name']}")
+    sources = {a.split(":")[0] for a in accepted}
+    assert {"extensions.yaml", "custom-resources.yaml", "tutorial-httpscaledobject.yaml", "README.md"} <= sources, sources
+    log("accepted: " + "; ".join(accepted))
     rejected = {}
     for doc in docs(FIXTURES / "invalid-custom-resources.yaml"):
         name = doc["metadata"]["name"]
@@ -107,7 +139,7 @@ def install(ctx):
         want = EXPECTED_REJECTIONS.get(name)
         assert want, f"no expected message listed for invalid fixture {name}"
         assert want in message, f"{name}: expected {want!r} in the API server's message {message!r}"
-    log(f"{accepted} example objects accepted, {len(rejected)} invalid fixtures rejected")
+    log(f"{len(accepted)} example objects accepted, {len(rejected)} invalid fixtures rejected")
 
 
 # 2. rbac ----------------------------------------------------------------------------------------------------------
@@ -178,47 +210,59 @@ def operator_metrics(ctx):
 # 3. tutorial ------------------------------------------------------------------------------------------------------
 
 class Timeline:
-    """Watches the cluster during one cold start and records when each activation step happened, in ms after
-    the request was sent.
+    """Watches one cold start and stamps when each activation step happened, on CLOCK_MONOTONIC, the clock of
+    every process here; `steps()` gives them in ms after the client's first byte (`sent`, stamped by the
+    client's own request hook just before it writes the request).
 
-    The request is sent only once every watch has listed, so each step is stamped when it happens, not when a
-    late watcher first looks. `stream_is_active` comes from the scaler itself: its
-    `scaler_activation_latency_seconds` histogram times each StreamIsActive subscriber's false → true answer
-    from the moment the interceptor counted the request (both clocks on this machine), which a Python
-    subscriber could only see tens of milliseconds late.
+    The request is sent only once every watch has listed and the StreamIsActive subscriber has its first
+    answer, so each step is stamped when it happens, not when a late watcher first looks. `stream_is_active`
+    is the first `true` that subscriber (e2e/stream_watch.py, a process of its own opening the call KEDA opens,
+    on the scaler's Service address) receives: what KEDA sees, not what the scaler thinks it sent.
     """
 
-    def __init__(self, ctx, namespace, name, scaler_metric=True):
-        self.ctx, self.ns, self.name = ctx, namespace, name
-        self.t0 = None
+    def __init__(self, ctx, namespace, name, scaler_ref):
+        self.ctx, self.ns, self.name, self.scaler_ref = ctx, namespace, name, scaler_ref
+        self.sent = None
         self.at = {}
         self.stop = threading.Event()
         self.synced = threading.Semaphore(0)
-        self.metrics_url = f"http://{ctx.hs.scaler.ip}:2223/metrics" if scaler_metric else None
 
     def __enter__(self):
         watchers = [("Deployment", "replicas_1", self._scaled), ("Pod", "pod_ready", self._pod_ready)]
         for args in watchers:
             threading.Thread(target=self._watch, args=args, daemon=True).start()
-        for _ in watchers:
-            assert self.synced.acquire(timeout=30), "a timeline watcher did not start"
-        self.before = activation_histogram(self.metrics_url) if self.metrics_url else None
-        self.t0 = time.monotonic()
+        self.subscriber = subprocess.Popen(
+            [sys.executable, str(REPO / "e2e/stream_watch.py"), SCALER_ADDRESS, self.ns, *self.scaler_ref],
+            stdout=subprocess.PIPE, text=True, cwd=REPO)
+        threading.Thread(target=self._subscribed, daemon=True).start()
+        for _ in range(len(watchers) + 1):
+            assert self.synced.acquire(timeout=30), "a timeline watcher or the StreamIsActive subscriber did not start"
         return self
 
     def __exit__(self, *exc):
         self.stop.set()
+        self.subscriber.kill()
+        self.subscriber.wait()
 
-    def mark(self, step):
-        if self.t0 is not None and step not in self.at:
-            self.at[step] = (time.monotonic() - self.t0) * 1000
+    def send(self, _request=None):
+        """The client's request hook: the request's first byte goes out now."""
+        if self.sent is None:
+            self.sent = time.monotonic()
 
-    def stream_is_active(self):
-        """The mean activation latency the scaler observed since __enter__ (one per subscriber), in ms."""
-        (s0, n0), (s1, n1) = self.before, activation_histogram(self.metrics_url)
-        if n1 > n0:
-            self.at["stream_is_active"] = (s1 - s0) / (n1 - n0) * 1000
-        return n1 > n0
+    def steps(self):
+        return {k: (v - self.sent) * 1000 for k, v in self.at.items()}
+
+    def _subscribed(self):
+        first = True
+        for line in self.subscriber.stdout:
+            stamp, _, answer = line.strip().partition(" ")
+            if stamp == "error":
+                log(f"StreamIsActive failed: {answer}")
+            elif answer == "true" and self.sent is not None:
+                self.at.setdefault("stream_is_active", float(stamp))
+            if first:
+                self.synced.release()
+                first = False
 
     def _scaled(self, obj):
         return obj["metadata"]["name"] == self.name and obj["spec"].get("replicas", 0) >= 1
@@ -230,21 +274,8 @@ class Timeline:
         for event, obj in self.ctx.kube.watch(kind, self.ns, stop=self.stop):
             if event == "SYNCED":
                 self.synced.release()
-            elif predicate(obj):
-                self.mark(step)
-
-
-def activation_histogram(url):
-    """(sum, count) of the scaler's scaler_activation_latency_seconds histogram."""
-    import urllib.request
-    with urllib.request.urlopen(url, timeout=5) as r:
-        text = r.read().decode()
-    values = {}
-    for line in text.splitlines():
-        name, _, value = line.partition(" ")
-        if name in ("scaler_activation_latency_seconds_sum", "scaler_activation_latency_seconds_count"):
-            values[name.rsplit("_", 1)[1]] = float(value)
-    return values.get("sum", 0.0), values.get("count", 0.0)
+            elif predicate(obj) and self.sent is not None:
+                self.at.setdefault(step, time.monotonic())
 
 
 def scaler_protocol():
@@ -254,12 +285,15 @@ def scaler_protocol():
     return load()
 
 
-def ollama_client(ctx, host, timeout=180):
-    """The official Ollama client aimed at the interceptor with a Host header; it records response headers."""
+def ollama_client(ctx, host, timeout=180, on_send=None):
+    """The official Ollama client aimed at the interceptor with a Host header; it records response headers and
+    calls `on_send` just before it writes a request."""
     import ollama
     headers = {}
-    client = ollama.Client(host=ctx.interceptor_url, headers={"Host": host}, timeout=timeout,
-                           event_hooks={"response": [lambda r: headers.update(r.headers)]})
+    hooks = {"response": [lambda r: headers.update(r.headers)]}
+    if on_send:
+        hooks["request"] = [on_send]
+    client = ollama.Client(host=ctx.interceptor_url, headers={"Host": host}, timeout=timeout, event_hooks=hooks)
     return client, headers
 
 
@@ -274,22 +308,23 @@ def ollama_generate(client):
     return arrivals, text
 
 
-def cold_request(ctx, namespace, name, host, scaler_metric=True):
-    """One request to a workload at zero, timed step by step; returns the timeline in ms. Without
-    `scaler_metric` (the Go add-on's scaler has no activation histogram) the first step is not measured."""
+STEPS = ("stream_is_active", "replicas_1", "pod_ready", "first_byte")
+
+
+def cold_request(ctx, namespace, name, host, scaler_ref=None):
+    """One request to a workload at zero, timed step by step from the client's first byte; returns the timeline
+    in ms. `scaler_ref`: the scalerMetadata KEDA sends (default: the HTTPScaledObject `name`)."""
     assert ctx.replicas(namespace, name) == 0, f"{namespace}/{name} is not at zero replicas"
-    client, headers = ollama_client(ctx, host)
-    with Timeline(ctx, namespace, name, scaler_metric) as tl:
+    with Timeline(ctx, namespace, name, scaler_ref or [name, f"httpScaledObject={name}"]) as tl:
+        client, headers = ollama_client(ctx, host, on_send=tl.send)
         arrivals, text = ollama_generate(client)
-        tl.at["first_byte"] = (arrivals[0] - tl.t0) * 1000
-        if scaler_metric:
-            wait_for("the scaler's activation latency", tl.stream_is_active, timeout=10)
-        wait_for("every activation step seen", lambda: len(tl.at) >= 3 + scaler_metric, timeout=10)
+        tl.at["first_byte"] = arrivals[0]
+        wait_for("every activation step seen", lambda: set(STEPS) <= set(tl.at), timeout=10)
     cold = headers.get("x-keda-http-cold-start")
     assert cold == "true", f"X-KEDA-HTTP-Cold-Start was {cold!r} on a request that waited for a scale-up"
     assert len(arrivals) > 2 and arrivals[-1] - arrivals[0] > 0.1, f"the answer did not stream: {arrivals}"
     assert f"host={host}" in text, f"the backend did not see Host {host}: {text!r}"
-    return dict(tl.at)
+    return tl.steps()
 
 
 def tutorial(ctx):
@@ -513,25 +548,51 @@ def two_interceptors(ctx):
 # 7. apiserver-restart ---------------------------------------------------------------------------------------------
 
 def apiserver_restart(ctx):
+    """The watches resume in the same processes: no component exits (the harness would restart it, which would
+    hide a watch that never came back), every interceptor serves its last table while the API server is down,
+    and a route created after it is back is served by both."""
+    components = [ctx.hs.operator, ctx.hs.scaler, *ctx.hs.interceptors]
+    before = {c.name: (c.proc.popen.pid, c.restarts) for c in components}
+    down_at = time.monotonic()
     ctx.plane.stop_apiserver()
     try:
-        for _ in range(5):
-            status, _, _ = request(ctx.interceptor_url, "slow.pair", "/")
-            assert status == 200, f"the interceptor stopped serving its last table while the API server was down: {status}"
-            time.sleep(0.5)
+        assert not ctx.kube.healthy(), "kube-apiserver still answers after it was stopped"
+        scaler_answers_from_last_state(ctx)
+        for _ in range(3):
+            for i in ctx.hs.interceptors:
+                status, _, _ = request(f"http://{i.ip}:8080", "slow.pair", "/")
+                assert status == 200, f"{i.name} stopped serving its last table while the API server was down: {status}"
+            time.sleep(0.3)
     finally:
         ctx.plane.start_apiserver()
+    log(f"kube-apiserver was down for {time.monotonic() - down_at:.1f} s")
     ctx.workload("pair", "late", 8080, backend="http", replicas=1)
     ctx.kube.apply({"apiVersion": "http.keda.sh/v1alpha1", "kind": "HTTPScaledObject",
                     "metadata": {"name": "late", "namespace": "pair"},
                     "spec": {"hosts": ["late.pair"], "replicas": {"min": 1, "max": 2},
                              "scaleTargetRef": {"name": "late", "service": "late", "port": 8080}}}, manager="kubectl")
-    wait_for("a route created after the restart to be served",
-             lambda: request(ctx.interceptor_url, "late.pair", "/")[0] == 200, timeout=90)
-    wait_for("KEDA to reconcile ScaledObject pair/late after the restart",
+    for i in ctx.hs.interceptors:
+        wait_for(f"{i.name} to serve a route created after the restart",
+                 lambda i=i: request(f"http://{i.ip}:8080", "late.pair", "/")[0] == 200, timeout=90)
+    wait_for("the operator's ScaledObject pair/late Ready in KEDA after the restart",
              lambda: ctx.scaled_object_ready("pair", "late"), timeout=90)
-    log(f"restarts during the outage: operator {ctx.hs.operator.restarts}, scaler {ctx.hs.scaler.restarts}, "
-        + ", ".join(f"{i.name} {i.restarts}" for i in ctx.hs.interceptors))
+    after = {c.name: (c.proc.popen.pid, c.restarts) for c in components}
+    exited = [c.name for c in components if after[c.name] != before[c.name] or not c.proc.alive]
+    assert not exited, f"components exited during the outage (the watches did not resume in place): {exited}"
+    log("no component exited: " + ", ".join(f"{n} pid {p}" for n, (p, _) in after.items()))
+
+
+def scaler_answers_from_last_state(ctx):
+    """While the API server is down, the scaler answers KEDA's calls from what its watches last saw."""
+    import grpc
+    pb2, pb2_grpc = scaler_protocol()
+    ref = pb2.ScaledObjectRef(name="slow", namespace="pair", scalerMetadata={"httpScaledObject": "slow"})
+    with grpc.insecure_channel(SCALER_ADDRESS) as ch:
+        stub = pb2_grpc.ExternalScalerStub(ch)
+        specs = stub.GetMetricSpec(ref, timeout=5).metricSpecs
+        assert [s.targetSizeFloat for s in specs] == [100.0], f"the scaler lost pair/slow's spec: {specs}"
+        stub.GetMetrics(pb2.GetMetricsRequest(scaledObjectRef=ref, metricName=""), timeout=5)
+        stub.IsActive(ref, timeout=5)
 
 
 # 8. activation ----------------------------------------------------------------------------------------------------
@@ -551,11 +612,10 @@ def activation(ctx):
 
 
 def activation_medians(ctx):
-    keys = ("stream_is_active", "replicas_1", "pod_ready", "first_byte")
-    runs = [r for r in ctx.activation if all(k in r for k in keys)]
+    runs = [r for r in ctx.activation if all(k in r for k in STEPS)]
     if not runs:
         return None
-    return {k: round(statistics.median(r[k] for r in runs), 1) for k in keys} | {"runs": len(runs)}
+    return {k: round(statistics.median(r[k] for r in runs), 1) for k in STEPS} | {"runs": len(runs)}
 
 
 SCENARIOS = [

@@ -5,7 +5,8 @@ It speaks the OpenAI API (/v1/chat/completions, /v1/completions, /v1/embeddings,
 (/api/chat, /api/generate, /api/embed, /api/tags, /api/version) and Anthropic's /v1/messages, streaming
 answers token by token (SSE for OpenAI and Anthropic, NDJSON for Ollama) when asked. Like llama-server it listens
 at once but answers 503 ("loading model") on /health and every API call until --load-delay has passed, so a
-proxy that starts it on demand has a real load to wait for.
+proxy that starts it on demand has a real load to wait for. With --fail-status N it then answers every API call
+with status N and an OpenAI-style error, like a server whose model fails.
 
 The first token of every answer names the server (--name, default "fake") and its port, so a client can tell
 which "model" answered.
@@ -125,6 +126,9 @@ class Handler(BaseHTTPRequestHandler):
         body = self.read_json()
         if not loaded():
             return self.loading()
+        if ARGS.fail_status:
+            return self.send_json(ARGS.fail_status, {"error": {"code": ARGS.fail_status, "type": "server_error",
+                                                               "message": "fake failure: out of memory"}})
         model = body.get("model") or ARGS.name
         port = self.server.server_address[1]
         tokens = words(model, port)
@@ -221,6 +225,8 @@ def main():
     p.add_argument("--load-delay", type=float, default=0.0, help="seconds of 503 'loading model' after start")
     p.add_argument("--tokens", type=int, default=8, help="tokens per answer")
     p.add_argument("--token-delay", type=float, default=0.05, help="seconds between streamed tokens")
+    p.add_argument("--fail-status", type=int, default=0,
+                   help="once loaded, answer every API call with this status (a model that fails), not a completion")
     ARGS = p.parse_args()
     LOADED_AT = time.monotonic() + ARGS.load_delay
     server = ThreadingHTTPServer((ARGS.host, ARGS.port), Handler)

@@ -4,8 +4,10 @@
 #
 #   bash scripts/llama-swap-build.sh
 #
-# Its release tags (v123…) are not semver, so the module proxy serves only its early semver tags and pseudo-
-# versions; LLAMA_SWAP_VERSION pins one (default v0.1.5, the one this machine's proxy serves). Built once per
+# Its release tags (v123…) are not semver, so the module proxy could serve only its early semver tags and pseudo-
+# versions; LLAMA_SWAP_VERSION pins one. Default v0.1.5 (December 2024), the only one this machine's proxy serves:
+# on 2026-11-30 it answered `403 This module version is not available` to the version list, to @latest, to @main,
+# to a commit hash and to v0.1.4 (docs/benchmarks.md, "Against llama-swap"). Built once per
 # version into $HTTPSCALE_E2E_CACHE (default ~/.cache/httpscale-e2e)/llama-swap-<version>/, outside the work
 # tree, with `nice`; a `.done` stamp marks a finished build. Later versions embed a web UI folder that is not in
 # the module: an empty placeholder (proxy/ui_dist) is created in a copy of the source when it is missing.

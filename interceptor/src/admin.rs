@@ -4,7 +4,8 @@
 //! `/queue/stream` is httpscale's push path to the scaler: NDJSON lines of [`QueueUpdate`], one at once, one
 //! whenever a route's concurrency leaves or reaches zero (at most one per 5 ms), and one at least every
 //! second. A scaler learns of the first request for an idle route within milliseconds instead of a poll tick.
-//! Subscribers are capped ([`StreamSlots`]); past the cap the answer is `503`.
+//! Subscribers are capped ([`StreamSlots`]); past the cap the answer is `503`, counted on the admin listener
+//! as `queue_streams` (with a rate-limited log line).
 //!
 //! `/programs` (standalone mode) shows and controls the programs started for routes ([`programs`]).
 
@@ -19,6 +20,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use httpscale_core::admin::{self, AdminBody, full, text};
+use httpscale_core::listener::{Gatekeeper, Limit};
 use httpscale_core::queue::QueueUpdate;
 use hyper::body::Incoming;
 
@@ -41,10 +43,11 @@ pub struct AdminState {
 
 /// The cap on `/queue/stream` subscribers at once (`HTTPSCALE_MAX_QUEUE_STREAMS`): each holds a task and
 /// a buffer, and a scaler replica needs one per interceptor.
-#[derive(Debug)]
 pub struct StreamSlots {
     used: Arc<AtomicUsize>,
     max: usize,
+    /// The admin listener, whose counts a refusal joins.
+    gate: Arc<Gatekeeper>,
 }
 
 /// One subscriber's place, given back when its stream ends.
@@ -57,14 +60,21 @@ impl Drop for StreamSlot {
 }
 
 impl StreamSlots {
-    pub fn new(max: usize) -> Self {
-        Self { used: Arc::new(AtomicUsize::new(0)), max }
+    pub fn new(max: usize, gate: Arc<Gatekeeper>) -> Self {
+        Self { used: Arc::new(AtomicUsize::new(0)), max, gate }
     }
 
     fn take(&self) -> Option<StreamSlot> {
         let max = self.max;
         self.used.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < max).then_some(n + 1)).ok()?;
         Some(StreamSlot(self.used.clone()))
+    }
+
+    fn refused(&self) {
+        let max = self.max;
+        self.gate
+            .stats
+            .hit(Limit::QueueStreams, format_args!("/queue/stream subscriber refused with 503: at the cap of {max}"));
     }
 }
 
@@ -91,7 +101,7 @@ pub fn admin(state: &AdminState, req: &Request<Incoming>) -> Response<AdminBody>
         "/queue/stream" => match state.streams.take() {
             Some(slot) => queue_stream(state.routes.clone(), slot),
             None => {
-                tracing::warn!(max = state.streams.max, "/queue/stream subscriber refused: at the cap");
+                state.streams.refused();
                 text(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable: too many /queue/stream subscribers\n")
             }
         },
@@ -159,7 +169,8 @@ mod tests {
     async fn the_queue_stream_pushes_a_change_within_the_spacing_and_beats_every_second() {
         let routes =
             crate::proxy::testing::routes("routes:\n  - {name: app, hosts: [app.local], upstream: '127.0.0.1:1'}\n");
-        let slots = StreamSlots::new(1);
+        let limits = httpscale_core::listener::Limits { header_timeout: None, idle_timeout: None, max_connections: 1 };
+        let slots = StreamSlots::new(1, Gatekeeper::new("admin", limits));
         let mut body = queue_stream(routes.clone(), slots.take().unwrap()).into_body();
         assert!(slots.take().is_none(), "one subscriber at the cap");
         assert_eq!(next_line(&mut body).await.queue["default/app"].concurrency, 0, "a line at once");

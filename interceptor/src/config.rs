@@ -16,6 +16,7 @@ use httpscale_core::telemetry::LogArgs;
 
 use crate::proxy::forward::ForwardSettings;
 use crate::proxy::forwarded::{Cidr, TrustedProxies};
+use crate::proxy::pace::BodyLimits;
 use crate::server::ServerSettings;
 use crate::tls::TlsArgs;
 
@@ -170,6 +171,12 @@ pub struct Config {
     #[arg(long, env = "HTTPSCALE_BODY_TIMEOUT", value_name = "HTTPSCALE_BODY_TIMEOUT", default_value = "60s", value_parser = duration)]
     pub body_timeout: Duration,
 
+    /// Least average rate of a request body, in bytes a second (as Apache's mod_reqtimeout `MinRate`): the
+    /// client may spend in all no more than the body timeout plus one second per this many bytes received
+    /// waiting for its body; past it 408. 0 = no rate (the body timeout alone).
+    #[arg(long, env = "HTTPSCALE_BODY_MIN_RATE", value_name = "HTTPSCALE_BODY_MIN_RATE", default_value = "500")]
+    pub body_min_rate: u64,
+
     /// Largest request head (HTTP/1) or header list (HTTP/2) accepted; larger gets 431 (Go's default: 1 MiB).
     #[arg(
         long,
@@ -278,10 +285,18 @@ impl Config {
             forward: ForwardSettings {
                 connect_timeout: self.connect_timeout,
                 max_idle_per_host: self.max_idle_conns_per_host,
-                body_timeout: (!self.body_timeout.is_zero()).then_some(self.body_timeout),
+                body: self.body_limits(),
                 trusted: TrustedProxies::new(self.trusted_proxies.clone()),
                 tls,
             },
+        }
+    }
+
+    /// How long a client may take over its request body.
+    pub fn body_limits(&self) -> BodyLimits {
+        BodyLimits {
+            stall: (!self.body_timeout.is_zero()).then_some(self.body_timeout),
+            min_rate: (self.body_min_rate > 0).then_some(self.body_min_rate),
         }
     }
 
@@ -347,6 +362,7 @@ mod tests {
         assert_eq!(c.listen.header_read_timeout, Duration::from_secs(30));
         assert_eq!(c.listen.idle_timeout, Duration::from_secs(75));
         assert_eq!(c.body_timeout, Duration::from_secs(60));
+        assert_eq!(c.body_min_rate, 500);
         assert_eq!(c.proxy_limits(1 << 20).max_connections, 30_000);
         assert_eq!(c.proxy_limits(20_000).max_connections, 10_000, "10 000 held requests fit beside their upstreams");
         assert_eq!(c.admin_bind(), IpAddr::from([0, 0, 0, 0]), "Kubernetes mode: reachable by the scaler");

@@ -265,10 +265,7 @@ pub async fn start_with(
             bodies: source.bodies(),
         }),
         bodies: source.bodies(),
-        read_ahead: ReadAhead {
-            limit: config.model_body_limit,
-            stall: (!config.body_timeout.is_zero()).then_some(config.body_timeout),
-        },
+        read_ahead: ReadAhead { limit: config.model_body_limit, pace: config.body_limits() },
         normalize_path: config.normalize_path,
         tracer,
     };
@@ -300,7 +297,7 @@ pub async fn start_with(
         routes: routes.clone(),
         draining: draining.clone(),
         metrics,
-        streams: StreamSlots::new(config.max_queue_streams),
+        streams: StreamSlots::new(config.max_queue_streams, listeners.admin_gate.clone()),
         programs: source.programs(),
     };
     listeners.serve(Arc::new(state), &listeners_stop);

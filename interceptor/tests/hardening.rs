@@ -61,11 +61,20 @@ async fn an_invalid_host_or_target_is_400_and_never_forwarded_even_with_a_catch_
 
 /// An h2c request to `proxy` whatever its URI's authority says.
 async fn h2_over(proxy: SocketAddr, req: http::Request<Full<bytes::Bytes>>) -> StatusCode {
+    h2_send(proxy, req).await.status()
+}
+
+/// The answer to an h2c request sent to `proxy` (with the body it streams).
+async fn h2_send<B>(proxy: SocketAddr, req: http::Request<B>) -> http::Response<hyper::body::Incoming>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let io = hyper_util::rt::TokioIo::new(TcpStream::connect(proxy).await.unwrap());
     let (mut send, conn) =
         hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.unwrap();
     tokio::spawn(conn);
-    send.send_request(req).await.unwrap().status()
+    send.send_request(req).await.unwrap()
 }
 
 /// How long until the server closes `s`, bounded by [`WAIT`].
@@ -121,6 +130,120 @@ async fn a_stalled_request_body_gets_408_and_its_connection_closes() {
     tokio::time::timeout(WAIT, s.read_to_string(&mut answer)).await.unwrap().unwrap();
     assert!(answer.starts_with("HTTP/1.1 408") && answer.contains("connection: close"), "{answer}");
     assert_eq!(concurrency(h.admin(), "default/all").await, 0);
+    h.stop().await;
+}
+
+/// A body of `chunk` every 500 ms for a minute, as a client that trickles it.
+fn every_half_second(
+    chunk: &'static [u8],
+) -> impl http_body::Body<Data = bytes::Bytes, Error = std::convert::Infallible> {
+    let frames = futures_util::stream::unfold(0, move |n| async move {
+        (n < 120).then_some(())?;
+        if n > 0 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Some((Ok(http_body::Frame::data(bytes::Bytes::from_static(chunk))), n + 1))
+    });
+    http_body_util::StreamBody::new(Box::pin(frames))
+}
+
+/// Writes `chunk` every 500 ms on a raw HTTP/1.1 POST of `total` bytes; the answer's head and how long it took.
+async fn trickle_h1(proxy: SocketAddr, chunk: &'static [u8], total: usize) -> (String, Duration) {
+    let (mut rd, mut wr) = TcpStream::connect(proxy).await.unwrap().into_split();
+    let head = format!("POST /upload HTTP/1.1\r\nHost: a.local\r\nContent-Length: {total}\r\n\r\n");
+    wr.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let writer = tokio::spawn(async move {
+        for _ in 0..total / chunk.len() {
+            if wr.write_all(chunk).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        std::future::pending::<()>().await;
+    });
+    let (mut answer, mut buf) = (Vec::new(), [0u8; 4096]);
+    let read = async {
+        while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+            match rd.read(&mut buf).await {
+                Ok(n) if n > 0 => answer.extend_from_slice(&buf[..n]),
+                _ => return,
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(200), rd.read(&mut buf)).await.map(|r| {
+            answer.extend_from_slice(&buf[..r.unwrap_or(0)]);
+        });
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(8), read).await;
+    writer.abort();
+    (String::from_utf8_lossy(&answer).into_owned(), started.elapsed())
+}
+
+/// Regression: a body that sent a byte now and then never stalled, so it held its connection and a backend
+/// connection forever; now its average rate must reach `HTTPSCALE_BODY_MIN_RATE` (after the body timeout).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_trickling_body_gets_408_and_a_steady_one_passes_over_http1_and_h2c() {
+    let b = named_backend("app").await;
+    let h = interceptor_with(&catch_all(&b.authority()), |c| {
+        c.body_timeout = Duration::from_millis(1500);
+        c.body_min_rate = 10;
+    })
+    .await;
+    // 2 bytes a second: allowed 1.5 s + 0.1 s a byte of waiting, so out after about 2 s (it never stalls).
+    let (answer, took) = trickle_h1(h.proxy(), b"x", 100).await;
+    assert!(answer.starts_with("HTTP/1.1 408") && answer.contains("connection: close"), "{answer}");
+    assert!(answer.contains("too slow") && took < Duration::from_secs(4), "{took:?} {answer}");
+    // 20 bytes a second for 3 s, twice the body timeout: over the rate, so it passes.
+    let (answer, took) = trickle_h1(h.proxy(), b"0123456789", 60).await;
+    assert!(answer.starts_with("HTTP/1.1 200") && took >= Duration::from_millis(2500), "{took:?} {answer}");
+    assert_eq!(b.seen().pop().unwrap().body.len(), 60);
+    // The same trickle over h2c.
+    let req = http::Request::post(format!("http://a.local:{}/upload", h.proxy().port()));
+    let started = Instant::now();
+    let resp = tokio::time::timeout(WAIT, h2_send(h.proxy(), req.body(every_half_second(b"x")).unwrap())).await;
+    let resp = resp.expect("answered while the body still trickles");
+    assert_eq!(resp.status(), StatusCode::REQUEST_TIMEOUT);
+    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("too slow"), "{body:?}");
+    let m = h.metrics().await;
+    assert!(m.contains(r#"httpscale_connection_limits_total{listener="proxy",limit="body_timeout"} 2"#), "{m}");
+    assert_eq!(concurrency(h.admin(), "default/all").await, 0);
+    h.stop().await;
+}
+
+/// Regression: over h2c too, an invalid `:authority` port or two Host values must be 400 and never
+/// forwarded, and a header list over the limit 431; error bodies quote at most 64 bytes of client input.
+#[tokio::test(flavor = "multi_thread")]
+async fn h2c_targets_are_checked_like_http1_and_error_bodies_quote_64_bytes() {
+    let b = named_backend("app").await;
+    let h = interceptor_with(&catch_all(&b.authority()), |c| c.max_header_bytes = 16 * 1024).await;
+    let port = h.proxy().port();
+    for uri in ["http://a.local:99999/", "http://a.local:abc/"] {
+        let resp = h2_send(h.proxy(), http::Request::get(uri).body(Full::default()).unwrap()).await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{uri}");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert!(String::from_utf8_lossy(&body).contains("invalid host"), "{uri}: {body:?}");
+    }
+    let two = http::Request::get(format!("http://a.local:{port}/"))
+        .header("host", format!("a.local:{port}"))
+        .header("host", format!("a.local:{port}"));
+    let resp = h2_send(h.proxy(), two.body(Full::default()).unwrap()).await;
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("more than one Host"), "{body:?}");
+    let big = http::Request::get(format!("http://a.local:{port}/")).header("x-big", "v".repeat(20_000));
+    assert_eq!(h2_send(h.proxy(), big.body(Full::default()).unwrap()).await.status(), 431);
+    assert!(b.seen().is_empty(), "nothing reached the backend: {:?}", b.seen());
+
+    // A 10 KB invalid Host is quoted to 64 bytes (and marked as cut).
+    let host = format!("a.local:{}", "9".repeat(10_000));
+    let resp =
+        raw(h.proxy(), format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(), WAIT).await;
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or_default();
+    assert!(resp.starts_with("HTTP/1.1 400") && body.contains("9999…"), "{resp}");
+    assert!(body.len() < 64 + 40, "at most 64 bytes of the Host: {body:?}");
+    assert!(b.seen().is_empty());
     h.stop().await;
 }
 
@@ -188,6 +311,43 @@ async fn past_a_listeners_budget_new_connections_get_503_and_other_listeners_are
     h.stop().await;
 }
 
+/// The metrics listener has its own budget too (`HTTPSCALE_ADMIN_MAX_CONNECTIONS`), and past it `503`.
+#[tokio::test(flavor = "multi_thread")]
+async fn past_the_metrics_listeners_budget_new_connections_get_503() {
+    let b = named_backend("app").await;
+    let h = interceptor_with(&catch_all(&b.authority()), |c| c.listen.admin_max_connections = 4).await;
+    let metrics = h.running.metrics_addr.unwrap();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(TcpStream::connect(metrics).await.unwrap());
+    }
+    // Three held and the scrape that reads the gauge.
+    open_connections_reach(&h, "metrics", 4).await;
+    // A fourth may race the scrape's close and be refused itself: hold one more until a new one is refused.
+    let scrape = b"GET /metrics HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
+    let deadline = Instant::now() + WAIT;
+    loop {
+        held.push(TcpStream::connect(metrics).await.unwrap());
+        let resp = raw(metrics, scrape, WAIT).await;
+        if resp.starts_with("HTTP/1.1 503") {
+            assert!(resp.contains("too many connections (limit 4)"), "{resp}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never refused: {resp}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(get(h.proxy(), "a.local", "/").await.0, StatusCode::OK, "the proxy is untouched");
+    drop(held);
+    let refused = r#"httpscale_connection_limits_total{listener="metrics",limit="max_connections"} "#;
+    eventually(WAIT, "the metrics port answers again and counted the refusal", || async {
+        let m = raw(metrics, scrape, WAIT).await;
+        let count = m.lines().find_map(|l| l.strip_prefix(refused)).and_then(|n| n.parse::<u64>().ok());
+        m.starts_with("HTTP/1.1 200") && count.is_some_and(|n| n >= 1)
+    })
+    .await;
+    h.stop().await;
+}
+
 async fn open_connections_reach(h: &Harness, listener: &str, n: usize) {
     let line = format!("httpscale_open_connections{{listener=\"{listener}\"}} {n}\n");
     eventually(WAIT, &format!("{n} {listener} connections accepted"), || async { h.metrics().await.contains(&line) })
@@ -203,6 +363,8 @@ async fn queue_stream_subscribers_are_capped() {
     assert_eq!(first.status(), StatusCode::OK);
     let (status, _, body) = get(h.admin(), "a", "/queue/stream").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let m = h.metrics().await;
+    assert!(m.contains(r#"httpscale_connection_limits_total{listener="admin",limit="queue_streams"} 1"#), "{m}");
     drop(first);
     h.stop().await;
 }

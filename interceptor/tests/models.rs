@@ -1,8 +1,10 @@
 //! LLM-native routing with the official OpenAI and Ollama Python clients and real programs
 //! (`examples/fake_llm.py`, started on demand): one host, a route per model, model lists answered while
 //! everything is stopped, 413 over the body bound, a swap in an exclusive group that never drops a stream,
-//! idle stops per model, the admin port's `/programs`, and the SSE keep-alive that outlasts a client's read
-//! timeout. Needs `scripts/setup-test-peers.sh` (the README's test command runs it).
+//! idle stops per model, the admin port's `/programs`, the SSE keep-alive that outlasts a client's read
+//! timeout and its rules (an `error` event the client raises when the model fails to start or answers 500;
+//! never for Ollama's NDJSON or non-streaming requests), a failing program's output kept off the proxy port,
+//! and the default 4 MiB body bound. Needs `scripts/setup-test-peers.sh` (the README's test command runs it).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
@@ -242,6 +244,207 @@ async fn a_client_with_a_2s_read_timeout_outlasts_a_10s_load_only_with_the_keep_
     assert!(text(&kept).starts_with("[llama@"), "then the model's stream: {kept:?}");
     let timed_out = without.await.unwrap();
     assert_eq!(error(&timed_out).map(|e| e["type"].as_str().unwrap()), Some("APITimeoutError"), "{timed_out:?}");
+    h.stop().await;
+}
+
+/// A route `name` for `models` whose program prints `secret` and exits with status 3 before it is ready.
+fn crashing_route(name: &str, models: &[&str], port: u16, secret: &str, route_extra: &str) -> String {
+    let models = models.iter().map(|m| format!("{m:?}")).collect::<Vec<_>>().join(", ");
+    let script = format!("import sys; print({secret:?}, flush=True); sys.exit(3)");
+    format!(
+        "  - name: {name}\n    hosts: [models.local]\n    models: [{models}]\n    upstream: 127.0.0.1:{port}\n{route_extra}    process:\n      command: [python3, -c, {script:?}]\n      readiness: {{httpGet: /health}}\n      startTimeout: 20s\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kept_alive_stream_whose_model_fails_to_start_ends_with_an_error_the_client_raises() {
+    let r = Reserved::new();
+    let keep = "    coldStart: {streamKeepAlive: {interval: 1s}}\n";
+    let routes = format!("routes:\n{}", crashing_route("llama", &["llama3:8b"], r.port(), "CUDA_TOKEN=s3cr3t", keep));
+    let h = start(&routes, |_| {}).await;
+    let started = Instant::now();
+    let lines = llm_client(h.proxy(), 30.0, &["openai-chat", "llama3:8b", "--stream"]).await;
+    assert!(started.elapsed() < Duration::from_secs(25), "the stream ended, nothing hung: {:?}", started.elapsed());
+    let e = error(&lines).unwrap_or_else(|| panic!("the client raised: {lines:?}"));
+    // The head (200) was sent before the program failed: the OpenAI client raises the SSE `error` event's
+    // `error.message` as an `APIError` (no status code: the status line said 200).
+    assert_eq!((e["type"].as_str(), e["status"].as_u64()), (Some("APIError"), None), "{e}");
+    let message = e["message"].as_str().unwrap();
+    assert!(message.starts_with("Bad Gateway: ") && message.contains("exit status: 3"), "says why: {e}");
+    assert!(!message.contains("s3cr3t"), "the program's output stays off the proxy port: {e}");
+    assert!(lines.iter().all(|l| l["kind"] != "chunk"), "no answer before the error: {lines:?}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kept_alive_stream_whose_backend_answers_500_ends_with_an_error_the_client_raises() {
+    let r = Reserved::new();
+    let keep = "    coldStart: {streamKeepAlive: {interval: 500ms}}\n";
+    let failing = ", --load-delay, \"3\", --fail-status, \"500\"";
+    let routes = format!("routes:\n{}", model_route("llama", &["llama3:8b"], r.port(), failing, keep, ""));
+    let h = start(&routes, |_| {}).await;
+    let started = Instant::now();
+    let lines = llm_client(h.proxy(), 30.0, &["openai-chat", "llama3:8b", "--stream"]).await;
+    assert!(started.elapsed() < Duration::from_secs(25), "the stream ended, nothing hung: {:?}", started.elapsed());
+    let e = error(&lines).unwrap_or_else(|| panic!("the client raised: {lines:?}"));
+    assert_eq!((e["type"].as_str(), e["status"].as_u64()), (Some("APIError"), None), "{e}");
+    let message = e["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("the backend answered 500 Internal Server Error: ") && message.contains("out of memory"),
+        "the backend's status and the start of its answer: {e}"
+    );
+    assert_eq!(state(&h, "llama").await, "running", "the program itself runs");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_keep_alive_holds_ollama_and_non_streaming_requests_without_comments() {
+    let r = Reserved::new();
+    let keep = "    coldStart: {streamKeepAlive: {interval: 500ms}}\n";
+    // A long load, so that the Python clients (slow to start on a busy machine) surely arrive during it.
+    let load = ", --load-delay, \"20\"";
+    let routes = format!("routes:\n{}", model_route("llama", &["llama3:8b"], r.port(), load, keep, ""));
+    let h = start(&routes, |_| {}).await;
+    let proxy = h.proxy();
+    let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let ollama = tokio::spawn(async move { llm_client(proxy, 60.0, &["ollama-chat", "llama3:8b"]).await });
+    let plain = tokio::spawn(async move { llm_client(proxy, 60.0, &["openai-chat", "llama3:8b"]).await });
+    // The load starts with the first of them; both Python clients start together.
+    eventually(Duration::from_secs(30), "both held", || async { concurrency(h.admin(), "default/llama").await == 2 })
+        .await;
+    let body = Bytes::from(r#"{"model": "llama3:8b", "messages": [{"role": "user", "content": "Hi"}]}"#);
+    let req = request(proxy, "models.local", "/v1/chat/completions").method("POST").body(Full::new(body)).unwrap();
+    let raw = tokio::spawn(async move { tokio::time::timeout(Duration::from_secs(60), client().request(req)).await });
+    eventually(Duration::from_secs(5), "all three held", || async {
+        concurrency(h.admin(), "default/llama").await == 3
+    })
+    .await;
+    assert_eq!(state(&h, "llama").await, "starting", "held during the load");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!raw.is_finished(), "a non-streaming request gets no early head (two comment intervals passed)");
+
+    // NDJSON has no comments: a `: waiting for model` line would make the Ollama client's JSON parsing fail.
+    let ollama = ollama.await.unwrap();
+    assert!(error(&ollama).is_none(), "no SSE comment in the NDJSON stream: {ollama:?}");
+    assert!(text(&ollama).starts_with("[llama@") && ollama.len() > 3, "streamed after the load: {ollama:?}");
+    let plain = plain.await.unwrap();
+    assert!(error(&plain).is_none() && text(&plain).starts_with("[llama@"), "held, then answered: {plain:?}");
+    for answer in [&ollama, &plain] {
+        let first = answer[0]["at"].as_f64().unwrap();
+        assert!(first - started >= 19.5, "answered only after the 20 s load: {:.2}s", first - started);
+    }
+    let raw = raw.await.unwrap().expect("answered in time").unwrap();
+    assert_eq!((raw.status(), raw.headers()["content-type"].to_str().unwrap()), (StatusCode::OK, "application/json"));
+    let raw = raw.into_body().collect().await.unwrap().to_bytes();
+    assert!(raw.starts_with(b"{"), "the model's JSON, no comment before it: {raw:?}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_model_programs_output_is_on_the_admin_port_never_in_the_proxys_answer() {
+    let r = Reserved::new();
+    let routes = format!("routes:\n{}", crashing_route("llama", &["llama3:8b"], r.port(), "HF_TOKEN=hf_s3cr3t", ""));
+    let h = start(&routes, |_| {}).await;
+    let lines = llm_client(h.proxy(), 30.0, &["openai-chat", "llama3:8b"]).await;
+    let e = error(&lines).unwrap();
+    assert_eq!((e["type"].as_str(), e["status"].as_u64()), (Some("InternalServerError"), Some(502)), "{e}");
+    assert!(!e["message"].as_str().unwrap().contains("s3cr3t"), "{e}");
+    // The whole answer, as a plain HTTP client reads it.
+    let req = request(h.proxy(), "models.local", "/v1/chat/completions")
+        .method("POST")
+        .body(Full::new(Bytes::from(r#"{"model": "llama3:8b", "messages": []}"#)))
+        .unwrap();
+    let (status, headers, body) = send(req).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert!(body.contains("default/llama") && !body.contains("s3cr3t"), "the reason, not the output: {body}");
+    assert!(!format!("{headers:?}").contains("s3cr3t"), "{headers:?}");
+
+    let (status, output) = admin(&h, "GET", "/programs/default/llama/output").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(output.contains("HF_TOKEN=hf_s3cr3t"), "the admin port shows the program's output: {output}");
+    let (status, _, on_proxy) = get(h.proxy(), "models.local", "/programs/default/llama/output").await;
+    assert!(!on_proxy.contains("s3cr3t"), "the admin path on the proxy port: {status} {on_proxy}");
+    h.stop().await;
+}
+
+/// Sends `head` then `body` on a fresh connection while reading the answer (an early answer is read even
+/// when the server stops reading the body); the answer as text, once its head and `Content-Length` body are in.
+async fn raw_post(addr: SocketAddr, head: String, body: Vec<u8>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut rd, mut wr) = tokio::net::TcpStream::connect(addr).await.unwrap().into_split();
+    let writer = tokio::spawn(async move {
+        let _ = wr.write_all(head.as_bytes()).await;
+        let _ = wr.write_all(&body).await;
+        wr
+    });
+    let mut out = Vec::new();
+    let read = async {
+        let mut buf = [0u8; 8192];
+        loop {
+            let text = String::from_utf8_lossy(&out).into_owned();
+            if let Some((head, rest)) = text.split_once("\r\n\r\n") {
+                let len =
+                    head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ")?.parse().ok());
+                if len.is_some_and(|n: usize| rest.len() >= n) {
+                    return;
+                }
+            }
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read).await.expect("an answer in time");
+    writer.abort();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A chat request for `model` whose JSON body is exactly `len` bytes.
+fn chat_body(model: &str, len: usize) -> Vec<u8> {
+    let empty = serde_json::json!({"model": model, "messages": [{"role": "user", "content": ""}]}).to_string();
+    let padded =
+        serde_json::json!({"model": model, "messages": [{"role": "user", "content": "x".repeat(len - empty.len())}]});
+    let body = padded.to_string().into_bytes();
+    assert_eq!(body.len(), len);
+    body
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_default_body_bound_is_4_mib_end_to_end() {
+    let r = Reserved::new();
+    let routes = format!("routes:\n{}", model_route("llama", &["llama3:8b"], r.port(), "", "", ""));
+    let h = start(&routes, |_| {}).await; // HTTPSCALE_MODEL_BODY_LIMIT left at its default
+    const BOUND: usize = 4 * 1024 * 1024;
+    for chunked in [false, true] {
+        let framing = if chunked { "Transfer-Encoding: chunked" } else { &format!("Content-Length: {}", BOUND + 1) };
+        let head = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nHost: models.local\r\nContent-Type: application/json\r\n{framing}\r\n\r\n"
+        );
+        let mut body = chat_body("llama3:8b", BOUND + 1);
+        if chunked {
+            body = [format!("{:x}\r\n", body.len()).into_bytes(), body, b"\r\n0\r\n\r\n".to_vec()].concat();
+        }
+        let answer = raw_post(h.proxy(), head, body).await;
+        assert!(answer.starts_with("HTTP/1.1 413 Payload Too Large\r\n"), "chunked {chunked}: {answer:.300}");
+        let json: Value = serde_json::from_str(answer.split_once("\r\n\r\n").unwrap().1).unwrap();
+        assert_eq!(
+            json["error"]["message"],
+            "Payload Too Large: the request body is larger than 4194304 bytes, the most read to find the model it names (HTTPSCALE_MODEL_BODY_LIMIT)"
+        );
+    }
+    assert_eq!(state(&h, "llama").await, "stopped", "nothing was forwarded or started");
+
+    let req = request(h.proxy(), "models.local", "/v1/chat/completions")
+        .method("POST")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(chat_body("llama3:8b", BOUND))))
+        .unwrap();
+    // The model starts for this one: a bound roomier than `send`'s, for a busy machine.
+    let resp = tokio::time::timeout(Duration::from_secs(60), client().request(req)).await.unwrap().unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "exactly the bound is read and routed");
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("[llama@"), "{body:?}");
     h.stop().await;
 }
 

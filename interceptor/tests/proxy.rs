@@ -278,8 +278,9 @@ async fn response_header_timeout_gives_504_globally_and_per_route() {
     );
     let h = interceptor_with(&routes, |c| c.response_header_timeout = Duration::from_millis(200)).await;
     warm(&h, "patient.local").await;
-    let (status, _, body) = get(h.proxy(), "slow.local", "/").await;
+    let (status, headers, body) = get(h.proxy(), "slow.local", "/").await;
     assert_eq!((status, body.as_str()), (StatusCode::GATEWAY_TIMEOUT, "Gateway Timeout\n"));
+    assert_eq!(headers["x-keda-http-cold-start"], "false", "sent on, so the answer says so, as upstream's 504");
     let (status, _, body) = get(h.proxy(), "patient.local", "/").await;
     assert_eq!((status, body.as_str()), (StatusCode::OK, "late"));
     h.stop().await;
@@ -344,8 +345,9 @@ async fn backend_that_drops_connections_gives_502_and_other_routes_keep_working(
     );
     let h = interceptor(&routes).await;
     warm(&h, "good.local").await;
-    let (status, _, body) = get(h.proxy(), "rude.local", "/").await;
+    let (status, headers, body) = get(h.proxy(), "rude.local", "/").await;
     assert_eq!((status, body.as_str()), (StatusCode::BAD_GATEWAY, "Bad Gateway\n"));
+    assert_eq!(headers["x-keda-http-cold-start"], "false", "sent on, so the answer says so, as upstream's 502");
     assert_eq!(get(h.proxy(), "good.local", "/").await.2, "good");
     assert_eq!(concurrency(h.admin(), "default/rude").await, 0);
     h.stop().await;

@@ -196,12 +196,13 @@ pub async fn start_with_client(
 
     let message_bytes = config.grpc_max_message_bytes;
     let (reflection_v1, reflection_v1alpha) = reflection::services().unzip();
+    let streams = config.grpc_max_concurrent_streams;
     let server = tonic::transport::Server::builder()
-        .max_concurrent_streams(config.grpc_max_concurrent_streams)
+        .max_concurrent_streams(Some(streams))
         .http2_max_header_list_size(config.grpc_max_metadata_bytes)
         .http2_keepalive_interval(Some(GRPC_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(GRPC_KEEPALIVE_TIMEOUT))
-        .layer(tower::layer::layer_fn(CountStreams))
+        .layer(tower::layer::layer_fn(move |s| CountStreams(s, streams)))
         .layer(TraceCalls::layer(tracer))
         .add_service(health_service.max_decoding_message_size(message_bytes))
         .add_service(ExternalScalerServer::new(ScalerService(state.clone())).max_decoding_message_size(message_bytes))

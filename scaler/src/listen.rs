@@ -2,7 +2,9 @@
 //! ([`httpscale_core::listener`]): a budget of open connections (`503` past it), the HTTP/2 preface within the
 //! header timeout (a client that never sends it is closed), and an HTTP/2 connection with no open stream
 //! closed after the idle timeout. [`CountStreams`] tells each connection when a call is open (a
-//! `StreamIsActive` stream keeps KEDA's connection busy for as long as it lasts).
+//! `StreamIsActive` stream keeps KEDA's connection busy for as long as it lasts), and counts the gRPC limits a
+//! call meets on the listener (`max_streams`: its connection is at the concurrent stream bound, so the
+//! client's next streams wait; `message_size`: its request message was refused with `OUT_OF_RANGE`).
 
 use std::io;
 use std::pin::Pin;
@@ -11,7 +13,7 @@ use std::task::{Context, Poll};
 
 use http::{Request, Response};
 use httpscale_core::Shutdown;
-use httpscale_core::listener::{ConnState, Gatekeeper, Guarded, GuardedBody};
+use httpscale_core::listener::{ConnState, Gatekeeper, Guarded, GuardedBody, Limit};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::wrappers::ReceiverStream;
@@ -73,9 +75,12 @@ pub fn incoming(listener: TcpListener, gate: Arc<Gatekeeper>, stop: Shutdown) ->
     ReceiverStream::new(rx)
 }
 
-/// Counts each call on its connection until its response body ends.
+/// Counts each call on its connection until its response body ends; the connection's stream bound.
 #[derive(Clone)]
-pub struct CountStreams<S>(pub S);
+pub struct CountStreams<S>(pub S, pub u32);
+
+/// `grpc-status` of a trailers-only answer: the request message was over the size bound.
+const OUT_OF_RANGE: &[u8] = b"11";
 
 impl<S, B, RB> tower::Service<Request<B>> for CountStreams<S>
 where
@@ -92,7 +97,18 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let guard = req.extensions().get::<ConnInfo>().map(|c| c.0.begin());
+        if let Some(g) = guard.as_ref().filter(|g| g.state().in_flight() >= self.1) {
+            g.state().hit(Limit::MaxStreams, "gRPC connection at its concurrent stream bound: new streams wait");
+        }
         let call = self.0.call(req);
-        Box::pin(async move { call.await.map(|r| r.map(|b| GuardedBody::new(b, guard))) })
+        Box::pin(async move {
+            let resp = call.await?;
+            if let Some(g) = &guard
+                && resp.headers().get("grpc-status").is_some_and(|s| s.as_bytes() == OUT_OF_RANGE)
+            {
+                g.state().hit(Limit::MessageSize, "gRPC request refused with OUT_OF_RANGE: its message is too large");
+            }
+            Ok(resp.map(|b| GuardedBody::new(b, guard)))
+        })
     }
 }

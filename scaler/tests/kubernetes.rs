@@ -1,8 +1,11 @@
 //! Kubernetes mode end to end: the real scaler, started in-process against kmock's in-memory Kubernetes API
 //! server, finds a real interceptor through the EndpointSlice of the interceptor admin Service and takes its
 //! route specs from HTTPScaledObjects and InterceptorRoutes; it follows the slice as the interceptor turns
-//! not ready and ready again, follows edits and deletions of the route objects, and keeps answering from the last
-//! known state when the API server goes away.
+//! not ready and ready again (a scripted slice sequence), and follows edits and deletions of the route objects.
+//! What the real control plane covers is not repeated here (docs/testing.md, "Where kmock stays"): activation
+//! through KEDA (e2e `tutorial`, `activation`), two interceptors summed (`two-interceptors`), StreamMetricSpec
+//! pushing an InterceptorRoute edit to KEDA (`ownership`), answering from the last known state while the API
+//! server is down (`apiserver-restart`).
 //! Needs `scripts/setup-test-peers.sh` (the README's test command runs it).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -11,7 +14,7 @@ use std::time::Duration;
 
 use httpscale_core::spec::{HTTPScaledObject, InterceptorRoute};
 use httpscale_scaler::kubernetes::AdminService;
-use httpscale_scaler::proto::externalscaler::{GetMetricSpecResponse, ScaledObjectRef};
+use httpscale_scaler::proto::externalscaler::ScaledObjectRef;
 use httpscale_testkit::process::Spawned;
 use httpscale_testkit::scaler::{Scaler, in_cluster, metric_values, send_held, so_ref};
 use httpscale_testkit::*;
@@ -186,22 +189,6 @@ async fn the_scaler_finds_interceptors_and_route_specs_in_the_cluster() {
     })
     .await;
 
-    // StreamMetricSpec (KEDA 2.21): the specs at once, then an edit of the InterceptorRoute's target, pushed
-    // without anything touching a ScaledObject, and GetMetricSpec agreeing with the stream.
-    let targets = |r: &GetMetricSpecResponse| {
-        r.metric_specs.iter().map(|m| (m.metric_name.clone(), m.target_size_float)).collect::<Vec<_>>()
-    };
-    let mut specs = grpc.clone().stream_metric_spec(ir_ref.clone()).await.unwrap().into_inner();
-    let first = tokio::time::timeout(Duration::from_secs(2), specs.message()).await.unwrap().unwrap().unwrap();
-    assert_eq!(targets(&first), [("http_ir_concurrency".to_string(), 4.0), ("http_ir_rate".to_string(), 10.0)]);
-    let edit = serde_json::json!({"spec": {"scalingMetric": {"concurrency": {"targetValue": 6}}}});
-    irs.patch("ir", &PatchParams::default(), &Patch::Merge(edit)).await.unwrap();
-    let pushed = tokio::time::timeout(Duration::from_secs(5), specs.message()).await.unwrap().unwrap().unwrap();
-    assert_eq!(targets(&pushed), [("http_ir_concurrency".to_string(), 6.0), ("http_ir_rate".to_string(), 10.0)]);
-    let polled = grpc.clone().get_metric_spec(ir_ref.clone()).await.unwrap().into_inner();
-    assert_eq!(polled, pushed, "GetMetricSpec answers what the stream last sent");
-    drop(specs);
-
     // Scale-down: the endpoint turns not ready; the interceptor is dropped, its counts with it.
     let slice_patch = |ready| Patch::Merge(serde_json::json!({"endpoints": one_endpoint(ready)}));
     slices.patch("admin-abc", &PatchParams::default(), &slice_patch(false)).await.unwrap();
@@ -245,35 +232,6 @@ async fn the_scaler_finds_interceptors_and_route_specs_in_the_cluster() {
     .await;
     let e = grpc.is_active(httpso_ref("app")).await.unwrap_err();
     assert_eq!((e.code(), e.message()), (Code::NotFound, "HTTPScaledObject default/app not found"));
-    s.stop().await;
-    i.stop().await;
-}
-
-#[tokio::test(flavor = "multi_thread")]
-async fn without_the_api_server_the_scaler_answers_from_the_last_known_state() {
-    let (apiserver, client) = kmock();
-    let dead = Reserved::new();
-    let i =
-        interceptor(&format!("routes:\n  - {{name: app, hosts: [app.local], upstream: '{}'}}\n", dead.addr())).await;
-    let pp = PostParams::default();
-    Api::<EndpointSlice>::namespaced(client.clone(), "keda")
-        .create(&pp, &slice("admin-abc", ADMIN_SERVICE, one_endpoint(true)))
-        .await
-        .unwrap();
-    Api::<HTTPScaledObject>::namespaced(client.clone(), "default").create(&pp, &httpso("app", 5)).await.unwrap();
-    let s = k8s_scaler(&client, i.admin().port()).await;
-    eventually(Duration::from_secs(10), "synced", || async {
-        target_of(&s, "app").await == Ok(5.0) && s.running.state.metrics.push_updates.get() > 0
-    })
-    .await;
-
-    drop(apiserver);
-    tokio::time::sleep(Duration::from_millis(1500)).await; // the watches fail and retry with back-off
-    assert_eq!(target_of(&s, "app").await, Ok(5.0), "route specs kept");
-    assert_eq!(s.running.state.metrics.endpoints.get(), 1, "interceptors kept");
-    let _held = send_held(i.proxy(), "app.local");
-    eventually(Duration::from_secs(2), "the held request counted", || async { value_of(&s, "app").await == 1.0 }).await;
-    assert!(s.client().await.is_active(httpso_ref("app")).await.unwrap().into_inner().result);
     s.stop().await;
     i.stop().await;
 }

@@ -374,11 +374,66 @@ async fn the_grpc_server_bounds_messages_echoes_and_silent_connections() {
     let fifth = tokio::time::timeout(Duration::from_millis(500), client.clone().stream_is_active(httpso("app"))).await;
     assert!(fifth.is_err(), "the fifth concurrent stream waits for a place");
     drop(streams);
+    // Each limit counted (the stream bound once per stream that found its connection full).
+    let m = s.metrics().await;
+    assert!(m.contains(r#"httpscale_connection_limits_total{listener="grpc",limit="message_size"} 1"#), "{m}");
+    assert!(!m.contains(r#"httpscale_connection_limits_total{listener="grpc",limit="max_streams"} 0"#), "{m}");
 
     let mut silent = tokio::net::TcpStream::connect(s.running.grpc_addr).await.unwrap();
     let mut buf = [0u8; 64];
     let closed = tokio::time::timeout(Duration::from_secs(3), tokio::io::AsyncReadExt::read(&mut silent, &mut buf));
     assert!(matches!(closed.await, Ok(Ok(0)) | Ok(Err(_))), "closed within the header timeout");
+    s.stop().await;
+    i.stop().await;
+}
+
+/// The gRPC listener's other limits on real sockets: metadata over `HTTPSCALE_GRPC_MAX_METADATA_BYTES` is
+/// refused, an HTTP/2 connection with no stream is closed after the idle timeout, and connections past
+/// `HTTPSCALE_GRPC_MAX_CONNECTIONS` get `503`.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_grpc_listener_bounds_metadata_idle_connections_and_connection_count() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dead = Reserved::new();
+    let i = interceptor(&format!("routes:\n{}", route("app", dead.addr(), ""))).await;
+    let s = scaler(&i.routes_file, vec![i.admin().to_string()], |c| {
+        c.listen.idle_timeout = Duration::from_millis(600);
+        c.grpc_max_metadata_bytes = 8 * 1024;
+        c.grpc_max_connections = 3;
+    })
+    .await;
+    let mut client = s.client().await;
+    let mut big = tonic::Request::new(httpso("app"));
+    big.metadata_mut().insert("x-big", "v".repeat(16 * 1024).parse().unwrap());
+    let e = client.is_active(big).await.expect_err("metadata over the bound is refused");
+    assert!(e.message().contains("431"), "the server's HTTP/2 layer answers 431: {e:?}");
+    assert!(!client.is_active(httpso("app")).await.unwrap().into_inner().result, "the next call is served");
+    drop(client);
+
+    // Preface and settings, then no stream: closed after the idle timeout, not before.
+    let mut idle = tokio::net::TcpStream::connect(s.running.grpc_addr).await.unwrap();
+    idle.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").await.unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 1024];
+    let read = async { while idle.read(&mut buf).await.is_ok_and(|n| n > 0) {} };
+    tokio::time::timeout(Duration::from_secs(5), read).await.expect("closed when idle");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(500) && took < Duration::from_secs(3), "{took:?}");
+
+    // The metrics scrape is another listener: three held gRPC connections fill this one's budget.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(tokio::net::TcpStream::connect(s.running.grpc_addr).await.unwrap());
+    }
+    eventually(Duration::from_secs(5), "3 gRPC connections accepted", || async {
+        s.metrics().await.contains("httpscale_open_connections{listener=\"grpc\"} 3\n")
+    })
+    .await;
+    let resp = raw(s.running.grpc_addr, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", Duration::from_secs(5)).await;
+    assert!(resp.starts_with("HTTP/1.1 503") && resp.contains("too many connections (limit 3)"), "{resp}");
+    let m = s.metrics().await;
+    assert!(m.contains(r#"httpscale_connection_limits_total{listener="grpc",limit="max_connections"} 1"#), "{m}");
+    assert!(m.contains(r#"httpscale_connection_limits_total{listener="grpc",limit="idle_timeout"} 1"#), "{m}");
+    drop(held);
     s.stop().await;
     i.stop().await;
 }

@@ -26,16 +26,25 @@ pub enum Limit {
     HeaderSize,
     /// `accept` failed (out of open files, say): retried after a pause.
     AcceptFailed,
+    /// A `/queue/stream` subscriber past the cap (admin): `503`.
+    QueueStreams,
+    /// A gRPC request message over the size bound (scaler): `OUT_OF_RANGE`.
+    MessageSize,
+    /// A gRPC connection reached its concurrent stream bound (scaler): its next streams wait.
+    MaxStreams,
 }
 
 impl Limit {
-    pub const ALL: [Limit; 6] = [
+    pub const ALL: [Limit; 9] = [
         Limit::Connections,
         Limit::HeaderTimeout,
         Limit::IdleTimeout,
         Limit::BodyTimeout,
         Limit::HeaderSize,
         Limit::AcceptFailed,
+        Limit::QueueStreams,
+        Limit::MessageSize,
+        Limit::MaxStreams,
     ];
 
     pub fn label(self) -> &'static str {
@@ -46,6 +55,9 @@ impl Limit {
             Limit::BodyTimeout => "body_timeout",
             Limit::HeaderSize => "header_size",
             Limit::AcceptFailed => "accept_failed",
+            Limit::QueueStreams => "queue_streams",
+            Limit::MessageSize => "message_size",
+            Limit::MaxStreams => "max_streams",
         }
     }
 }

@@ -9,13 +9,13 @@
 //! [`AttemptBody`] is the request body handed to the upstream client. A failed connect never polls it, so the
 //! client's body stays in a shared slot and the next connect attempt can send it. It works for any request
 //! body type (hyper's `Incoming` in the server, simple bodies in tests). It also bounds how long the client
-//! may stall its body once it is being sent, and remembers when the client broke it (a framing error, a body
-//! cut short, a stall), so the failure is answered as the client's ([`ClientFault`]), not the backend's.
+//! may take over its body once it is being sent ([`pace`](super::pace): a stall, a trickle), and remembers
+//! when the client broke it (a framing error, a body cut short, too slow), so the failure is answered as the
+//! client's ([`ClientFault`]), not the backend's.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -23,6 +23,8 @@ use httpscale_core::listener::RequestGuard;
 use httpscale_core::queue::InFlight;
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
+
+use super::pace::{BodyLimits, Overrun, Pace};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -178,17 +180,13 @@ impl ProxyBody {
     }
 }
 
-/// Why the client's own request body failed: answered `400` (or `408` when it stalled), never blamed on the
-/// backend.
+/// Why the client's own request body failed: answered `400` (or `408` when it was too slow), never blamed on
+/// the backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientFault {
-    Stalled(Duration),
+    Slow(Overrun),
     Malformed(String),
 }
-
-#[derive(Debug, thiserror::Error)]
-#[error("request body stalled for {0:?}")]
-pub struct BodyStalled(pub Duration);
 
 struct Shared<B> {
     body: Option<B>,
@@ -203,7 +201,7 @@ type Slot<B> = Arc<Mutex<Shared<B>>>;
 pub struct Replayable<B> {
     slot: Option<Slot<B>>,
     hint: SizeHint,
-    stall: Option<Duration>,
+    limits: BodyLimits,
 }
 
 impl<B> std::fmt::Debug for Shared<B> {
@@ -213,17 +211,16 @@ impl<B> std::fmt::Debug for Shared<B> {
 }
 
 impl<B: Body> Replayable<B> {
-    /// `stall`: the longest the client may leave the body without a byte once it is being sent.
-    pub fn new(body: B, stall: Option<Duration>) -> Self {
+    /// `limits`: how long the client may take over the body once it is being sent.
+    pub fn new(body: B, limits: BodyLimits) -> Self {
         let hint = body.size_hint();
         let slot = (!body.is_end_stream()).then(|| Arc::new(Mutex::new(Shared { body: Some(body), fault: None })));
-        Self { slot, hint, stall }
+        Self { slot, hint, limits }
     }
 
     /// A body for the next attempt, or `None` if an earlier attempt already started sending it.
     pub fn attempt(&self) -> Option<AttemptBody<B>> {
-        let body =
-            |slot| AttemptBody { slot, taken: None, hint: self.hint, stall: self.stall, timer: None, moved: false };
+        let body = |slot| AttemptBody { slot, taken: None, hint: self.hint, pace: Pace::new(self.limits) };
         match &self.slot {
             None => Some(AttemptBody { hint: SizeHint::with_exact(0), ..body(None) }),
             Some(slot) => {
@@ -244,11 +241,7 @@ pub struct AttemptBody<B> {
     slot: Option<Slot<B>>,
     taken: Option<B>,
     hint: SizeHint,
-    stall: Option<Duration>,
-    /// The stall deadline, armed while the client sends nothing.
-    timer: Option<Pin<Box<Sleep>>>,
-    /// A frame came since the deadline was armed.
-    moved: bool,
+    pace: Pace,
 }
 
 impl<B> AttemptBody<B> {
@@ -256,16 +249,6 @@ impl<B> AttemptBody<B> {
         if let Some(mut s) = self.slot.as_ref().and_then(|s| s.lock().ok()) {
             s.fault = Some(fault);
         }
-    }
-
-    /// `true` once the client has sent nothing for the stall bound.
-    fn stalled(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(stall) = self.stall else { return false };
-        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
-        if std::mem::take(&mut self.moved) {
-            timer.as_mut().reset(Instant::now() + stall);
-        }
-        timer.as_mut().poll(cx).is_ready()
     }
 }
 
@@ -283,21 +266,16 @@ where
             this.taken = slot.lock().ok().and_then(|mut s| s.body.take());
         }
         let Some(body) = this.taken.as_mut() else { return Poll::Ready(None) };
-        match Pin::new(body).poll_frame(cx) {
-            Poll::Ready(Some(Err(e))) => {
+        match this.pace.poll_frame(body, cx) {
+            Poll::Ready(Ok(Some(Err(e)))) => {
                 let e: BoxError = e.into();
                 this.fail(ClientFault::Malformed(e.to_string()));
                 Poll::Ready(Some(Err(e)))
             }
-            Poll::Ready(other) => {
-                // Progress: the stall bound starts again at the next wait.
-                this.moved = true;
-                Poll::Ready(other.map(|r| r.map_err(Into::into)))
-            }
-            Poll::Pending if this.stalled(cx) => {
-                let stall = this.stall.unwrap_or_default();
-                this.fail(ClientFault::Stalled(stall));
-                Poll::Ready(Some(Err(Box::new(BodyStalled(stall)))))
+            Poll::Ready(Ok(other)) => Poll::Ready(other.map(|r| r.map_err(Into::into))),
+            Poll::Ready(Err(overrun)) => {
+                this.fail(ClientFault::Slow(overrun.clone()));
+                Poll::Ready(Some(Err(Box::new(overrun))))
             }
             Poll::Pending => Poll::Pending,
         }

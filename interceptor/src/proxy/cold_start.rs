@@ -38,7 +38,7 @@ use crate::metrics::ColdStartMetrics;
 use crate::placeholder::Bodies;
 use crate::routes::RouteState;
 
-pub const COLD_START_HEADER: &str = "x-keda-http-cold-start";
+pub use super::types::COLD_START_HEADER;
 
 /// What the cold-start layer uses.
 pub struct ColdStartParams {
@@ -147,12 +147,21 @@ where
             _ = params.stopping.triggered() => return Err(ProxyError::ShuttingDown),
         }),
     };
+    sent(&req, params.header, cold);
     let mut resp = inner.call(req).await?;
     if let Some(a) = admission {
         resp.body_mut().keep(Box::new(a));
     }
     mark(&mut resp, params.header, cold);
     Ok(resp)
+}
+
+/// Notes on the request's slot that it goes on with this cold-start header, so that the rescue layer puts it
+/// on the answer if the backend fails.
+fn sent<B>(req: &Request<B>, enabled: bool, cold: bool) {
+    if enabled && let Some(slot) = req.extensions().get::<RouteSlot>() {
+        slot.set_sent(cold);
+    }
 }
 
 fn mark(resp: &mut ProxyResponse, enabled: bool, cold: bool) {
@@ -270,6 +279,7 @@ where
             return Box::pin(self.inner.call(req));
         };
         if route.gate.is_open() && route.route.max_concurrent_per_pod.is_none() {
+            sent(&req, header, false);
             let fut = self.inner.call(req);
             return Box::pin(async move {
                 let mut resp = fut.await?;

@@ -16,6 +16,7 @@ use httpscale_core::route::RouteKey;
 use httpscale_core::target::TargetError;
 
 use super::body::ProxyBody;
+use super::pace::Overrun;
 use crate::placeholder::BodyError;
 use crate::routes::Unresolvable;
 
@@ -34,6 +35,8 @@ pub enum ProxyError {
     ClientBody(String),
     #[error("request body stalled for {0:?}")]
     BodyTimeout(Duration),
+    #[error(transparent)]
+    BodyTooSlow(Overrun),
     #[error(
         "the request body is larger than {limit} bytes, the most read to find the model it names (HTTPSCALE_MODEL_BODY_LIMIT)"
     )]
@@ -75,6 +78,16 @@ pub enum ProxyError {
     Internal(&'static str),
 }
 
+/// A client's body past a [`pace`](super::pace) bound: `408`.
+impl From<Overrun> for ProxyError {
+    fn from(overrun: Overrun) -> Self {
+        match overrun {
+            Overrun::Stalled(t) => Self::BodyTimeout(t),
+            slow => Self::BodyTooSlow(slow),
+        }
+    }
+}
+
 /// How long an over-cap client is told to wait before retrying.
 pub const RETRY_AFTER_SECS: u64 = 5;
 
@@ -83,7 +96,7 @@ impl ProxyError {
         match self {
             Self::NoRoute { .. } | Self::NoModelRoute { .. } => StatusCode::NOT_FOUND,
             Self::Target(_) | Self::ClientBody(_) => StatusCode::BAD_REQUEST,
-            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Self::BodyTimeout(_) | Self::BodyTooSlow(_) => StatusCode::REQUEST_TIMEOUT,
             Self::ConnectMethod => StatusCode::METHOD_NOT_ALLOWED,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::HoldQueueFull { .. } | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
@@ -131,6 +144,7 @@ impl ProxyError {
             | Self::Target(_)
             | Self::ClientBody(_)
             | Self::BodyTimeout(_)
+            | Self::BodyTooSlow(_)
             | Self::BackendRefused(_) => format!("{text}: {self}\n"),
             _ => format!("{text}\n"),
         };
@@ -144,7 +158,7 @@ impl ProxyError {
                 h.insert(RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
             }
             // The request body's state is unknown: the connection cannot carry another request.
-            Self::ShuttingDown | Self::ClientBody(_) | Self::BodyTimeout(_) => {
+            Self::ShuttingDown | Self::ClientBody(_) | Self::BodyTimeout(_) | Self::BodyTooSlow(_) => {
                 h.insert(CONNECTION, HeaderValue::from_static("close"));
             }
             Self::ConnectMethod => {

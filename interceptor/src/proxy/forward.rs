@@ -14,7 +14,8 @@
 //! then *streaming* or *tunnelled* (an upgrade, such as a WebSocket, stays counted until the tunnel closes).
 //! With direct pod routing ([`PodRouter`]) each attempt goes to the least-loaded ready pod, and a pod that
 //! refuses is skipped for another at once. A failure the client's own request body caused (a framing error,
-//! a body cut short or stalled past `HTTPSCALE_BODY_TIMEOUT`) is the client's: `400` or `408`, never `502`.
+//! a body cut short, stalled past `HTTPSCALE_BODY_TIMEOUT` or slower than `HTTPSCALE_BODY_MIN_RATE`) is the
+//! client's: `400` or `408`, never `502`.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -39,6 +40,7 @@ use super::body::{AttemptBody, BoxError, ClientFault, ProxyBody, Replayable};
 use super::error::ProxyError;
 use super::forwarded::TrustedProxies;
 use super::headers;
+use super::pace::BodyLimits;
 use super::types::{ArrivedOverTls, BoxFuture, ClientAddr, ProxyResponse, Routed, UseFallback};
 use crate::cluster::pods::{PodGuard, PodRouter};
 use crate::routes::{RouteState, Scheme, Upstream};
@@ -70,7 +72,7 @@ pub struct Clients<B> {
     https: Client<HttpsConnector<HttpConnector>, AttemptBody<B>>,
     /// Set with direct pod routing.
     pods: Option<Arc<PodRouter>>,
-    body_timeout: Option<Duration>,
+    body: BodyLimits,
     trusted: TrustedProxies,
 }
 
@@ -80,8 +82,9 @@ pub struct ForwardSettings {
     /// Bound of one connect attempt (`KEDA_HTTP_CONNECT_TIMEOUT`).
     pub connect_timeout: Duration,
     pub max_idle_per_host: usize,
-    /// Longest the client may stall its request body while it is sent (`HTTPSCALE_BODY_TIMEOUT`).
-    pub body_timeout: Option<Duration>,
+    /// How long the client may take over its request body while it is sent (`HTTPSCALE_BODY_TIMEOUT`,
+    /// `HTTPSCALE_BODY_MIN_RATE`).
+    pub body: BodyLimits,
     /// Peers whose forwarded headers are believed (`HTTPSCALE_TRUSTED_PROXIES`).
     pub trusted: TrustedProxies,
     /// How https backends are reached: the policy, what is trusted, ALPN.
@@ -106,8 +109,8 @@ impl<B: RequestBody> Forward<B> {
             .http2_only(true)
             .build(connector.clone());
         let https = https_client(connector, settings.tls, settings.max_idle_per_host);
-        let (body_timeout, trusted) = (settings.body_timeout, settings.trusted);
-        Self(Arc::new(Clients { http1, h2c, https, pods, body_timeout, trusted }))
+        let (body, trusted) = (settings.body, settings.trusted);
+        Self(Arc::new(Clients { http1, h2c, https, pods, body, trusted }))
     }
 }
 
@@ -195,7 +198,7 @@ async fn forward<B: RequestBody>(
     let trusted = clients.trusted.trusts(client_ip);
     let h2c = upstream.h2c && !https;
     headers::prepare_request(&mut headers, client_ip, &routed.host, h2c, trusted, over_tls);
-    let body = Replayable::new(body, clients.body_timeout);
+    let body = Replayable::new(body, clients.body);
     let exchange = Exchange { clients: &clients, route, upstream, https, parts, headers, body };
     let (mut resp, pod) = exchange.send_with_connect_retry().await.map_err(|e| exchange.blame(e))?;
 
@@ -220,7 +223,7 @@ impl<B: RequestBody> Exchange<'_, B> {
     /// A failure the client's own request body caused is the client's, whatever the upstream client says.
     fn blame(&self, error: ProxyError) -> ProxyError {
         match self.body.client_fault() {
-            Some(ClientFault::Stalled(t)) => ProxyError::BodyTimeout(t),
+            Some(ClientFault::Slow(overrun)) => overrun.into(),
             Some(ClientFault::Malformed(cause)) => ProxyError::ClientBody(cause),
             None => error,
         }

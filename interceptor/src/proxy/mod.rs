@@ -19,8 +19,8 @@
 //! Shared by the layers: [`types`] (request extensions), [`body`] (the response body that carries counts
 //! and records to its end), [`fixed`] (placeholder and static answers), [`headers`] (proxy header rules),
 //! [`forwarded`] (what the backend is told about the client, and whom to believe), [`peek`] (the request
-//! body, readable ahead of forwarding), [`model`] (what inference requests name) and [`catalog`] (the model
-//! lists the route layer answers).
+//! body, readable ahead of forwarding), [`pace`] (how long a client may take over its body), [`model`] (what
+//! inference requests name) and [`catalog`] (the model lists the route layer answers).
 //! Every layer is generic over the request body and tested alone on a paused clock.
 
 pub mod body;
@@ -35,6 +35,7 @@ pub mod headers;
 pub mod keepalive;
 pub mod metrics;
 pub mod model;
+pub mod pace;
 pub mod peek;
 pub mod rescue;
 pub mod route;

@@ -9,28 +9,27 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::BodyExt;
 
 use super::body::BoxError;
 use super::error::ProxyError;
+use super::pace::{BodyLimits, Overrun, Pace};
 
-/// How a body is read ahead: at most `limit` bytes (`HTTPSCALE_MODEL_BODY_LIMIT`), and at most `stall`
-/// without a byte (`HTTPSCALE_BODY_TIMEOUT`).
+/// How a body is read ahead: at most `limit` bytes (`HTTPSCALE_MODEL_BODY_LIMIT`), within the `pace`
+/// bounds (`HTTPSCALE_BODY_TIMEOUT`, `HTTPSCALE_BODY_MIN_RATE`).
 #[derive(Debug, Clone, Copy)]
 pub struct ReadAhead {
     pub limit: usize,
-    pub stall: Option<Duration>,
+    pub pace: BodyLimits,
 }
 
 impl ReadAhead {
-    /// At most `limit` bytes, with no stall bound.
+    /// At most `limit` bytes, with no time bound.
     pub fn limit(limit: usize) -> Self {
-        Self { limit, stall: None }
+        Self { limit, pace: BodyLimits::default() }
     }
 }
 
@@ -38,7 +37,7 @@ impl ReadAhead {
 pub async fn read_ahead<B: Peek>(body: &mut B, how: ReadAhead) -> Result<Bytes, ProxyError> {
     body.peek(how).await.map_err(|e| match e {
         PeekError::TooLarge { limit } => ProxyError::BodyTooLarge { limit },
-        PeekError::Stalled(t) => ProxyError::BodyTimeout(t),
+        PeekError::Slow(overrun) => overrun.into(),
         PeekError::Read(e) => ProxyError::ClientBody(e.to_string()),
     })
 }
@@ -48,15 +47,15 @@ pub async fn read_ahead<B: Peek>(body: &mut B, how: ReadAhead) -> Result<Bytes, 
 pub enum PeekError {
     #[error("the request body is larger than {limit} bytes")]
     TooLarge { limit: usize },
-    #[error("the request body stalled for {0:?}")]
-    Stalled(Duration),
+    #[error(transparent)]
+    Slow(Overrun),
     #[error("reading the request body failed: {0}")]
     Read(BoxError),
 }
 
 /// A request body that can be read ahead of forwarding.
 pub trait Peek: Send {
-    /// Reads the whole body (at most `how.limit` bytes, none of them more than `how.stall` after the last)
+    /// Reads the whole body (at most `how.limit` bytes, within the `how.pace` bounds)
     /// and keeps it to be sent on; returns it. A second call returns what the first read.
     fn peek(&mut self, how: ReadAhead) -> impl Future<Output = Result<Bytes, PeekError>> + Send;
 }
@@ -100,12 +99,10 @@ where
             // A declared Content-Length over the bound: refuse without reading.
             return Err(PeekError::TooLarge { limit });
         }
-        let mut buf = BytesMut::new();
+        let (mut buf, mut pace) = (BytesMut::new(), Pace::new(how.pace));
         while !self.inner.is_end_stream() {
-            let next = match how.stall {
-                None => self.inner.frame().await,
-                Some(t) => tokio::time::timeout(t, self.inner.frame()).await.map_err(|_| PeekError::Stalled(t))?,
-            };
+            let inner = &mut self.inner;
+            let next = std::future::poll_fn(|cx| pace.poll_frame(inner, cx)).await.map_err(PeekError::Slow)?;
             let Some(frame) = next else { break };
             let frame = frame.map_err(|e| PeekError::Read(e.into()))?;
             match frame.into_data() {
@@ -161,6 +158,8 @@ where
 
 #[cfg(test)]
 mod tests {
+    use http_body_util::BodyExt;
+
     use super::*;
     use crate::proxy::testing::chunks;
 
@@ -204,7 +203,8 @@ mod tests {
     async fn a_stalled_body_fails_after_the_stall_bound() {
         let never = futures_util::stream::pending::<Result<Frame<Bytes>, std::convert::Infallible>>();
         let mut stalled = PeekBody::new(http_body_util::StreamBody::new(never));
-        let how = ReadAhead { limit: 1024, stall: Some(std::time::Duration::from_secs(60)) };
+        let pace = BodyLimits { stall: Some(std::time::Duration::from_secs(60)), min_rate: Some(500) };
+        let how = ReadAhead { limit: 1024, pace };
         let started = tokio::time::Instant::now();
         let e = read_ahead(&mut stalled, how).await.unwrap_err();
         assert!(matches!(e, ProxyError::BodyTimeout(t) if t.as_secs() == 60), "{e:?}");

@@ -17,7 +17,7 @@ use http::{Request, Version};
 use tower::{Layer, Service};
 
 use super::error::Failure;
-use super::types::ProxyResponse;
+use super::types::{COLD_START_HEADER, ProxyResponse, RouteSlot};
 
 /// Set when the interceptor starts draining (SIGTERM): `/readyz` answers 503 and HTTP/1 answers carry
 /// `Connection: close`.
@@ -80,7 +80,8 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let version = req.version();
-        Rescued { inner: self.inner.call(req), version, draining: self.draining.clone() }
+        let slot = req.extensions().get::<RouteSlot>().cloned();
+        Rescued { inner: self.inner.call(req), version, draining: self.draining.clone(), slot }
     }
 }
 
@@ -91,6 +92,7 @@ pin_project_lite::pin_project! {
         inner: F,
         version: Version,
         draining: Draining,
+        slot: Option<RouteSlot>,
     }
 }
 
@@ -104,7 +106,14 @@ where
         let this = self.project();
         let mut resp = match ready!(this.inner.poll(cx)) {
             Ok(resp) => resp,
-            Err(Failure { error, route }) => error.into_response(route.as_ref()),
+            Err(Failure { error, route }) => {
+                let mut resp = error.into_response(route.as_ref());
+                // A request that reached its backend keeps its cold-start header, as upstream's 502/504 do.
+                if let Some(v) = this.slot.as_ref().and_then(RouteSlot::sent_header) {
+                    resp.headers_mut().insert(COLD_START_HEADER, v);
+                }
+                resp
+            }
         };
         close_if_draining(this.draining, *this.version, &mut resp);
         Poll::Ready(Ok(resp))
@@ -151,6 +160,28 @@ mod tests {
         assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
         assert!(!resp.headers().contains_key("connection"), "not draining");
         assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "Not Found\n");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_that_reached_its_backend_keeps_its_cold_start_header_on_failure() {
+        let (mut svc, mut handle, _) = rescue();
+        let (sent, held) = (RouteSlot::default(), RouteSlot::default());
+        sent.set_sent(false);
+        let mut req = request(Version::HTTP_11);
+        req.extensions_mut().insert(sent);
+        let failed = svc.ready().await.unwrap().call(req);
+        let (_, send) = handle.next_request().await.unwrap();
+        send.send_error(ProxyError::ResponseHeaderTimeout { upstream: "app:80".into(), timeout: Default::default() });
+        let resp = failed.await.unwrap();
+        assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(resp.headers()[COLD_START_HEADER], "false");
+        // Not sent on (the readiness wait ran out): no header, as upstream.
+        let mut req = request(Version::HTTP_11);
+        req.extensions_mut().insert(held);
+        let timed_out = svc.ready().await.unwrap().call(req);
+        let (_, send) = handle.next_request().await.unwrap();
+        send.send_error(ProxyError::ReadinessTimeout { upstream: "app:80".into(), timeout: Default::default() });
+        assert!(!timed_out.await.unwrap().headers().contains_key(COLD_START_HEADER));
     }
 
     #[tokio::test(start_paused = true)]

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -35,9 +35,13 @@ pub struct Routed {
 #[derive(Debug, Clone, Copy)]
 pub struct UseFallback;
 
+/// `X-KEDA-HTTP-Cold-Start`: whether the answer waited for a scale-up.
+pub const COLD_START_HEADER: &str = "x-keda-http-cold-start";
+
 /// Where the route layer leaves the matched route, and the cold-start layer how long the request was held, for
 /// the metrics layer, which records after the response (and also when the client leaves before there is one,
-/// so it cannot wait for response extensions). One allocation per request, made by the metrics layer.
+/// so it cannot wait for response extensions); and the cold-start header of a request sent on, for the rescue
+/// layer's answer if the backend then fails. One allocation per request, made by the metrics layer.
 #[derive(Debug, Clone, Default)]
 pub struct RouteSlot(Arc<SlotInner>);
 
@@ -46,6 +50,8 @@ struct SlotInner {
     route: OnceLock<Arc<RouteState>>,
     /// The readiness wait in microseconds plus one; 0 while the request has not waited.
     held_us: AtomicU64,
+    /// The cold-start header value of a request sent on to its backend: 0 none, 1 `false`, 2 `true`.
+    sent: AtomicU8,
 }
 
 impl RouteSlot {
@@ -61,6 +67,21 @@ impl RouteSlot {
     pub fn set_held(&self, wait: Duration) {
         let us = u64::try_from(wait.as_micros()).unwrap_or(u64::MAX - 1);
         self.0.held_us.store(us + 1, Ordering::Relaxed);
+    }
+
+    /// The request goes on to its backend, and its answer says `X-KEDA-HTTP-Cold-Start: <cold>`.
+    pub fn set_sent(&self, cold: bool) {
+        self.0.sent.store(if cold { 2 } else { 1 }, Ordering::Relaxed);
+    }
+
+    /// The cold-start header value of a request that was sent on (a failed backend's `502`/`504` carries it
+    /// too, as upstream's does: its header is set before Go's reverse proxy runs).
+    pub fn sent_header(&self) -> Option<HeaderValue> {
+        match self.0.sent.load(Ordering::Relaxed) {
+            1 => Some(HeaderValue::from_static("false")),
+            2 => Some(HeaderValue::from_static("true")),
+            _ => None,
+        }
     }
 
     /// How long the request waited for readiness, if it did (upstream's `cold_start` label).

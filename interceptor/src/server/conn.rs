@@ -61,7 +61,7 @@ impl Future for Answered {
             match resp.status() {
                 StatusCode::SWITCHING_PROTOCOLS => guard.state().upgraded(),
                 StatusCode::REQUEST_TIMEOUT => {
-                    guard.state().hit(Limit::BodyTimeout, "request refused with 408: its body stalled")
+                    guard.state().hit(Limit::BodyTimeout, "request refused with 408: its body stalled or was too slow")
                 }
                 _ => {}
             }

@@ -15,7 +15,7 @@ fn settings() -> ForwardSettings {
     ForwardSettings {
         connect_timeout: Duration::from_millis(500),
         max_idle_per_host: 8,
-        body_timeout: Some(Duration::from_secs(60)),
+        body: BodyLimits { stall: Some(Duration::from_secs(60)), min_rate: Some(500) },
         trusted: TrustedProxies::default(),
         tls: test_tls(),
     }

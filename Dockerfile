@@ -20,7 +20,8 @@ ARG REVISION=unknown
 ARG CREATED=1970-01-01T00:00:00Z
 
 # Release binaries and their SBOMs, linked against Debian 12's glibc like the base below (python3 for
-# scripts/sbom.py is in the image already).
+# scripts/sbom.py is in the image already). `install -s` drops the symbol table, as scripts/images.sh and the
+# release workflow do; cargo's own release binaries keep it, for profilers and backtraces.
 FROM rust:1.95-bookworm AS compile
 WORKDIR /src
 COPY . .
@@ -28,7 +29,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked --bins -p httpscale-interceptor -p httpscale-scaler -p httpscale-operator \
     && for bin in interceptor scaler operator; do \
-         install -D -m 0755 "target/release/$bin" "/out/$bin" \
+         install -D -s -m 0755 "target/release/$bin" "/out/$bin" \
          && python3 scripts/sbom.py "$bin" >"/out/$bin.cdx.json"; \
        done
 

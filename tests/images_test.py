@@ -178,6 +178,15 @@ class DnsStub(threading.Thread):
         self.sock.close()
 
 
+def elf_section_types(path):
+    """The sh_type of every section of a 64-bit little-endian ELF file (2 is SHT_SYMTAB, the symbol table)."""
+    with open(path, "rb") as f:
+        elf = f.read()
+    shoff, = struct.unpack_from("<Q", elf, 0x28)
+    shentsize, shnum = struct.unpack_from("<HH", elf, 0x3A)
+    return [struct.unpack_from("<I", elf, shoff + i * shentsize + 4)[0] for i in range(shnum)]
+
+
 @contextlib.contextmanager
 def host_process(*cmd, **kw):
     """A host peer, stopped by its PID at the end."""
@@ -266,6 +275,9 @@ def test_image(binary, sbom_validator):
                           and not re.search(r"\.so(\.\d+)*$", f) and "/ld-linux" not in os.path.join(d, f))
         check(f"{binary}: no shell, its binary the only program", programs == [f"usr/local/bin/{binary}"],
               f"executables: {programs[:10]}")
+        sections = elf_section_types(os.path.join(mount, "usr/local/bin", binary))
+        check(f"{binary}: binary stripped of its symbol table", sections and 2 not in sections,
+              f"{len(sections)} sections, SHT_SYMTAB among them")
         with open(os.path.join(mount, "etc/passwd")) as f:
             passwd = f.read()
         check(f"{binary}: /etc/passwd names 65532 nonroot", "nonroot:x:65532:65532:" in passwd, passwd)

@@ -13,22 +13,33 @@ pub enum ModelPattern {
     Prefix(String),
 }
 
+/// Why a model pattern is not one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ModelPatternError {
+    #[error("a model pattern cannot be empty")]
+    Empty,
+    #[error("{0:?} contains whitespace")]
+    Whitespace(String),
+    #[error("{0:?}: only a trailing * is supported (llama3*)")]
+    InnerStar(String),
+}
+
 impl ModelPattern {
     /// Parses a pattern: a name, or a name ending in `*`. A `*` anywhere else, whitespace or an empty
     /// pattern is an error (the reason is returned).
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, ModelPatternError> {
         if text.is_empty() {
-            return Err("a model pattern cannot be empty".to_owned());
+            return Err(ModelPatternError::Empty);
         }
         if text.contains(char::is_whitespace) || text.chars().any(char::is_control) {
-            return Err(format!("{text:?} contains whitespace"));
+            return Err(ModelPatternError::Whitespace(text.to_owned()));
         }
         let (stem, prefix) = match text.strip_suffix('*') {
             Some(stem) => (stem, true),
             None => (text, false),
         };
         if stem.contains('*') {
-            return Err(format!("{text:?}: only a trailing * is supported (llama3*)"));
+            return Err(ModelPatternError::InnerStar(text.to_owned()));
         }
         Ok(if prefix { Self::Prefix(stem.to_owned()) } else { Self::Exact(stem.to_owned()) })
     }
@@ -105,7 +116,7 @@ mod tests {
     #[test]
     fn bad_patterns_say_why() {
         for (bad, why) in [("", "empty"), ("a b", "whitespace"), ("*llama", "trailing"), ("l*a", "trailing")] {
-            let e = ModelPattern::parse(bad).unwrap_err();
+            let e = ModelPattern::parse(bad).unwrap_err().to_string();
             assert!(e.contains(why), "{bad:?}: {e}");
         }
     }

@@ -438,7 +438,7 @@ fn model_patterns(field: &str, models: &[String]) -> Result<Vec<ModelPattern>, R
     models
         .iter()
         .enumerate()
-        .map(|(i, m)| ModelPattern::parse(m).map_err(|e| route_err(format!("{field}[{i}]"), e)))
+        .map(|(i, m)| ModelPattern::parse(m).map_err(|e| route_err(format!("{field}[{i}]"), e.to_string())))
         .collect()
 }
 

@@ -20,10 +20,16 @@ pub fn go_bool(s: &str) -> Result<bool, String> {
     }
 }
 
+/// A text that is not a size (what [`bytes`] reads).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a size (a number of bytes, or with a suffix: 512Ki, 4Mi, 24Gi, 8G)")]
+pub struct SizeError(pub String);
+
 /// A size in bytes: a number, optionally with a Kubernetes quantity suffix (`k`, `M`, `G`, `T` powers of
-/// 1000; `Ki`, `Mi`, `Gi`, `Ti` powers of 1024): `4194304`, `4Mi`, `24G`.
-pub fn bytes(s: &str) -> Result<u64, String> {
-    let bad = || format!("{s:?} is not a size (a number of bytes, or with a suffix: 512Ki, 4Mi, 24Gi, 8G)");
+/// 1000; `Ki`, `Mi`, `Gi`, `Ti` powers of 1024): `4194304`, `4Mi`, `24G`. Read by the routes file's sizes
+/// (a serde deserializer) and by the interceptor's body-limit value parser.
+pub fn bytes(s: &str) -> Result<u64, SizeError> {
+    let bad = || SizeError(s.to_owned());
     let digits = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (number, suffix) = s.split_at(digits);
     let number: u64 = number.parse().map_err(|_| bad())?;

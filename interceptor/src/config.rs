@@ -231,7 +231,7 @@ pub struct Config {
 
 /// A body bound: a size of at least 1 KiB that fits in memory.
 fn body_limit(s: &str) -> Result<usize, String> {
-    let n = bytes(s)?;
+    let n = bytes(s).map_err(|e| e.to_string())?;
     if n < 1024 {
         return Err(format!("{s:?} is below the 1Ki minimum"));
     }

@@ -255,7 +255,7 @@ impl Tls {
             true => {
                 let certs = Certificates::load(args.cert_sources(), policy.provider.clone()).map_err(cert_error)?;
                 let config = httpscale_core::tls::server_config(&policy, certs.clone())
-                    .map_err(|e| ConfigError::new("KEDA_HTTP_TLS_MIN_VERSION", e))?;
+                    .map_err(|e| ConfigError::new("KEDA_HTTP_TLS_MIN_VERSION", e.to_string()))?;
                 let acceptor = TlsAcceptor::from(Arc::new(config));
                 Some(TlsListener {
                     acceptor,
@@ -266,14 +266,15 @@ impl Tls {
             }
             false => None,
         };
-        let cas =
-            backend::ca_dirs(&paths(&args.tls_ca_dirs)).map_err(|e| ConfigError::new("KEDA_HTTP_TLS_CA_DIRS", e))?;
+        let cas = backend::ca_dirs(&paths(&args.tls_ca_dirs))
+            .map_err(|e| ConfigError::new("KEDA_HTTP_TLS_CA_DIRS", e.to_string()))?;
         let (skip, skip_name) = args.skip_verify();
         let verify = if skip {
             tracing::warn!(setting = skip_name, "certificates of https backends are NOT verified");
             Verify::Skip
         } else {
-            let mut roots = backend::roots(&cas).map_err(|e| ConfigError::new("KEDA_HTTP_TLS_CA_DIRS", e))?;
+            let mut roots =
+                backend::roots(&cas).map_err(|e| ConfigError::new("KEDA_HTTP_TLS_CA_DIRS", e.to_string()))?;
             // As upstream: the listener's own certificates are trusted too.
             if let Some(l) = &listener {
                 roots.add_parsable_certificates(l.certs.chains());
@@ -287,7 +288,7 @@ impl Tls {
         };
         let client_cert = listener.as_ref().map(|l| l.certs.clone() as Arc<dyn rustls::client::ResolvesClientCert>);
         let client = backend::client_config(&policy, verify, client_cert)
-            .map_err(|e| ConfigError::new("KEDA_HTTP_TLS_MIN_VERSION", e))?;
+            .map_err(|e| ConfigError::new("KEDA_HTTP_TLS_MIN_VERSION", e.to_string()))?;
         Ok(Self { listener, client: Arc::new(client) })
     }
 }

@@ -4,6 +4,7 @@
 //!   raw hyper client connections, one current-thread runtime per client thread, HDR-histogram latencies and
 //!   errors by kind.
 //! - [`backend`]: the tiny hyper backends the scenarios start as child processes (`200 ok`, NDJSON streams).
+//! - [`net`]: ports for child processes, [`net::Reserved`] until the child binds them, without races.
 //! - [`procs`]: child processes (stopped by PID when dropped), nginx configurations, `/proc` readings.
 //! - [`wrk`]: `wrk` run the same way, for comparison.
 //! - [`scenarios`]: `overhead`, `instructions`, `cold-burst`, `streaming`, `many-routes`, `ceiling`, `sigterm`.
@@ -12,6 +13,7 @@
 
 pub mod backend;
 pub mod load;
+pub mod net;
 pub mod procs;
 pub mod report;
 pub mod scenarios;
@@ -51,12 +53,6 @@ pub fn monotonic_seconds(at: std::time::Instant) -> f64 {
     let now_instant = std::time::Instant::now();
     now - now_instant.saturating_duration_since(at).as_secs_f64()
         + at.saturating_duration_since(now_instant).as_secs_f64()
-}
-
-/// A loopback port with nothing listening on it (chosen by the OS, then released).
-pub fn free_port() -> anyhow::Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0")?;
-    Ok(l.local_addr()?.port())
 }
 
 /// Parses `500ms`, `5s`, `1m`, or a bare number of seconds.

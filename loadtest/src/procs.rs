@@ -17,17 +17,27 @@ use anyhow::{Context, bail};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use crate::net::Reserved;
+
 /// A started child process, stopped by PID when dropped.
 pub struct Child {
     pub name: String,
     inner: std::process::Child,
     stopped: bool,
+    /// Ports reserved for the process, released once it is stopped.
+    ports: Vec<Reserved>,
 }
 
 impl Child {
     pub fn spawn(name: &str, cmd: &mut Command) -> anyhow::Result<Child> {
         let inner = cmd.spawn().with_context(|| format!("starting {name} ({cmd:?})"))?;
-        Ok(Child { name: name.to_string(), inner, stopped: false })
+        Ok(Child { name: name.to_string(), inner, stopped: false, ports: Vec::new() })
+    }
+
+    /// Keeps `port` reserved for as long as this child lives (it listens there).
+    pub fn holding(mut self, port: Reserved) -> Child {
+        self.ports.push(port);
+        self
     }
 
     pub fn pid(&self) -> u32 {
@@ -505,8 +515,8 @@ pub fn start_interceptor_with(
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("routes.yaml");
     std::fs::write(&file, routes)?;
-    let proxy = SocketAddr::from(([127, 0, 0, 1], crate::free_port()?));
-    let admin = SocketAddr::from(([127, 0, 0, 1], crate::free_port()?));
+    let (proxy_port, admin_port) = (Reserved::new()?, Reserved::new()?);
+    let (proxy, admin) = (proxy_port.addr(), admin_port.addr());
     let mut cmd = match &tools.interceptor {
         Interceptor::Binary(p) => launch.command(p),
         Interceptor::Embedded => {
@@ -528,7 +538,7 @@ pub fn start_interceptor_with(
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut child = Child::spawn("interceptor", &mut cmd)?;
+    let mut child = Child::spawn("interceptor", &mut cmd)?.holding(proxy_port).holding(admin_port);
     let within = launch.ready_within.unwrap_or(Duration::from_secs(30));
     wait_http(&mut child, admin, "admin", "/readyz", 200, within)?;
     Ok(RunningInterceptor { child, proxy, admin, _dir: dir })

@@ -7,6 +7,8 @@
 //!   than one module is reported with the paths that tie it.
 //! - **no long functions**: no `fn` (free, method or default trait method, tests included) longer than
 //!   [`MAX_FN_LINES`], counted from `fn` to its closing brace.
+//! - **typed errors**: a function returning `Result<_, String>` (or a `type Err = String`) only where clap
+//!   wants one, as a `value_parser = <function>`; [`string_errors`] finds both in a file.
 //!
 //! Parsing uses `syn`, so strings, comments and raw identifiers cannot fool it.
 
@@ -54,6 +56,22 @@ pub struct LongFunction {
     pub line: usize,
     pub name: String,
     pub lines: usize,
+}
+
+/// A function returning `Result<_, String>`, or an associated `type Err = String` (named `Err`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StringError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub name: String,
+}
+
+/// What [`string_errors`] finds in one file.
+#[derive(Debug, Default)]
+pub struct StringErrors {
+    pub found: Vec<StringError>,
+    /// The functions named by `value_parser = <path>` in attributes (the path's last name).
+    pub value_parsers: BTreeSet<String>,
 }
 
 /// A crate's modules, read from its root file (`src/lib.rs` or `src/main.rs`).
@@ -391,6 +409,79 @@ pub fn long_functions(file: &Path, max: usize) -> Result<Vec<LongFunction>, Stru
     Ok(lengths.out)
 }
 
+fn is_string(ty: &syn::Type) -> bool {
+    matches!(ty, syn::Type::Path(p) if p.qself.is_none() && p.path.is_ident("String"))
+}
+
+/// `Result<_, String>` (any path ending in `Result`).
+fn is_string_result(output: &syn::ReturnType) -> bool {
+    let syn::ReturnType::Type(_, ty) = output else { return false };
+    let syn::Type::Path(p) = ty.as_ref() else { return false };
+    let Some(last) = p.path.segments.last() else { return false };
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else { return false };
+    last.ident == "Result" && matches!(args.args.iter().nth(1), Some(syn::GenericArgument::Type(t)) if is_string(t))
+}
+
+/// The function a `value_parser = a::b::<T>` names: `b`.
+fn value_parsers(tokens: TokenStream, out: &mut BTreeSet<String>) {
+    let tokens: Vec<TokenTree> = tokens.into_iter().collect();
+    for (i, t) in tokens.iter().enumerate() {
+        if let TokenTree::Group(g) = t {
+            value_parsers(g.stream(), out);
+        }
+        let assigned = matches!(tokens.get(i + 1), Some(TokenTree::Punct(p)) if p.as_char() == '=');
+        if !(matches!(t, TokenTree::Ident(i) if i == "value_parser") && assigned) {
+            continue;
+        }
+        let path = tokens[i + 2..]
+            .iter()
+            .take_while(|t| !matches!(t, TokenTree::Punct(p) if matches!(p.as_char(), ',' | '<')));
+        if let Some(name) =
+            path.filter_map(|t| if let TokenTree::Ident(i) = t { Some(i.to_string()) } else { None }).last()
+        {
+            out.insert(name);
+        }
+    }
+}
+
+/// The functions in `file` returning `Result<_, String>`, its `type Err = String` items, and the value
+/// parsers its attributes name.
+pub fn string_errors(file: &Path) -> Result<StringErrors, StructureError> {
+    struct Finder<'a> {
+        file: &'a Path,
+        out: StringErrors,
+    }
+    impl Finder<'_> {
+        fn found(&mut self, name: &syn::Ident) {
+            let line = name.span().start().line;
+            self.out.found.push(StringError { file: self.file.into(), line, name: name.to_string() });
+        }
+    }
+    impl<'ast> Visit<'ast> for Finder<'_> {
+        fn visit_signature(&mut self, sig: &'ast syn::Signature) {
+            if is_string_result(&sig.output) {
+                self.found(&sig.ident);
+            }
+            syn::visit::visit_signature(self, sig);
+        }
+        fn visit_impl_item_type(&mut self, t: &'ast syn::ImplItemType) {
+            if t.ident == "Err" && is_string(&t.ty) {
+                self.found(&t.ident);
+            }
+            syn::visit::visit_impl_item_type(self, t);
+        }
+        fn visit_attribute(&mut self, a: &'ast syn::Attribute) {
+            if let syn::Meta::List(l) = &a.meta {
+                value_parsers(l.tokens.clone(), &mut self.out.value_parsers);
+            }
+        }
+    }
+    let parsed = read(file)?;
+    let mut finder = Finder { file, out: StringErrors::default() };
+    finder.visit_file(&parsed);
+    Ok(finder.out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -444,5 +535,30 @@ mod tests {
         let found = long_functions(&file, 8).unwrap();
         assert_eq!(found.len(), 1, "{found:?}");
         assert_eq!((found[0].name.as_str(), found[0].line, found[0].lines), ("long", 10, 12));
+    }
+
+    #[test]
+    fn string_errors_and_the_value_parsers_that_may_have_them_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("x.rs");
+        let text = r#"
+#[derive(clap::Parser)]
+struct A {
+    #[arg(long, value_parser = crate::settings::duration, default_value = "1s")]
+    a: u64,
+    #[arg(long, value_parser = list::<usize>)]
+    b: Vec<usize>,
+}
+fn duration(s: &str) -> Result<u64, String> { todo!() }
+fn list<T>(s: &str) -> std::result::Result<Vec<T>, String> { todo!() }
+fn typed(s: &str) -> Result<u64, Error> { todo!() }
+fn text() -> String { todo!() }
+impl FromStr for C { type Err = String; fn from_str(s: &str) -> Result<Self, Self::Err> { todo!() } }
+"#;
+        std::fs::write(&file, text).unwrap();
+        let found = string_errors(&file).unwrap();
+        let names: Vec<_> = found.found.iter().map(|f| (f.name.as_str(), f.line)).collect();
+        assert_eq!(names, [("duration", 9), ("list", 10), ("Err", 13)]);
+        assert_eq!(found.value_parsers, BTreeSet::from(["duration".to_owned(), "list".to_owned()]));
     }
 }

@@ -1,11 +1,12 @@
 //! The workspace's structure, checked on every test run so it stays true: no import cycles between the
-//! modules of any crate, and no function longer than `MAX_FN_LINES` in any crate's `src/`.
+//! modules of any crate, no function longer than `MAX_FN_LINES` in any crate's `src/`, and `String` as an
+//! error type only in clap value parsers.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::PathBuf;
 
 use httpscale_testkit::repo;
-use httpscale_testkit::structure::{CrateModules, MAX_FN_LINES, long_functions};
+use httpscale_testkit::structure::{CrateModules, MAX_FN_LINES, long_functions, string_errors};
 
 /// Every crate root of the workspace (`src/lib.rs` and `src/main.rs` of each member).
 fn crate_roots() -> Vec<PathBuf> {
@@ -46,6 +47,24 @@ fn no_function_is_longer_than_the_limit() {
     let report: Vec<String> =
         long.iter().map(|f| format!("{}:{} {} ({} lines)", f.file.display(), f.line, f.name, f.lines)).collect();
     assert!(report.is_empty(), "functions over {MAX_FN_LINES} lines:\n{}", report.join("\n"));
+}
+
+#[test]
+fn string_errors_are_left_to_clap_value_parsers() {
+    let (mut found, mut parsers) = (Vec::new(), std::collections::BTreeSet::new());
+    for root in crate_roots() {
+        for file in CrateModules::load(&root).unwrap().files() {
+            let errors = string_errors(&file).unwrap();
+            found.extend(errors.found);
+            parsers.extend(errors.value_parsers);
+        }
+    }
+    let report: Vec<String> = found
+        .iter()
+        .filter(|f| !parsers.contains(&f.name))
+        .map(|f| format!("{}:{} {}", f.file.display(), f.line, f.name))
+        .collect();
+    assert!(report.is_empty(), "typed errors (thiserror) outside clap's `value_parser = f`:\n{}", report.join("\n"));
 }
 
 #[test]

@@ -29,6 +29,19 @@ use crate::Shutdown;
 use crate::exposition::{Family, Kind, families};
 use crate::startup::ConfigError;
 
+/// Why one export failed (logged; the next interval exports again).
+#[derive(Debug, thiserror::Error)]
+enum ExportError {
+    #[error(transparent)]
+    Request(#[from] http::Error),
+    #[error(transparent)]
+    Send(#[from] hyper_util::client::legacy::Error),
+    #[error("the collector answered {status}: {body}")]
+    Refused { status: http::StatusCode, body: String },
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
 /// What a binary's registry exposes, as OpenMetrics text (called once per metrics export).
 pub type Exposition = std::sync::Arc<dyn Fn() -> String + Send + Sync>;
 
@@ -130,24 +143,23 @@ impl MetricsExport {
         }
     }
 
-    async fn send(&self, client: &Client<HttpConnector, Full<Bytes>>, body: Vec<u8>) -> Result<(), String> {
+    async fn send(&self, client: &Client<HttpConnector, Full<Bytes>>, body: Vec<u8>) -> Result<(), ExportError> {
         let mut req = Request::post(self.endpoint.clone())
             .header(http::header::CONTENT_TYPE, "application/x-protobuf")
-            .body(Full::new(Bytes::from(body)))
-            .map_err(|e| e.to_string())?;
+            .body(Full::new(Bytes::from(body)))?;
         for (k, v) in &self.headers {
             req.headers_mut().insert(k.clone(), v.clone());
         }
         let answered = tokio::time::timeout(self.timeout, async {
-            let resp = client.request(req).await.map_err(|e| e.to_string())?;
+            let resp = client.request(req).await?;
             let status = resp.status();
             let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
             match status.is_success() {
                 true => Ok(()),
-                false => Err(format!("the collector answered {status}: {}", String::from_utf8_lossy(&body))),
+                false => Err(ExportError::Refused { status, body: String::from_utf8_lossy(&body).into_owned() }),
             }
         });
-        answered.await.map_err(|_| format!("no answer within {:?}", self.timeout))?
+        answered.await.map_err(|_| ExportError::Timeout(self.timeout))?
     }
 
     /// The export request for `families`, stamped now.

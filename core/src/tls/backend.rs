@@ -12,16 +12,37 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use super::policy::Policy;
+use super::policy::{Policy, UnusablePolicy};
+
+/// Why what backends are verified against, or the client configuration, cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendTlsError {
+    #[error("cannot read the CA directory {}: {source}", dir.display())]
+    ReadDir { dir: PathBuf, source: std::io::Error },
+    #[error("cannot read the CA file {}: {source}", path.display())]
+    ReadFile { path: PathBuf, source: std::io::Error },
+    #[error("{}: not PEM certificates: {source}", path.display())]
+    NotPem { path: PathBuf, source: rustls::pki_types::pem::Error },
+    #[error("no PEM certificates found in {}", path.display())]
+    NoCertificate { path: PathBuf },
+    #[error("no CA certificate was loaded from any of its directories")]
+    NoCa,
+    #[error("a CA certificate is not a usable trust anchor: {0}")]
+    NotAnAnchor(rustls::Error),
+    #[error(transparent)]
+    Policy(#[from] UnusablePolicy),
+    #[error("cannot build the certificate verifier: {0}")]
+    Verifier(#[from] rustls::client::VerifierBuilderError),
+}
 
 /// The certificates of every file in `dirs` (not in subdirectories; `..`-named entries, a mounted volume's
 /// metadata, skipped). As upstream, strictly: a file without a PEM certificate is an error, and so is a
 /// list of directories that yields none.
-pub fn ca_dirs(dirs: &[PathBuf]) -> Result<Vec<CertificateDer<'static>>, String> {
+pub fn ca_dirs(dirs: &[PathBuf]) -> Result<Vec<CertificateDer<'static>>, BackendTlsError> {
     let mut certs = Vec::new();
     for dir in dirs {
         let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|e| format!("cannot read the CA directory {}: {e}", dir.display()))?
+            .map_err(|source| BackendTlsError::ReadDir { dir: dir.clone(), source })?
             .filter_map(Result::ok)
             .filter(|e| !e.file_name().to_string_lossy().starts_with(".."))
             .map(|e| e.path())
@@ -33,18 +54,18 @@ pub fn ca_dirs(dirs: &[PathBuf]) -> Result<Vec<CertificateDer<'static>>, String>
         }
     }
     if !dirs.is_empty() && certs.is_empty() {
-        return Err("no CA certificate was loaded from any of its directories".into());
+        return Err(BackendTlsError::NoCa);
     }
     Ok(certs)
 }
 
-fn pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read the CA file {}: {e}", path.display()))?;
+fn pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, BackendTlsError> {
+    let bytes = std::fs::read(path).map_err(|source| BackendTlsError::ReadFile { path: path.into(), source })?;
     let certs: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: not PEM certificates: {e}", path.display()))?;
+        .map_err(|source| BackendTlsError::NotPem { path: path.into(), source })?;
     if certs.is_empty() {
-        return Err(format!("no PEM certificates found in {}", path.display()));
+        return Err(BackendTlsError::NoCertificate { path: path.into() });
     }
     Ok(certs)
 }
@@ -52,13 +73,13 @@ fn pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 /// The system's roots (as rustls-native-certs finds them: `SSL_CERT_FILE`/`SSL_CERT_DIR` or the
 /// distribution's bundle) plus `extra`. A CA from `KEDA_HTTP_TLS_CA_DIRS` that is not a usable trust anchor
 /// is an error; the system's own unusable ones are skipped.
-pub fn roots(extra: &[CertificateDer<'static>]) -> Result<RootCertStore, String> {
+pub fn roots(extra: &[CertificateDer<'static>]) -> Result<RootCertStore, BackendTlsError> {
     let mut roots = RootCertStore::empty();
     let system = rustls_native_certs::load_native_certs();
     let (added, ignored) = roots.add_parsable_certificates(system.certs);
     tracing::debug!(added, ignored, errors = system.errors.len(), "system trust roots loaded");
     for cert in extra {
-        roots.add(cert.clone()).map_err(|e| format!("a CA certificate is not a usable trust anchor: {e}"))?;
+        roots.add(cert.clone()).map_err(BackendTlsError::NotAnAnchor)?;
     }
     Ok(roots)
 }
@@ -76,16 +97,16 @@ pub fn client_config(
     policy: &Policy,
     verify: Verify,
     client_cert: Option<Arc<dyn ResolvesClientCert>>,
-) -> Result<ClientConfig, String> {
+) -> Result<ClientConfig, BackendTlsError> {
     let builder = ClientConfig::builder_with_provider(policy.provider.clone())
         .with_protocol_versions(&policy.versions)
-        .map_err(|e| format!("TLS policy: {e}"))?;
+        .map_err(UnusablePolicy)?;
     let verifier: Arc<dyn ServerCertVerifier> = match verify {
         // No anchor at all (a machine without a CA bundle): start anyway, and refuse every https backend.
         Verify::Roots(roots) if roots.is_empty() => Arc::new(NoRoots(SkipVerify(policy.provider.clone()))),
-        Verify::Roots(roots) => WebPkiServerVerifier::builder_with_provider(Arc::new(roots), policy.provider.clone())
-            .build()
-            .map_err(|e| format!("cannot build the certificate verifier: {e}"))?,
+        Verify::Roots(roots) => {
+            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), policy.provider.clone()).build()?
+        }
         Verify::Skip => Arc::new(SkipVerify(policy.provider.clone())),
     };
     let builder = builder.dangerous().with_custom_certificate_verifier(verifier);
@@ -203,12 +224,17 @@ mod tests {
         assert_eq!(roots(&certs).unwrap().len(), roots(&[]).unwrap().len() + 3, "added to the system roots");
 
         std::fs::write(b.join("notes.txt"), "hello\n").unwrap();
-        let e = ca_dirs(&[a.clone(), b.clone()]).unwrap_err();
+        let e = ca_dirs(&[a.clone(), b.clone()]).unwrap_err().to_string();
         assert!(e.contains("no PEM certificates found in") && e.contains("notes.txt"), "{e}");
         let empty = dir.path().join("empty");
         std::fs::create_dir_all(&empty).unwrap();
-        assert!(ca_dirs(&[empty]).unwrap_err().contains("no CA certificate was loaded"));
-        assert!(ca_dirs(&[dir.path().join("missing")]).unwrap_err().contains("cannot read the CA directory"));
+        assert_eq!(
+            ca_dirs(&[empty]).unwrap_err().to_string(),
+            "no CA certificate was loaded from any of its directories"
+        );
+        let missing = dir.path().join("missing");
+        let e = ca_dirs(std::slice::from_ref(&missing)).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("cannot read the CA directory {}: ", missing.display())), "{e}");
         assert!(ca_dirs(&[]).unwrap().is_empty(), "unset: nothing to load, no error");
     }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use rustls::ServerConfig;
 
 pub use certs::{CertError, CertSetting, CertSources, Certificates};
-pub use policy::{Policy, PolicyError, PolicySetting, PolicySpec};
+pub use policy::{Policy, PolicyError, PolicySetting, PolicySpec, UnusablePolicy};
 
 /// The ALPN protocols a listener offers and a client asks for, in preference order.
 pub fn alpn() -> Vec<Vec<u8>> {
@@ -21,10 +21,9 @@ pub fn alpn() -> Vec<Vec<u8>> {
 
 /// A listener's server configuration: `policy`'s versions and algorithms, certificates from `certs` (by
 /// SNI, reloadable), ALPN `h2` then `http/1.1`, no client certificates asked for.
-pub fn server_config(policy: &Policy, certs: Arc<Certificates>) -> Result<ServerConfig, String> {
+pub fn server_config(policy: &Policy, certs: Arc<Certificates>) -> Result<ServerConfig, UnusablePolicy> {
     let mut config = ServerConfig::builder_with_provider(policy.provider.clone())
-        .with_protocol_versions(&policy.versions)
-        .map_err(|e| format!("TLS policy: {e}"))?
+        .with_protocol_versions(&policy.versions)?
         .with_no_client_auth()
         .with_cert_resolver(certs);
     config.alpn_protocols = alpn();

@@ -13,12 +13,26 @@ use std::sync::Arc;
 use rustls::crypto::{CryptoProvider, SupportedKxGroup, ring};
 use rustls::{SupportedCipherSuite, SupportedProtocolVersion};
 
+/// A name in a policy setting that is not one upstream accepts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("unsupported TLS version {0:?}: must be \"1.2\"/\"TLS12\" or \"1.3\"/\"TLS13\"")]
+    Version(String),
+    #[error("unknown cipher suite {0:?} (Go's crypto/tls names)")]
+    CipherSuite(String),
+    #[error("unknown curve {0:?}: one of CurveP256, CurveP384, CurveP521, X25519, X25519MLKEM768, P-256, P-384, P-521")]
+    Curve(String),
+    /// Every curve listed is one rustls does not implement.
+    #[error("none of {} is implemented here (X25519, P-256 and P-384 are)", .0.join(", "))]
+    NoCurveImplemented(Vec<String>),
+}
+
 /// A protocol version upstream accepts (`1.2`/`TLS12`, `1.3`/`TLS13`, any case).
-pub fn parse_version(s: &str) -> Result<&'static SupportedProtocolVersion, String> {
+pub fn parse_version(s: &str) -> Result<&'static SupportedProtocolVersion, NameError> {
     match s.trim().to_ascii_lowercase().as_str() {
         "1.2" | "tls12" => Ok(&rustls::version::TLS12),
         "1.3" | "tls13" => Ok(&rustls::version::TLS13),
-        _ => Err(format!("unsupported TLS version {s:?}: must be \"1.2\"/\"TLS12\" or \"1.3\"/\"TLS13\"")),
+        _ => Err(NameError::Version(s.to_owned())),
     }
 }
 
@@ -65,21 +79,21 @@ fn names(list: &str) -> impl Iterator<Item = &str> {
 
 /// The TLS 1.2 cipher suites a Go-style list enables, in its order, and the names skipped. An unknown name
 /// is an error.
-pub fn parse_cipher_suites(list: &str) -> Result<(Vec<SupportedCipherSuite>, Vec<String>), String> {
+pub fn parse_cipher_suites(list: &str) -> Result<(Vec<SupportedCipherSuite>, Vec<String>), NameError> {
     let (mut tls12, mut skipped) = (Vec::new(), Vec::new());
     for name in names(list) {
         match suite(name) {
             Some(Suite::Tls12(s)) if !tls12.contains(&s) => tls12.push(s),
             Some(Suite::Tls12(_) | Suite::Tls13) => {}
             Some(Suite::Unimplemented) => skipped.push(name.to_owned()),
-            None => return Err(format!("unknown cipher suite {name:?} (Go's crypto/tls names)")),
+            None => return Err(NameError::CipherSuite(name.to_owned())),
         }
     }
     Ok((tls12, skipped))
 }
 
 /// The key-exchange groups a Go-style curve list names, in its order (the preference); the names skipped.
-pub fn parse_curves(list: &str) -> Result<(Vec<&'static dyn SupportedKxGroup>, Vec<String>), String> {
+pub fn parse_curves(list: &str) -> Result<(Vec<&'static dyn SupportedKxGroup>, Vec<String>), NameError> {
     let (mut groups, mut skipped): (Vec<&'static dyn SupportedKxGroup>, _) = (Vec::new(), Vec::new());
     for name in names(list) {
         let group: &'static dyn SupportedKxGroup = match name {
@@ -90,21 +104,22 @@ pub fn parse_curves(list: &str) -> Result<(Vec<&'static dyn SupportedKxGroup>, V
                 skipped.push(name.to_owned());
                 continue;
             }
-            _ => {
-                return Err(format!(
-                    "unknown curve {name:?}: one of CurveP256, CurveP384, CurveP521, X25519, X25519MLKEM768, P-256, P-384, P-521"
-                ));
-            }
+            _ => return Err(NameError::Curve(name.to_owned())),
         };
         if !groups.iter().any(|g| g.name() == group.name()) {
             groups.push(group);
         }
     }
     if groups.is_empty() && !skipped.is_empty() {
-        return Err(format!("none of {} is implemented here (X25519, P-256 and P-384 are)", skipped.join(", ")));
+        return Err(NameError::NoCurveImplemented(skipped));
     }
     Ok((groups, skipped))
 }
+
+/// rustls refused the policy's protocol versions when a configuration was built from it.
+#[derive(Debug, thiserror::Error)]
+#[error("TLS policy: {0}")]
+pub struct UnusablePolicy(#[from] pub rustls::Error);
 
 /// The policy in force: for the listener and for connections to backends.
 #[derive(Debug, Clone)]
@@ -156,9 +171,10 @@ impl Policy {
 
     pub fn new(spec: PolicySpec<'_>) -> Result<Self, PolicyError> {
         let err = |setting| move |message| PolicyError { setting, message };
+        let named = |setting| move |e: NameError| PolicyError { setting, message: e.to_string() };
         let rank = |v: &SupportedProtocolVersion| if v.version == rustls::ProtocolVersion::TLSv1_3 { 13 } else { 12 };
-        let min = set(spec.min_version).map(parse_version).transpose().map_err(err(PolicySetting::MinVersion))?;
-        let max = set(spec.max_version).map(parse_version).transpose().map_err(err(PolicySetting::MaxVersion))?;
+        let min = set(spec.min_version).map(parse_version).transpose().map_err(named(PolicySetting::MinVersion))?;
+        let max = set(spec.max_version).map(parse_version).transpose().map_err(named(PolicySetting::MaxVersion))?;
         let (min, max) = (min.map_or(12, rank), max.map_or(13, rank));
         if min > max {
             return Err(err(PolicySetting::MinVersion)(format!(
@@ -171,7 +187,7 @@ impl Policy {
         policy.versions.retain(|v| (min..=max).contains(&rank(v)));
         let mut provider = ring::default_provider();
         if let Some(list) = set(spec.cipher_suites) {
-            let (tls12, skipped) = parse_cipher_suites(list).map_err(err(PolicySetting::CipherSuites))?;
+            let (tls12, skipped) = parse_cipher_suites(list).map_err(named(PolicySetting::CipherSuites))?;
             if tls12.is_empty() {
                 if max == 12 {
                     return Err(err(PolicySetting::CipherSuites)(format!(
@@ -189,7 +205,7 @@ impl Policy {
             policy.skipped.extend(skipped);
         }
         if let Some(list) = set(spec.curve_preferences) {
-            let (groups, skipped) = parse_curves(list).map_err(err(PolicySetting::CurvePreferences))?;
+            let (groups, skipped) = parse_curves(list).map_err(named(PolicySetting::CurvePreferences))?;
             provider.kx_groups = groups;
             policy.skipped.extend(skipped);
         }
@@ -218,7 +234,7 @@ mod tests {
             assert_eq!(got.version == rustls::ProtocolVersion::TLSv1_3, v == 13, "{s}");
         }
         for bad in ["1.1", "1.0", "TLS1.2", "tls 1.3", "2", ""] {
-            assert!(parse_version(bad).unwrap_err().contains("\"1.2\"/\"TLS12\""), "{bad}");
+            assert!(parse_version(bad).unwrap_err().to_string().contains("\"1.2\"/\"TLS12\""), "{bad}");
         }
     }
 

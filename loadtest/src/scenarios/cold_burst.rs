@@ -7,15 +7,15 @@
 // Hold and release times of real processes are wall-clock measurements.
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use crate::load::{self, LoadResult, LoadSpec, Protocol};
+use crate::net::Reserved;
 use crate::procs::{self, Tools};
 use crate::report::{Machine, Table};
-use crate::{Spread, aborted, free_port};
+use crate::{Spread, aborted};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ColdBurstOpts {
@@ -113,8 +113,9 @@ fn release_percentiles(result: &LoadResult, started: Instant, ready: Instant) ->
 }
 
 fn one(tools: &Tools, opts: &ColdBurstOpts, round: usize, n: usize) -> anyhow::Result<BurstRun> {
-    let upstream = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-    let mut routes = format!("routes:\n  - name: cold\n    hosts: [{HOST}]\n    upstream: {upstream}\n");
+    // The backend starts after the burst, on this port; until then connections to it are refused.
+    let upstream = Reserved::new()?;
+    let mut routes = format!("routes:\n  - name: cold\n    hosts: [{HOST}]\n    upstream: {}\n", upstream.addr());
     if let Some(per_pod) = opts.max_concurrent_per_pod {
         routes.push_str(&format!("    coldStart: {{maxConcurrentPerPod: {per_pod}}}\n"));
     }
@@ -172,7 +173,7 @@ fn one(tools: &Tools, opts: &ColdBurstOpts, round: usize, n: usize) -> anyhow::R
     held = held.max(interceptor.concurrency(KEY).unwrap_or(-1));
 
     let spawned = Instant::now();
-    let (mut backend, _) = procs::start_backend(tools, upstream, opts.backend_threads, "ok", &[])?;
+    let (mut backend, _) = procs::start_backend(tools, upstream.addr(), opts.backend_threads, "ok", &[])?;
     let ready = Instant::now();
     let mut rss_peak = rss_holding;
     while !client.is_finished() {

@@ -20,9 +20,10 @@ use serde::Serialize;
 
 use super::overhead::{self, BackendKind, HOST};
 use crate::load::{self, LoadSpec, Protocol};
+use crate::net::Reserved;
 use crate::procs::{self, Child, Launch, NginxRole, NginxServer, Tools, find_program};
 use crate::report::{Machine, Table};
-use crate::{Spread, aborted, free_port};
+use crate::{Spread, aborted};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct InstructionsOpts {
@@ -230,12 +231,13 @@ fn nginx_leg(
         }
         (Some(bin), false) => bin,
     };
-    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let port = Reserved::new()?;
+    let listen = port.addr();
     let d = dir.join("nginx-proxy");
     std::fs::create_dir_all(&d)?;
     let role = NginxRole::Proxy { upstream: backend, buffering: true };
     let server = NginxServer { listen, workers: 0, h2: opts.protocol == Protocol::H2, role };
-    let mut child = procs::start_nginx_with(bin, &d, server, &vg.launch(dir, "nginx"))?;
+    let mut child = procs::start_nginx_with(bin, &d, server, &vg.launch(dir, "nginx"))?.holding(port);
     let counts = count_leg(opts, vg, "nginx", (&mut child, listen), dir);
     child.stop(Duration::from_secs(10));
     counts

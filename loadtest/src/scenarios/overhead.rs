@@ -9,9 +9,10 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::load::{self, LoadResult, LoadSpec, Protocol};
+use crate::net::{ANY_LOOPBACK_PORT, Reserved};
 use crate::procs::{self, Child, NginxRole, Tools};
 use crate::report::{Machine, Table, kilo};
-use crate::{Spread, aborted, free_port};
+use crate::{Spread, aborted};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -118,17 +119,18 @@ pub fn start_backend(
     h2: bool,
     dir: &std::path::Path,
 ) -> anyhow::Result<(Child, SocketAddr, String)> {
-    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     match (kind, &tools.nginx) {
         (BackendKind::Nginx, Some(nginx)) => {
             let d = dir.join("backend");
             std::fs::create_dir_all(&d)?;
-            let child = procs::start_nginx(nginx, &d, listen, threads, h2, NginxRole::Backend)?;
+            let port = Reserved::new()?;
+            let listen = port.addr();
+            let child = procs::start_nginx(nginx, &d, listen, threads, h2, NginxRole::Backend)?.holding(port);
             Ok((child, listen, format!("nginx, {threads} worker(s), return 200 \"ok\"")))
         }
         (BackendKind::Nginx, None) => anyhow::bail!("nginx is not installed; use --backend hyper"),
         (BackendKind::Hyper, _) => {
-            let (child, addr) = procs::start_backend(tools, listen, threads, "ok", &[])?;
+            let (child, addr) = procs::start_backend(tools, ANY_LOOPBACK_PORT, threads, "ok", &[])?;
             Ok((child, addr, format!("loadtest backend (hyper), {threads} thread(s), 200 \"ok\"")))
         }
     }
@@ -172,12 +174,13 @@ fn start_nginx_proxy(
             Ok(None)
         }
         (Some(bin), false) => {
-            let listen = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+            let port = Reserved::new()?;
+            let listen = port.addr();
             let d = dir.join("proxy");
             std::fs::create_dir_all(&d)?;
             let role = NginxRole::Proxy { upstream: backend, buffering: true };
             let h2 = opts.protocol == Protocol::H2;
-            Ok(Some((procs::start_nginx(bin, &d, listen, opts.proxy_threads, h2, role)?, listen)))
+            Ok(Some((procs::start_nginx(bin, &d, listen, opts.proxy_threads, h2, role)?.holding(port), listen)))
         }
     }
 }

@@ -8,17 +8,17 @@
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::Serialize;
 
+use crate::aborted;
 use crate::load::{self, CLOSED_BETWEEN_REQUESTS, LoadSpec};
+use crate::net::ANY_LOOPBACK_PORT;
 use crate::procs::{self, Tools};
 use crate::report::{Machine, Table};
-use crate::{aborted, free_port};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SigtermOpts {
@@ -58,8 +58,7 @@ pub struct SigtermReport {
 const HOST: &str = "app.local";
 
 fn one(tools: &Tools, opts: &SigtermOpts, round: usize) -> anyhow::Result<SigtermRun> {
-    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-    let (mut backend, upstream) = procs::start_backend(tools, listen, 1, "ok", &[])?;
+    let (mut backend, upstream) = procs::start_backend(tools, ANY_LOOPBACK_PORT, 1, "ok", &[])?;
     let routes = format!("routes:\n  - name: app\n    hosts: [{HOST}]\n    upstream: {upstream}\n");
     let delay = format!("{}ms", opts.shutdown_delay.as_millis());
     let env = [

@@ -23,9 +23,10 @@ use tokio::net::TcpStream;
 
 use crate::backend::now_us;
 use crate::load::{Latency, new_histogram};
+use crate::net::{ANY_LOOPBACK_PORT, Reserved};
 use crate::procs::{self, Child, NginxRole, Tools};
 use crate::report::{Machine, Table};
-use crate::{Spread, aborted, free_port};
+use crate::{Spread, aborted};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StreamingOpts {
@@ -232,10 +233,10 @@ pub fn run(tools: &Tools, opts: &StreamingOpts) -> anyhow::Result<StreamingRepor
     let machine = Machine::describe(tools);
     procs::raise_fd_limit();
     let mut notes = Vec::new();
-    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     let extra =
         ["--lines".to_string(), opts.lines.to_string(), "--interval-ms".into(), opts.interval.as_millis().to_string()];
-    let (mut backend, backend_addr) = procs::start_backend(tools, listen, opts.backend_threads, "stream", &extra)?;
+    let (mut backend, backend_addr) =
+        procs::start_backend(tools, ANY_LOOPBACK_PORT, opts.backend_threads, "stream", &extra)?;
     let routes = format!("routes:\n  - name: stream\n    hosts: [{HOST}]\n    upstream: {backend_addr}\n");
     let mut interceptor =
         procs::start_interceptor(tools, &routes, &[("HTTPSCALE_PROXY_THREADS", opts.proxy_threads.to_string())])?;
@@ -245,9 +246,12 @@ pub fn run(tools: &Tools, opts: &StreamingOpts) -> anyhow::Result<StreamingRepor
         (_, true) => notes.push("nginx leg skipped (--skip-nginx)".into()),
         (None, _) => notes.push("nginx leg skipped: nginx is not installed".into()),
         (Some(bin), false) => {
-            let l = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-            let role = NginxRole::Proxy { upstream: backend_addr, buffering: false };
-            nginx = Some((procs::start_nginx(bin, dir.path(), l, opts.proxy_threads, false, role)?, l));
+            let (port, role) = (Reserved::new()?, NginxRole::Proxy { upstream: backend_addr, buffering: false });
+            let listen = port.addr();
+            nginx = Some((
+                procs::start_nginx(bin, dir.path(), listen, opts.proxy_threads, false, role)?.holding(port),
+                listen,
+            ));
         }
     }
     let mut runs = Vec::new();

@@ -22,8 +22,16 @@ case ${1:-} in --upstream) UPSTREAM=true ;; --only) ONLY=${2:?--only needs a pro
 export CGO_ENABLED=0 GOFLAGS=-mod=mod GOTOOLCHAIN=${GOTOOLCHAIN:-local}
 LDFLAGS="-s -w"
 START=$SECONDS
-
-trap 'kill $(jobs -p) 2>/dev/null || true' EXIT  # the progress ticker, also on Ctrl-C
+# Go's build and module caches for this run only, removed when it ends: only the binaries are kept. A cold
+# build otherwise leaves ~11 GiB of them behind (7.5 GiB compiled packages, 3.7 GiB module sources), on a disk
+# that CI shares with the Rust build.
+SCRATCH=$CACHE/scratch-$$
+export GOCACHE=$SCRATCH/build GOMODCACHE=$SCRATCH/mod
+cleanup() {
+    kill $(jobs -p) 2>/dev/null || true  # the progress ticker, also on Ctrl-C
+    if [[ -d $SCRATCH ]]; then chmod -R u+w "$SCRATCH" 2>/dev/null; rm -rf "$SCRATCH"; fi
+}
+trap cleanup EXIT
 
 log() { printf '[e2e-build %4ss] %s\n' $((SECONDS - START)) "$*" >&2; }
 

@@ -15,7 +15,7 @@ use httpscale_core::gate::{Refusal, RefusalKind};
 use httpscale_core::route::RouteKey;
 use httpscale_core::target::TargetError;
 
-use super::body::ProxyBody;
+use super::body::{BoxError, ProxyBody};
 use super::pace::Overrun;
 use crate::placeholder::BodyError;
 use crate::routes::Unresolvable;
@@ -63,7 +63,7 @@ pub enum ProxyError {
 
     // -- the backend
     #[error("could not connect to {upstream}: {source}")]
-    ConnectFailed { upstream: String, source: hyper_util::client::legacy::Error },
+    ConnectFailed { upstream: String, source: BoxError },
     #[error("no response headers from {upstream} within {timeout:?}")]
     ResponseHeaderTimeout { upstream: String, timeout: Duration },
     #[error("request body to {upstream} was partly sent before the connection failed")]
@@ -71,7 +71,7 @@ pub enum ProxyError {
     #[error("TLS handshake with backend {upstream} failed: {cause}")]
     BackendTls { upstream: String, cause: String },
     #[error("backend {upstream} failed: {source}")]
-    Upstream { upstream: String, source: hyper_util::client::legacy::Error },
+    Upstream { upstream: String, source: BoxError },
 
     // -- the interceptor itself: never the client's fault
     #[error("internal error: {0}")]

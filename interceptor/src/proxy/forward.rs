@@ -1,6 +1,6 @@
-//! The forward layer (innermost): one pooled client per proxy thread (HTTP/1.1, HTTP/2 cleartext for
-//! routes that ask for it, and https with ALPN `h2` then `http/1.1`). Method, path, query, body and `Host`
-//! are preserved; the body streams both ways.
+//! The forward layer (innermost): one set of pooled clients per proxy thread: plain HTTP/1.1 on our own
+//! pool ([`pool`]), HTTP/2 cleartext for routes that ask for it and https (ALPN `h2` then `http/1.1`) on
+//! hyper-util's client. Method, path, query, body and `Host` are preserved; the body streams both ways.
 //!
 //! https ([`Scheme`]): a standalone route's `https://` upstream, or a Kubernetes route's request that arrived
 //! on the TLS listener. The certificate is checked for the upstream's host (the Service name, also when
@@ -45,7 +45,10 @@ use super::types::{ArrivedOverTls, BoxFuture, ClientAddr, ProxyResponse, Routed,
 use crate::cluster::pods::{PodGuard, PodRouter};
 use crate::routes::{RouteState, Scheme, Upstream};
 
+mod pool;
 mod sni;
+
+pub use pool::SendError;
 
 /// Connect retry cadence and budget (upstream: 50 ms, at most one minute without a request deadline).
 const RETRY_INTERVAL: Duration = Duration::from_millis(50);
@@ -67,7 +70,7 @@ impl<B> Clone for Forward<B> {
 }
 
 pub struct Clients<B> {
-    http1: Client<HttpConnector, AttemptBody<B>>,
+    http1: Arc<pool::Http1Pool<AttemptBody<B>>>,
     h2c: Client<HttpConnector, AttemptBody<B>>,
     https: Client<HttpsConnector<HttpConnector>, AttemptBody<B>>,
     /// Set with direct pod routing.
@@ -97,15 +100,11 @@ impl<B: RequestBody> Forward<B> {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(settings.connect_timeout));
-        let http1 = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(settings.max_idle_per_host)
-            .build(connector.clone());
+        let http1 = pool::Http1Pool::new(settings.connect_timeout, settings.max_idle_per_host);
         let h2c = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_idle_timeout(pool::IDLE_TIMEOUT)
             .http2_only(true)
             .build(connector.clone());
         let https = https_client(connector, settings.tls, settings.max_idle_per_host);
@@ -133,7 +132,7 @@ fn https_client<B: RequestBody>(
     Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_idle_timeout(pool::IDLE_TIMEOUT)
         .pool_max_idle_per_host(max_idle_per_host)
         .build(connector)
 }
@@ -248,14 +247,23 @@ impl<B: RequestBody> Exchange<'_, B> {
         pods.is_some_and(|(router, (svc, port))| router.pick(svc, port, tried).is_some())
     }
 
+    /// Whether the attempt goes over our own plain HTTP/1.1 pool (hyper-util's client otherwise).
+    fn plain_http1(&self) -> bool {
+        !self.https && !self.upstream.h2c
+    }
+
     /// The request for one attempt at `authority`, or `None` once the body was partly sent.
     fn build_request(&self, authority: &Authority) -> Result<Option<Request<AttemptBody<B>>>, ProxyError> {
-        let scheme = if self.https { "https" } else { "http" };
-        let mut uri = Uri::builder().scheme(scheme).authority(authority.clone());
-        if let Some(pq) = self.parts.uri.path_and_query() {
-            uri = uri.path_and_query(pq.clone());
-        }
-        let uri = uri.build().map_err(|_| ProxyError::Internal("cannot build the upstream URI"))?;
+        let uri = if self.plain_http1() {
+            pool::origin_form(&self.parts.uri)
+        } else {
+            let scheme = if self.https { "https" } else { "http" };
+            let mut uri = Uri::builder().scheme(scheme).authority(authority.clone());
+            if let Some(pq) = self.parts.uri.path_and_query() {
+                uri = uri.path_and_query(pq.clone());
+            }
+            uri.build().map_err(|_| ProxyError::Internal("cannot build the upstream URI"))?
+        };
         // Only a connect failure loops, and a failed connect never touches the body.
         let Some(attempt) = self.body.attempt() else { return Ok(None) };
         let mut out = Request::new(attempt);
@@ -274,17 +282,19 @@ impl<B: RequestBody> Exchange<'_, B> {
     /// One attempt's answer, or its error, from the client the scheme and protocol choose.
     async fn send(
         &self,
+        authority: &Authority,
         out: Request<AttemptBody<B>>,
-    ) -> Result<http::Response<Incoming>, hyper_util::client::legacy::Error> {
-        if self.https {
+    ) -> Result<http::Response<Incoming>, SendError> {
+        let legacy = if self.https {
             // The certificate is checked for the upstream's host, whichever address the attempt goes to.
             let name = self.upstream.authority.host().to_owned();
             sni::SERVER_NAME.scope(name, self.clients.https.request(out)).await
         } else if self.h2c() {
             self.clients.h2c.request(out).await
         } else {
-            self.clients.http1.request(out).await
-        }
+            return self.clients.http1.send(authority, out).await;
+        };
+        legacy.map_err(|e| if e.is_connect() { SendError::Connect(e.into()) } else { SendError::Exchange(e.into()) })
     }
 
     /// Sends the request, retrying failed connects (see the module docs); the answer and the pod's place.
@@ -298,7 +308,7 @@ impl<B: RequestBody> Exchange<'_, B> {
             let Some(out) = self.build_request(&authority)? else {
                 return Err(ProxyError::BodyLost { upstream: name() });
             };
-            let sent = self.send(out);
+            let sent = self.send(&authority, out);
             let result = match self.route.response_header_timeout {
                 None => sent.await,
                 Some(timeout) => tokio::time::timeout(timeout, sent)
@@ -310,7 +320,7 @@ impl<B: RequestBody> Exchange<'_, B> {
                 Err(source) if let Some(cause) = self.https.then(|| sni::tls_failure(&source)).flatten() => {
                     return Err(ProxyError::BackendTls { upstream: name(), cause });
                 }
-                Err(source) if source.is_connect() => {
+                Err(SendError::Connect(source)) => {
                     self.route.gate.nudge();
                     if let Some((addr, _)) = pod {
                         // Another ready pod may take it at once.
@@ -327,7 +337,7 @@ impl<B: RequestBody> Exchange<'_, B> {
                     tracing::debug!(upstream = %authority, cause = %source, "connect failed; retrying");
                     tokio::time::sleep(RETRY_INTERVAL).await;
                 }
-                Err(source) => return Err(ProxyError::Upstream { upstream: name(), source }),
+                Err(SendError::Exchange(source)) => return Err(ProxyError::Upstream { upstream: name(), source }),
             }
         }
     }

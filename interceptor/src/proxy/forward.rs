@@ -48,7 +48,7 @@ use crate::routes::{RouteState, Scheme, Upstream};
 mod pool;
 mod sni;
 
-pub use pool::SendError;
+pub use pool::{SendError, Unsent};
 
 /// Connect retry cadence and budget (upstream: 50 ms, at most one minute without a request deadline).
 const RETRY_INTERVAL: Duration = Duration::from_millis(50);
@@ -169,7 +169,8 @@ struct Exchange<'a, B> {
     upstream: &'a Upstream,
     https: bool,
     parts: Parts,
-    headers: HeaderMap,
+    /// Moved into the request over our own pool, which hands an unsent request back; cloned otherwise.
+    headers: Option<HeaderMap>,
     body: Replayable<B>,
 }
 
@@ -198,8 +199,9 @@ async fn forward<B: RequestBody>(
     let h2c = upstream.h2c && !https;
     headers::prepare_request(&mut headers, client_ip, &routed.host, h2c, trusted, over_tls);
     let body = Replayable::new(body, clients.body);
-    let exchange = Exchange { clients: &clients, route, upstream, https, parts, headers, body };
-    let (mut resp, pod) = exchange.send_with_connect_retry().await.map_err(|e| exchange.blame(e))?;
+    let mut exchange = Exchange { clients: &clients, route, upstream, https, parts, headers: Some(headers), body };
+    let sent = exchange.send_with_connect_retry().await;
+    let (mut resp, pod) = sent.map_err(|e| exchange.blame(e))?;
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS
         && let Some(client_side) = client_upgrade
@@ -253,7 +255,7 @@ impl<B: RequestBody> Exchange<'_, B> {
     }
 
     /// The request for one attempt at `authority`, or `None` once the body was partly sent.
-    fn build_request(&self, authority: &Authority) -> Result<Option<Request<AttemptBody<B>>>, ProxyError> {
+    fn build_request(&mut self, authority: &Authority) -> Result<Option<Request<AttemptBody<B>>>, ProxyError> {
         let uri = if self.plain_http1() {
             pool::origin_form(&self.parts.uri)
         } else {
@@ -270,7 +272,8 @@ impl<B: RequestBody> Exchange<'_, B> {
         *out.method_mut() = self.parts.method.clone();
         *out.uri_mut() = uri;
         *out.version_mut() = if self.h2c() { Version::HTTP_2 } else { Version::HTTP_11 };
-        *out.headers_mut() = self.headers.clone();
+        let headers = if self.plain_http1() { self.headers.take() } else { self.headers.clone() };
+        *out.headers_mut() = headers.ok_or(ProxyError::Internal("the request's headers were already sent"))?;
         Ok(Some(out))
     }
 
@@ -284,7 +287,7 @@ impl<B: RequestBody> Exchange<'_, B> {
         &self,
         authority: &Authority,
         out: Request<AttemptBody<B>>,
-    ) -> Result<http::Response<Incoming>, SendError> {
+    ) -> Result<http::Response<Incoming>, Unsent<AttemptBody<B>>> {
         let legacy = if self.https {
             // The certificate is checked for the upstream's host, whichever address the attempt goes to.
             let name = self.upstream.authority.host().to_owned();
@@ -294,19 +297,25 @@ impl<B: RequestBody> Exchange<'_, B> {
         } else {
             return self.clients.http1.send(authority, out).await;
         };
-        legacy.map_err(|e| if e.is_connect() { SendError::Connect(e.into()) } else { SendError::Exchange(e.into()) })
+        legacy.map_err(|e| {
+            let error = if e.is_connect() { SendError::Connect(e.into()) } else { SendError::Exchange(e.into()) };
+            Unsent { error, request: None }
+        })
     }
 
     /// Sends the request, retrying failed connects (see the module docs); the answer and the pod's place.
-    async fn send_with_connect_retry(&self) -> Result<(http::Response<Incoming>, Option<PodGuard>), ProxyError> {
+    async fn send_with_connect_retry(&mut self) -> Result<(http::Response<Incoming>, Option<PodGuard>), ProxyError> {
         let retry_until = Instant::now() + RETRY_BUDGET;
         // Pods that refused this request's connection, skipped until every ready pod has been tried.
         let mut tried: Vec<String> = Vec::new();
+        // A request a failed connect handed back, sent as it is by the next attempt.
+        let mut unsent = None;
         loop {
             let (authority, pod) = self.pick_authority(&tried);
             let name = || authority.to_string();
-            let Some(out) = self.build_request(&authority)? else {
-                return Err(ProxyError::BodyLost { upstream: name() });
+            let out = match unsent.take() {
+                Some(out) => out,
+                None => self.build_request(&authority)?.ok_or_else(|| ProxyError::BodyLost { upstream: name() })?,
             };
             let sent = self.send(&authority, out);
             let result = match self.route.response_header_timeout {
@@ -315,12 +324,18 @@ impl<B: RequestBody> Exchange<'_, B> {
                     .await
                     .map_err(|_| ProxyError::ResponseHeaderTimeout { upstream: name(), timeout })?,
             };
-            match result {
+            let error = match result {
                 Ok(resp) => return Ok((resp, pod.and_then(|(_, g)| g))),
-                Err(source) if let Some(cause) = self.https.then(|| sni::tls_failure(&source)).flatten() => {
+                Err(Unsent { error, request }) => {
+                    unsent = request;
+                    error
+                }
+            };
+            match error {
+                _ if let Some(cause) = self.https.then(|| sni::tls_failure(&error)).flatten() => {
                     return Err(ProxyError::BackendTls { upstream: name(), cause });
                 }
-                Err(SendError::Connect(source)) => {
+                SendError::Connect(source) => {
                     self.route.gate.nudge();
                     if let Some((addr, _)) = pod {
                         // Another ready pod may take it at once.
@@ -337,7 +352,7 @@ impl<B: RequestBody> Exchange<'_, B> {
                     tracing::debug!(upstream = %authority, cause = %source, "connect failed; retrying");
                     tokio::time::sleep(RETRY_INTERVAL).await;
                 }
-                Err(SendError::Exchange(source)) => return Err(ProxyError::Upstream { upstream: name(), source }),
+                SendError::Exchange(source) => return Err(ProxyError::Upstream { upstream: name(), source }),
             }
         }
     }

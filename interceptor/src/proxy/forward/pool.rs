@@ -12,6 +12,8 @@
 //! - **A stale connection**: a request that hyper hands back unsent (the backend closed the connection just
 //!   as it was taken) is sent again on another connection; on a fresh connection it is not (the error is
 //!   the backend's).
+//! - **Nothing is lost to a failed connect**: a request that was not sent is handed back with the error
+//!   ([`Unsent`]), so the forwarder's connect retries send the same request again without having copied it.
 //!
 //! One pool per proxy thread ([`super::Forward`]); its mutex is only ever taken by that thread's tasks, for
 //! a push or a pop, never across an await.
@@ -34,6 +36,13 @@ use crate::proxy::body::BoxError;
 
 /// How long a connection may stay idle before it is closed instead of reused (as hyper-util's client).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A failed attempt: why, and the request when it was not sent (a failed connect).
+#[derive(Debug)]
+pub struct Unsent<B> {
+    pub error: SendError,
+    pub request: Option<Request<B>>,
+}
 
 /// Why an attempt got no answer.
 #[derive(Debug, thiserror::Error)]
@@ -72,11 +81,14 @@ where
         self: &Arc<Self>,
         authority: &Authority,
         mut req: Request<B>,
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<Response<Incoming>, Unsent<B>> {
         loop {
             let (mut sender, reused) = match self.checkout(authority) {
                 Some(sender) => (sender, true),
-                None => (self.connect(authority).await?, false),
+                None => match self.connect(authority).await {
+                    Ok(sender) => (sender, false),
+                    Err(error) => return Err(Unsent { error, request: Some(req) }),
+                },
             };
             match sender.try_send_request(req).await {
                 Ok(resp) => {
@@ -85,7 +97,7 @@ where
                 }
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if reused => req = unsent,
-                    _ => return Err(SendError::Exchange(e.into_error().into())),
+                    _ => return Err(Unsent { error: SendError::Exchange(e.into_error().into()), request: None }),
                 },
             }
         }

@@ -155,11 +155,13 @@ async fn a_connection_the_backend_closed_while_idle_is_replaced_not_failed() {
 }
 
 #[tokio::test]
-async fn a_refused_connect_is_a_connect_error() {
+async fn a_refused_connect_is_a_connect_error_and_hands_the_request_back() {
     let reserved = Reserved::new();
     let authority: Authority = reserved.addr().to_string().parse().unwrap();
     let e = pool(8).send(&authority, get(&authority)).await.unwrap_err();
-    assert!(matches!(e, SendError::Connect(_)), "{e:?}");
+    assert!(matches!(e.error, SendError::Connect(_)), "{e:?}");
+    let unsent = e.request.expect("a request that was not sent is handed back");
+    assert_eq!(unsent.headers()[http::header::HOST], authority.as_str());
 }
 
 #[test]

@@ -230,6 +230,11 @@ impl<B: Body> Replayable<B> {
         }
     }
 
+    /// Whether the request has no body to send.
+    pub fn is_empty(&self) -> bool {
+        self.slot.is_none()
+    }
+
     /// How the client broke its body, if it did.
     pub fn client_fault(&self) -> Option<ClientFault> {
         self.slot.as_ref().and_then(|s| s.lock().ok().and_then(|s| s.fault.clone()))

@@ -24,7 +24,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::request::Parts;
 use http::uri::Authority;
-use http::{HeaderMap, Request, StatusCode, Uri, Version};
+use http::{HeaderMap, Method, Request, StatusCode, Uri, Version};
 use http_body::Body;
 use httpscale_core::queue::InFlight;
 use hyper::body::Incoming;
@@ -45,6 +45,7 @@ use super::types::{ArrivedOverTls, BoxFuture, ClientAddr, ProxyResponse, Routed,
 use crate::cluster::pods::{PodGuard, PodRouter};
 use crate::routes::{RouteState, Scheme, Upstream};
 
+mod h1;
 mod pool;
 mod sni;
 
@@ -70,6 +71,8 @@ impl<B> Clone for Forward<B> {
 }
 
 pub struct Clients<B> {
+    /// Our own connections, for plain HTTP/1.1 requests without a body or an upgrade.
+    own: Arc<pool::Pool<h1::Conn>>,
     http1: Arc<pool::Http1Pool<AttemptBody<B>>>,
     h2c: Client<HttpConnector, AttemptBody<B>>,
     https: Client<HttpsConnector<HttpConnector>, AttemptBody<B>>,
@@ -100,6 +103,7 @@ impl<B: RequestBody> Forward<B> {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(settings.connect_timeout));
+        let own = pool::Pool::new(settings.connect_timeout, settings.max_idle_per_host);
         let http1 = pool::Http1Pool::new(settings.connect_timeout, settings.max_idle_per_host);
         let h2c = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
@@ -109,7 +113,7 @@ impl<B: RequestBody> Forward<B> {
             .build(connector.clone());
         let https = https_client(connector, settings.tls, settings.max_idle_per_host);
         let (body, trusted) = (settings.body, settings.trusted);
-        Self(Arc::new(Clients { http1, h2c, https, pods, body, trusted }))
+        Self(Arc::new(Clients { own, http1, h2c, https, pods, body, trusted }))
     }
 }
 
@@ -168,6 +172,8 @@ struct Exchange<'a, B> {
     route: &'a RouteState,
     upstream: &'a Upstream,
     https: bool,
+    /// Over our own HTTP/1.1 exchange ([`h1`]): plain, no body, no upgrade.
+    own: bool,
     parts: Parts,
     /// Moved into the request over our own pool, which hands an unsent request back; cloned otherwise.
     headers: Option<HeaderMap>,
@@ -199,7 +205,8 @@ async fn forward<B: RequestBody>(
     let h2c = upstream.h2c && !https;
     headers::prepare_request(&mut headers, client_ip, &routed.host, h2c, trusted, over_tls);
     let body = Replayable::new(body, clients.body);
-    let mut exchange = Exchange { clients: &clients, route, upstream, https, parts, headers: Some(headers), body };
+    let own = !https && !h2c && body.is_empty() && client_upgrade.is_none() && parts.method != Method::CONNECT;
+    let mut exchange = Exchange { clients: &clients, route, upstream, https, own, parts, headers: Some(headers), body };
     let sent = exchange.send_with_connect_retry().await;
     let (mut resp, pod) = sent.map_err(|e| exchange.blame(e))?;
 
@@ -213,7 +220,6 @@ async fn forward<B: RequestBody>(
     }
     // The client's protocol, not the backend's, decides how the answer is framed.
     *resp.version_mut() = client_version;
-    let mut resp = resp.map(ProxyBody::upstream);
     if let Some(guard) = pod {
         resp.body_mut().keep(Box::new(guard));
     }
@@ -287,24 +293,30 @@ impl<B: RequestBody> Exchange<'_, B> {
         &self,
         authority: &Authority,
         out: Request<AttemptBody<B>>,
-    ) -> Result<http::Response<Incoming>, Unsent<AttemptBody<B>>> {
-        let legacy = if self.https {
+    ) -> Result<ProxyResponse, Unsent<AttemptBody<B>>> {
+        let legacy = if self.own {
+            let resp = self.clients.own.exchange(authority, out).await?;
+            return Ok(resp.map(|answer| match answer {
+                h1::Answer::Whole(bytes) => ProxyBody::full(bytes),
+                h1::Answer::Streaming(body) => ProxyBody::streamed(body),
+            }));
+        } else if self.https {
             // The certificate is checked for the upstream's host, whichever address the attempt goes to.
             let name = self.upstream.authority.host().to_owned();
             sni::SERVER_NAME.scope(name, self.clients.https.request(out)).await
         } else if self.h2c() {
             self.clients.h2c.request(out).await
         } else {
-            return self.clients.http1.send(authority, out).await;
+            return Ok(self.clients.http1.send(authority, out).await?.map(ProxyBody::upstream));
         };
-        legacy.map_err(|e| {
+        legacy.map(|resp| resp.map(ProxyBody::upstream)).map_err(|e| {
             let error = if e.is_connect() { SendError::Connect(e.into()) } else { SendError::Exchange(e.into()) };
             Unsent { error, request: None }
         })
     }
 
     /// Sends the request, retrying failed connects (see the module docs); the answer and the pod's place.
-    async fn send_with_connect_retry(&mut self) -> Result<(http::Response<Incoming>, Option<PodGuard>), ProxyError> {
+    async fn send_with_connect_retry(&mut self) -> Result<(ProxyResponse, Option<PodGuard>), ProxyError> {
         let retry_until = Instant::now() + RETRY_BUDGET;
         // Pods that refused this request's connection, skipped until every ready pod has been tried.
         let mut tried: Vec<String> = Vec::new();

@@ -1,14 +1,15 @@
-//! Plain HTTP/1.1 upstream connections of one proxy thread: hyper's client connection (`conn::http1`)
-//! under a pool of our own, in place of hyper-util's general-purpose client for the common case (a plain
-//! `http://` backend). What it saves per request, measured in `docs/benchmarks.md` ("Our own HTTP/1.1 upstream
-//! pool"): the pool key built, cloned and hashed byte by byte, the race between checkout and connect, the
-//! absolute URI built and then rewritten to origin form.
+//! Plain HTTP/1.1 upstream connections of one proxy thread, under a pool of our own in place of hyper-util's
+//! general-purpose client for the common case (a plain `http://` backend): our own connections ([`super::h1`])
+//! for requests without a body, hyper's client connection (`conn::http1`, [`Http1Pool`]) for the rest. What
+//! it saves per request, measured in `docs/benchmarks.md` ("Our own HTTP/1.1 upstream pool"): the pool key
+//! built, cloned and hashed byte by byte, the race between checkout and connect, the absolute URI built and
+//! then rewritten to origin form.
 //!
 //! - **Checkout** takes the most recently idle connection to the authority (LIFO keeps the fewest warm).
 //!   A connection the backend closed while idle is skipped, and so is one idle longer than [`IDLE_TIMEOUT`].
-//! - **Return**: once the answer's body has been read to its end and hyper's connection wants the next
-//!   request (at once when it already does; otherwise a small task waits for it), the connection goes back,
-//!   unless `max_idle_per_host` are idle already. An upgraded connection (`101`) never comes back.
+//! - **Return**: once the answer's body has been read to its end and the connection can carry the next
+//!   request (hyper's: at once when it already does; otherwise a small task waits for it), the connection
+//!   goes back, unless `max_idle_per_host` are idle already. An upgraded connection (`101`) never comes back.
 //! - **A stale connection**: a request that hyper hands back unsent (the backend closed the connection just
 //!   as it was taken) is sent again on another connection; on a fresh connection it is not (the error is
 //!   the backend's).
@@ -55,27 +56,98 @@ pub enum SendError {
     Exchange(#[source] BoxError),
 }
 
-struct Idle<B> {
-    sender: SendRequest<B>,
+/// A pooled connection: whether it can still carry a request.
+pub trait Reusable {
+    fn reusable(&self) -> bool;
+}
+
+impl<B> Reusable for SendRequest<B> {
+    fn reusable(&self) -> bool {
+        self.is_ready()
+    }
+}
+
+struct Idle<C> {
+    conn: C,
     since: Instant,
 }
 
-/// The idle connections of one proxy thread, by authority.
-pub struct Http1Pool<B> {
-    idle: Mutex<HashMap<Box<str>, VecDeque<Idle<B>>>>,
+/// The idle connections of one proxy thread, by authority: hyper's client connections ([`Http1Pool`]) or our
+/// own ([`super::h1`]).
+pub struct Pool<C> {
+    idle: Mutex<HashMap<Box<str>, VecDeque<Idle<C>>>>,
     connect_timeout: Duration,
     max_idle_per_host: usize,
 }
 
-impl<B> Http1Pool<B>
-where
-    B: Body<Error: Into<BoxError>> + Send + 'static,
-    B::Data: Send,
-{
+/// hyper's client connections, for requests with a body or an upgrade.
+pub type Http1Pool<B> = Pool<SendRequest<B>>;
+
+impl<C: Reusable> Pool<C> {
     pub fn new(connect_timeout: Duration, max_idle_per_host: usize) -> Arc<Self> {
         Arc::new(Self { idle: Mutex::default(), connect_timeout, max_idle_per_host })
     }
 
+    /// How many idle connections to `authority` the pool holds (for tests).
+    #[cfg(test)]
+    pub(super) fn idle_count(&self, authority: &Authority) -> usize {
+        self.lock().get(authority.as_str()).map_or(0, VecDeque::len)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, VecDeque<Idle<C>>>> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The most recently idle connection to `authority` that is still usable.
+    pub(super) fn checkout(&self, authority: &Authority) -> Option<C> {
+        let mut idle = self.lock();
+        let list = idle.get_mut(authority.as_str())?;
+        let now = Instant::now();
+        while let Some(entry) = list.pop_back() {
+            if now.duration_since(entry.since) < IDLE_TIMEOUT && entry.conn.reusable() {
+                return Some(entry.conn);
+            }
+        }
+        None
+    }
+
+    /// Keeps `conn` for the next request to `authority`, unless `max_idle_per_host` are idle already.
+    pub(super) fn put(&self, authority: &str, conn: C) {
+        let now = Instant::now();
+        let mut idle = self.lock();
+        let list = match idle.get_mut(authority) {
+            Some(list) => list,
+            None => idle.entry(authority.into()).or_default(),
+        };
+        // The oldest are at the front: drop those that expired.
+        while list.front().is_some_and(|e| now.duration_since(e.since) >= IDLE_TIMEOUT) {
+            list.pop_front();
+        }
+        if list.len() < self.max_idle_per_host {
+            list.push_back(Idle { conn, since: now });
+        }
+    }
+
+    /// A new connection to `authority`, bounded by the connect timeout, with `TCP_NODELAY`.
+    pub(super) async fn connect_tcp(&self, authority: &Authority) -> Result<TcpStream, SendError> {
+        let connect = |e: io::Error| SendError::Connect(e.into());
+        // `[::1]` names an IPv6 address; the resolver wants it bare.
+        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+        let port = authority.port_u16().unwrap_or(80);
+        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect((host, port)))
+            .await
+            .map_err(|_| connect(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")))?
+            .map_err(connect)?;
+        stream.set_nodelay(true).map_err(connect)?;
+        Ok(stream)
+    }
+}
+
+impl<B> Pool<SendRequest<B>>
+where
+    B: Body<Error: Into<BoxError>> + Send + 'static,
+    B::Data: Send,
+{
     /// Sends `req` (its URI in origin form, its `Host` set) to `authority` on an idle connection or a new one.
     pub async fn send(
         self: &Arc<Self>,
@@ -103,44 +175,6 @@ where
         }
     }
 
-    /// How many idle connections to `authority` the pool holds (for tests).
-    #[cfg(test)]
-    fn idle_count(&self, authority: &Authority) -> usize {
-        self.lock().get(authority.as_str()).map_or(0, VecDeque::len)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, VecDeque<Idle<B>>>> {
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn checkout(&self, authority: &Authority) -> Option<SendRequest<B>> {
-        let mut idle = self.lock();
-        let list = idle.get_mut(authority.as_str())?;
-        let now = Instant::now();
-        while let Some(entry) = list.pop_back() {
-            if entry.sender.is_ready() && now.duration_since(entry.since) < IDLE_TIMEOUT {
-                return Some(entry.sender);
-            }
-        }
-        None
-    }
-
-    fn put(&self, authority: &str, sender: SendRequest<B>) {
-        let now = Instant::now();
-        let mut idle = self.lock();
-        let list = match idle.get_mut(authority) {
-            Some(list) => list,
-            None => idle.entry(authority.into()).or_default(),
-        };
-        // The oldest are at the front: drop those that expired or that their backend closed.
-        while list.front().is_some_and(|e| !e.sender.is_ready() || now.duration_since(e.since) >= IDLE_TIMEOUT) {
-            list.pop_front();
-        }
-        if list.len() < self.max_idle_per_host {
-            list.push_back(Idle { sender, since: now });
-        }
-    }
-
     /// Returns the connection once hyper wants its next request: after the answer's body has been read.
     fn put_when_idle(self: &Arc<Self>, authority: &Authority, mut sender: SendRequest<B>) {
         if sender.is_ready() {
@@ -155,15 +189,7 @@ where
     }
 
     async fn connect(&self, authority: &Authority) -> Result<SendRequest<B>, SendError> {
-        let connect = |e: io::Error| SendError::Connect(e.into());
-        // `[::1]` names an IPv6 address; the resolver wants it bare.
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
-        let port = authority.port_u16().unwrap_or(80);
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect((host, port)))
-            .await
-            .map_err(|_| connect(io::Error::new(io::ErrorKind::TimedOut, "connect timed out")))?
-            .map_err(connect)?;
-        stream.set_nodelay(true).map_err(connect)?;
+        let stream = self.connect_tcp(authority).await?;
         let (sender, conn) = http1::handshake(TokioIo::new(stream)).await.map_err(|e| SendError::Exchange(e.into()))?;
         tokio::spawn(async move {
             if let Err(e) = conn.with_upgrades().await {

@@ -11,6 +11,13 @@ use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEn
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct LabelValue(Arc<str>);
 
+impl LabelValue {
+    /// Where the shared text lives: the same for every clone, different for a value that lives alongside.
+    pub fn addr(&self) -> usize {
+        self.0.as_ptr() as usize
+    }
+}
+
 impl EncodeLabelValue for LabelValue {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
         std::fmt::Write::write_str(encoder, &self.0)

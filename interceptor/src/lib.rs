@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod cluster;
 pub mod config;
+pub mod fasthash;
 pub mod gates;
 pub mod labels;
 pub mod metrics;

@@ -3,13 +3,17 @@
 //! from the composition root (the per-route concurrency collector of [`crate::routes`], the programs'
 //! metrics of [`crate::standalone`]); this module never imports what it measures.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::fasthash::FastBuild;
 use crate::labels::{ColdStartLabels, DurationLabels, Outcome, RequestLabels, RouteLabels};
 
 /// OTel's HTTP buckets up to 10 s, then on to 300 s (upstream 0.16 extended the top from 10 s to 300 s, the
@@ -26,6 +30,8 @@ pub const COLD_START_BUCKETS: [f64; 16] =
 pub struct RequestMetrics {
     pub requests: Family<RequestLabels, Counter>,
     pub duration: Family<DurationLabels, Histogram>,
+    /// Tells these families apart from another registry's in each thread's [`SERIES`] (tests build several).
+    id: Arc<()>,
 }
 
 impl Default for RequestMetrics {
@@ -33,15 +39,62 @@ impl Default for RequestMetrics {
         Self {
             requests: Family::default(),
             duration: Family::new_with_constructor(|| Histogram::new(DURATION_BUCKETS)),
+            id: Arc::default(),
         }
     }
+}
+
+/// A label set of [`RequestMetrics`], by the addresses of its shared parts (see [`Series`]).
+#[derive(PartialEq, Eq, Hash)]
+struct SeriesKey {
+    registry: usize,
+    code: u16,
+    method: usize,
+    route_name: usize,
+    route_namespace: usize,
+    cold_start: bool,
+}
+
+/// One label set's two series, as its families hold them; it also holds what its key's addresses point to,
+/// so that no other value can take one of those addresses while it is cached.
+struct Series {
+    count: Counter,
+    duration: Histogram,
+    _pinned: (Arc<()>, RequestLabels),
+}
+
+/// The most label sets a thread keeps at hand (past it, the cache starts over).
+const MAX_CACHED_SERIES: usize = 4096;
+
+thread_local! {
+    /// Each thread's series by label set: a request's metrics found without the families' lock and SipHash
+    /// of their label strings. The families never drop a series, so a cached one is always the exposed one.
+    static SERIES: RefCell<HashMap<SeriesKey, Series, FastBuild>> = RefCell::default();
 }
 
 impl RequestMetrics {
     /// One finished request; `cold_start` when it waited for its backend's readiness.
     pub fn record(&self, labels: &RequestLabels, cold_start: bool, seconds: f64) {
-        self.requests.get_or_create(labels).inc();
-        self.duration.get_or_create(&labels.with_cold_start(cold_start)).observe(seconds);
+        let key = SeriesKey {
+            registry: Arc::as_ptr(&self.id) as usize,
+            code: labels.code,
+            method: labels.method.as_str().as_ptr() as usize,
+            route_name: labels.route_name.addr(),
+            route_namespace: labels.route_namespace.addr(),
+            cold_start,
+        };
+        SERIES.with_borrow_mut(|cache| {
+            if cache.len() >= MAX_CACHED_SERIES && !cache.contains_key(&key) {
+                cache.clear();
+            }
+            let series = cache.entry(key).or_insert_with(|| Series {
+                count: self.requests.get_or_create(labels).clone(),
+                duration: self.duration.get_or_create(&labels.with_cold_start(cold_start)).clone(),
+                _pinned: (self.id.clone(), labels.clone()),
+            });
+            series.count.inc();
+            series.duration.observe(seconds);
+        });
     }
 }
 
@@ -126,5 +179,50 @@ impl Metrics {
             let _ = writeln!(out, "# encoding failed");
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use httpscale_core::route::RouteKey;
+
+    use super::*;
+    use crate::labels::MethodLabel;
+
+    fn labels(code: u16, name: &str) -> RequestLabels {
+        RequestLabels::new(code, MethodLabel::from(&http::Method::GET), RouteLabels::new(&RouteKey::new("ns", name)))
+    }
+
+    fn count_line(metrics: &Metrics, code: u16, name: &str) -> Option<String> {
+        let series = format!("interceptor_request_count_total{{code=\"{code}\",method=\"GET\",route_name=\"{name}\",");
+        metrics.encode().lines().find(|l| l.starts_with(&series)).map(str::to_owned)
+    }
+
+    #[test]
+    fn a_label_set_is_one_series_whichever_copy_of_its_labels_records_it() {
+        let metrics = Metrics::new();
+        // Equal labels built apart (as after a routes reload): other addresses, the same series.
+        metrics.requests.record(&labels(200, "a"), false, 0.1);
+        metrics.requests.record(&labels(200, "a"), true, 0.2);
+        let kept = labels(200, "a");
+        metrics.requests.record(&kept, false, 0.3);
+        metrics.requests.record(&kept, false, 0.4);
+        metrics.requests.record(&labels(404, "a"), false, 0.1);
+        assert!(count_line(&metrics, 200, "a").is_some_and(|l| l.ends_with(" 4")), "{}", metrics.encode());
+        assert!(count_line(&metrics, 404, "a").is_some_and(|l| l.ends_with(" 1")));
+        let cold =
+            metrics.encode().lines().filter(|l| l.contains("cold_start=\"true\"") && l.contains("_count")).count();
+        assert_eq!(cold, 1, "{}", metrics.encode());
+    }
+
+    #[test]
+    fn two_registries_on_one_thread_keep_their_own_series() {
+        let (one, two) = (Metrics::new(), Metrics::new());
+        let same = labels(200, "b");
+        one.requests.record(&same, false, 0.1);
+        two.requests.record(&same, false, 0.1);
+        two.requests.record(&same, false, 0.1);
+        assert!(count_line(&one, 200, "b").is_some_and(|l| l.ends_with(" 1")));
+        assert!(count_line(&two, 200, "b").is_some_and(|l| l.ends_with(" 2")));
     }
 }

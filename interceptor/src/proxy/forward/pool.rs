@@ -33,6 +33,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::fasthash::FastBuild;
 use crate::proxy::body::BoxError;
 
 /// How long a connection may stay idle before it is closed instead of reused (as hyper-util's client).
@@ -75,7 +76,8 @@ struct Idle<C> {
 /// The idle connections of one proxy thread, by authority: hyper's client connections ([`Http1Pool`]) or our
 /// own ([`super::h1`]).
 pub struct Pool<C> {
-    idle: Mutex<HashMap<Box<str>, VecDeque<Idle<C>>>>,
+    /// Keyed by the backend's authority, from the routes (never a client's choice), so hashed fast.
+    idle: Mutex<HashMap<Box<str>, VecDeque<Idle<C>>, FastBuild>>,
     connect_timeout: Duration,
     max_idle_per_host: usize,
 }
@@ -94,7 +96,7 @@ impl<C: Reusable> Pool<C> {
         self.lock().get(authority.as_str()).map_or(0, VecDeque::len)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, VecDeque<Idle<C>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, VecDeque<Idle<C>>, FastBuild>> {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 

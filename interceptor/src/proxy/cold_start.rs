@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
+use futures_util::future::Either;
 use http::Request;
 use http::header::HeaderValue;
 use httpscale_core::Shutdown;
@@ -37,7 +38,7 @@ use tower::{Layer, Service};
 
 use super::error::ProxyError;
 use super::fixed::fixed_response;
-use super::types::{BoxFuture, Parked, ProxyResponse, RouteSlot, Routed, UseFallback};
+use super::types::{BoxFuture, OnAnswer, Parked, ProxyResponse, RouteSlot, Routed, Then, UseFallback};
 use crate::labels::Outcome;
 use crate::metrics::ColdStartMetrics;
 use crate::placeholder::Bodies;
@@ -279,7 +280,8 @@ where
 {
     type Response = ProxyResponse;
     type Error = ProxyError;
-    type Future = BoxFuture<Result<ProxyResponse, ProxyError>>;
+    /// Unboxed on the warm path (the gate open), boxed when the request is held.
+    type Future = Either<Then<S::Future, Warm>, BoxFuture<Result<ProxyResponse, ProxyError>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -288,22 +290,28 @@ where
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let header = self.params.header;
         let Some(route) = req.extensions().get::<Routed>().map(|r| r.route.clone()) else {
-            return Box::pin(self.inner.call(req));
+            return Either::Left(Then::new(self.inner.call(req), None));
         };
         let parked = req.extensions().get::<Parked>().map(Parked::since);
         if route.gate.is_open() && route.route.max_concurrent_per_pod.is_none() && parked.is_none() {
             sent(&req, header, false);
-            let fut = self.inner.call(req);
-            return Box::pin(async move {
-                let mut resp = fut.await?;
-                mark(&mut resp, header, false);
-                Ok(resp)
-            });
+            return Either::Left(Then::new(self.inner.call(req), Some(Warm { header })));
         }
         // The polled-ready service goes with the request; a fresh clone waits for the next `poll_ready`.
         let fresh = self.inner.clone();
         let ready = std::mem::replace(&mut self.inner, fresh);
-        Box::pin(hold(route, self.params.clone(), ready, req, parked))
+        Either::Right(Box::pin(hold(route, self.params.clone(), ready, req, parked)))
+    }
+}
+
+/// A request that did not wait: its answer is marked so (`X-KEDA-HTTP-Cold-Start: false`, when enabled).
+pub struct Warm {
+    header: bool,
+}
+
+impl OnAnswer for Warm {
+    fn on_answer(self, resp: &mut ProxyResponse) {
+        mark(resp, self.header, false);
     }
 }
 

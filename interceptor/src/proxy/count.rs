@@ -6,10 +6,11 @@
 use std::task::{Context, Poll};
 
 use http::Request;
+use httpscale_core::queue::InFlight;
 use tower::{Layer, Service};
 
 use super::error::ProxyError;
-use super::types::{BoxFuture, Parked, ProxyResponse, Routed};
+use super::types::{OnAnswer, Parked, ProxyResponse, Routed, Then};
 
 #[derive(Clone, Copy)]
 pub struct CountLayer;
@@ -29,11 +30,10 @@ pub struct CountService<S> {
 impl<S, B> Service<Request<B>> for CountService<S>
 where
     S: Service<Request<B>, Response = ProxyResponse, Error = ProxyError>,
-    S::Future: Send + 'static,
 {
     type Response = ProxyResponse;
     type Error = ProxyError;
-    type Future = BoxFuture<Result<ProxyResponse, ProxyError>>;
+    type Future = Then<S::Future, InFlight>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -45,14 +45,14 @@ where
             let parked = req.extensions().get::<Parked>().and_then(Parked::take_count);
             parked.filter(|c| c.counts_for(counters)).unwrap_or_else(|| counters.begin())
         });
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            let mut resp = fut.await?;
-            if let Some(in_flight) = in_flight {
-                resp.body_mut().hold_in_flight(in_flight);
-            }
-            Ok(resp)
-        })
+        Then::new(self.inner.call(req), in_flight)
+    }
+}
+
+/// The count moves to the answer's body, which holds it until it ends.
+impl OnAnswer for InFlight {
+    fn on_answer(self, resp: &mut ProxyResponse) {
+        resp.body_mut().hold_in_flight(self);
     }
 }
 

@@ -21,6 +21,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::future::Either;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use http::{Request, StatusCode};
 use http_body::{Body, Frame, SizeHint};
@@ -112,7 +113,8 @@ where
 {
     type Response = ProxyResponse;
     type Error = ProxyError;
-    type Future = BoxFuture<Result<ProxyResponse, ProxyError>>;
+    /// Unboxed unless the request may wait with a keep-alive stream.
+    type Future = Either<S::Future, BoxFuture<Result<ProxyResponse, ProxyError>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -121,20 +123,20 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let route = req.extensions().get::<Routed>().map(|r| r.route.clone());
         let Some((route, interval)) = route.and_then(|r| r.route.stream_keep_alive.map(|i| (r, i))) else {
-            return Box::pin(self.inner.call(req));
+            return Either::Left(self.inner.call(req));
         };
         if route.gate.is_open() {
-            return Box::pin(self.inner.call(req));
+            return Either::Left(self.inner.call(req));
         }
         let fresh = self.inner.clone();
         let mut ready = std::mem::replace(&mut self.inner, fresh);
         let how = self.read_ahead;
-        Box::pin(async move {
+        Either::Right(Box::pin(async move {
             if !wants_sse(&mut req, how).await? {
                 return ready.call(req).await;
             }
             keep_alive(Box::pin(ready.call(req)), interval, route.route.key.clone()).await
-        })
+        }))
     }
 }
 

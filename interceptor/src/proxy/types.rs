@@ -16,6 +16,44 @@ use super::body::ProxyBody;
 use crate::routes::RouteState;
 
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// What a layer does to the answer once it is there ([`Then`]).
+pub trait OnAnswer {
+    fn on_answer(self, resp: &mut ProxyResponse);
+}
+
+pin_project_lite::pin_project! {
+    /// The inner layers' answer with `then` done to it: a layer's last step without boxing the inner future
+    /// (an allocation and a move per request on the warm path).
+    pub struct Then<F, T> {
+        #[pin]
+        inner: F,
+        then: Option<T>,
+    }
+}
+
+impl<F, T> Then<F, T> {
+    pub fn new(inner: F, then: Option<T>) -> Self {
+        Self { inner, then }
+    }
+}
+
+impl<F, T, E> Future for Then<F, T>
+where
+    F: Future<Output = Result<ProxyResponse, E>>,
+    T: OnAnswer,
+{
+    type Output = Result<ProxyResponse, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let mut resp = std::task::ready!(this.inner.poll(cx))?;
+        if let Some(then) = this.then.take() {
+            then.on_answer(&mut resp);
+        }
+        std::task::Poll::Ready(Ok(resp))
+    }
+}
 pub type ProxyResponse = Response<ProxyBody>;
 
 /// The client's address, set per connection by the server.

@@ -1,6 +1,8 @@
 //! The forward layer (innermost): one set of pooled clients per proxy thread: plain HTTP/1.1 on our own
-//! pool ([`pool`]), HTTP/2 cleartext for routes that ask for it and https (ALPN `h2` then `http/1.1`) on
-//! hyper-util's client. Method, path, query, body and `Host` are preserved; the body streams both ways.
+//! pool ([`pool`]), over our own exchange for a request without a body or an upgrade ([`h1`]) and hyper's
+//! client connection otherwise; HTTP/2 cleartext for routes that ask for it and https (ALPN `h2` then
+//! `http/1.1`) on hyper-util's client. Method, path, query, body and `Host` are preserved; the body streams
+//! both ways.
 //!
 //! https ([`Scheme`]): a standalone route's `https://` upstream, or a Kubernetes route's request that arrived
 //! on the TLS listener. The certificate is checked for the upstream's host (the Service name, also when

@@ -24,7 +24,7 @@ use bytes::{Bytes, BytesMut};
 use http::uri::Authority;
 use http::{HeaderMap, Method, Request, Response, Uri};
 use http_body::{Frame, SizeHint};
-use tokio::io::AsyncWriteExt;
+use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 
 use self::chunked::{Chunk, Chunked};
@@ -84,7 +84,9 @@ impl Conn {
         Self { stream, read: BytesMut::with_capacity(READ_SIZE), write: Vec::new(), read_size: READ_SIZE }
     }
 
-    /// Writes the request's head and reads the answer's.
+    /// Writes the request's head and reads the answer's. An answer the backend sends before it has read the
+    /// whole head (refusing it: `431`, say) is read while the head is written, and is the answer even if the
+    /// backend then resets the connection; that connection is not reused.
     async fn round_trip(
         &mut self,
         method: &Method,
@@ -93,8 +95,42 @@ impl Conn {
     ) -> Result<(Head, Bytes), ExchangeError> {
         self.write.clear();
         codec::write_request(method, uri, headers, &mut self.write);
-        self.stream.write_all(&self.write).await.map_err(ExchangeError::Write)?;
-        let mut answered = false;
+        let mut written = 0;
+        let wrote = poll_fn(|cx| self.poll_write_head(cx, &mut written)).await;
+        match (wrote, self.read_head(method).await) {
+            (Ok(true), answer) => answer,
+            (Ok(false) | Err(_), Ok((mut head, rest))) => {
+                head.keep_alive = false;
+                Ok((head, rest))
+            }
+            (Err(e), Err(_)) => Err(ExchangeError::Write(e)),
+            (Ok(false), Err(e)) => Err(e),
+        }
+    }
+
+    /// Writes the head from `written` on; `false` if an answer began to arrive while the backend was not
+    /// reading (the rest of the head is left unwritten).
+    fn poll_write_head(&mut self, cx: &mut Context<'_>, written: &mut usize) -> Poll<io::Result<bool>> {
+        while *written < self.write.len() {
+            match Pin::new(&mut self.stream).poll_write(cx, &self.write[*written..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => *written += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    return match ready!(self.poll_fill(cx)) {
+                        Ok(0) => Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
+                        Ok(_) => Poll::Ready(Ok(false)),
+                        Err(e) => Poll::Ready(Err(e)),
+                    };
+                }
+            }
+        }
+        Poll::Ready(Ok(true))
+    }
+
+    /// Reads until the answer's head is complete.
+    async fn read_head(&mut self, method: &Method) -> Result<(Head, Bytes), ExchangeError> {
+        let mut answered = !self.read.is_empty();
         loop {
             if !self.read.is_empty()
                 && let Some(answer) = codec::parse_response(&mut self.read, method)?

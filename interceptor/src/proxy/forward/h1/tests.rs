@@ -387,3 +387,39 @@ async fn a_refused_connect_hands_the_request_back() {
     assert!(matches!(e.error, SendError::Connect(_)), "{e:?}");
     assert!(e.request.is_some());
 }
+
+/// A backend that reads 1 KiB of each request, answers `431` and closes, leaving the rest unread.
+async fn early_answer() -> Authority {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let authority = listener.local_addr().unwrap().to_string().parse().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut some = [0u8; 1024];
+            let _ = s.read_exact(&mut some).await;
+            let _ = s.write_all(b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n\r\n").await;
+        }
+    });
+    authority
+}
+
+#[tokio::test]
+async fn an_answer_sent_before_the_head_was_written_is_relayed_as_through_hyper() {
+    let big = "x".repeat(8 << 20);
+    let req = |a: &Authority| {
+        Request::get("/").header(HOST, a.as_str()).header("x-big", big.as_str()).body(Empty::<Bytes>::new()).unwrap()
+    };
+    let (a, b) = (early_answer().await, early_answer().await);
+    let pool: Arc<Http1Pool<Empty<Bytes>>> = Pool::new(Duration::from_millis(500), 8);
+    let theirs = match pool.send(&a, req(&a)).await {
+        Ok(resp) => outcome(resp).await,
+        Err(_) => Outcome::NoAnswer,
+    };
+    let ours = match own_pool().exchange(&b, req(&b)).await {
+        Ok(resp) => match resp.into_parts() {
+            (parts, Answer::Whole(bytes)) => outcome(Response::from_parts(parts, Full::new(bytes))).await,
+            (parts, Answer::Streaming(body)) => outcome(Response::from_parts(parts, body)).await,
+        },
+        Err(_) => Outcome::NoAnswer,
+    };
+    assert_eq!((summary(&ours), summary(&theirs)), ("431 0".to_owned(), "431 0".to_owned()));
+}

@@ -1,8 +1,9 @@
 //! Our own HTTP/1.1 exchange with a plain backend, for the requests of the warm path: those without a body
 //! and without an upgrade (everything else goes over hyper's client connection, [`super::pool::Http1Pool`]).
 //! One connection is a socket and two buffers, driven by the request's own task: no connection task, no
-//! channel between them, the head written in one `write` and the answer parsed with `httparse` under hyper's
-//! client's rules ([`codec`], [`chunked`]; `tests.rs` sends one corpus of answers through both and compares).
+//! channel between them, the head written (usually in one `write`; an answer that comes before the backend
+//! has read it all is read meanwhile) and the answer parsed with `httparse` under hyper's client's rules
+//! ([`codec`], [`chunked`]; `tests.rs` sends one corpus of answers through both and compares).
 //!
 //! - **An answer read whole with its head** (the common small answer) is handed on as one buffer, and its
 //!   connection goes back to the pool at once; a longer one streams ([`ResponseBody`]) and its connection goes

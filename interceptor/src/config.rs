@@ -190,6 +190,11 @@ pub struct Config {
     #[arg(long, env = "HTTPSCALE_MAX_HEADERS", value_name = "HTTPSCALE_MAX_HEADERS", default_value = "1000")]
     pub max_headers: usize,
 
+    /// Who serves plain HTTP/1.1 requests without a body: `own` (our own server half, handing a connection to
+    /// hyper at its first request with a body or anything unusual) or `hyper` (hyper's server for everything).
+    #[arg(long, env = "HTTPSCALE_HTTP1_SERVER", value_name = "HTTPSCALE_HTTP1_SERVER", default_value = "own")]
+    pub http1_server: Http1Server,
+
     /// Peers (addresses or CIDR blocks, comma-separated) whose X-Forwarded-Host/-Proto/-Port, X-Real-IP and
     /// Forwarded headers are kept; from anyone else they are replaced with the interceptor's own values.
     #[arg(long, env = "HTTPSCALE_TRUSTED_PROXIES", value_name = "HTTPSCALE_TRUSTED_PROXIES", value_delimiter = ',')]
@@ -281,6 +286,7 @@ impl Config {
             threads: self.proxy_threads(),
             max_header_bytes: self.max_header_bytes,
             max_headers: self.max_headers,
+            own_http1: self.http1_server == Http1Server::Own,
             drain_timeout: self.drain_timeout,
             forward: ForwardSettings {
                 connect_timeout: self.connect_timeout,
@@ -320,6 +326,13 @@ impl Config {
         c.bind_address = IpAddr::from([127, 0, 0, 1]);
         c
     }
+}
+
+/// Who serves plain HTTP/1.1 requests without a body (`HTTPSCALE_HTTP1_SERVER`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Http1Server {
+    Own,
+    Hyper,
 }
 
 #[cfg(test)]

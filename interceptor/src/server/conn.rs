@@ -9,6 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
+use bytes::Bytes;
 use http::{Request, StatusCode};
 use httpscale_core::Shutdown;
 use httpscale_core::listener::{ConnState, Gatekeeper, Guarded, Limit, Protocol, RequestGuard};
@@ -16,6 +17,9 @@ use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
+use super::body::ClientBody;
+use super::h1::{self, Served};
+use super::rewind::Rewind;
 use crate::proxy::peek::PeekBody;
 use crate::proxy::stack::Pipeline;
 use crate::proxy::types::{ArrivedOverTls, BoxFuture, ClientAddr, Parked, ProxyResponse};
@@ -32,12 +36,22 @@ struct ConnService<S> {
     parked: Option<Parked>,
 }
 
-impl<S: Pipeline<PeekBody<Incoming>>> hyper::service::Service<Request<Incoming>> for ConnService<S> {
+impl<S: Pipeline<PeekBody<ClientBody>>> hyper::service::Service<Request<Incoming>> for ConnService<S> {
     type Response = ProxyResponse;
     type Error = Infallible;
     type Future = Answered;
 
-    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        hyper::service::Service::call(self, req.map(ClientBody::Hyper))
+    }
+}
+
+impl<S: Pipeline<PeekBody<ClientBody>>> hyper::service::Service<Request<ClientBody>> for ConnService<S> {
+    type Response = ProxyResponse;
+    type Error = Infallible;
+    type Future = Answered;
+
+    fn call(&self, mut req: Request<ClientBody>) -> Self::Future {
         req.extensions_mut().insert(ClientAddr(self.remote));
         if self.tls {
             req.extensions_mut().insert(ArrivedOverTls);
@@ -78,17 +92,19 @@ impl Future for Answered {
     }
 }
 
-/// hyper's server for each protocol, configured once per thread.
+/// hyper's server for each protocol, configured once per thread, and whether plain HTTP/1.1 requests are
+/// served by our own server half first ([`super::h1`]).
 #[derive(Clone)]
 pub(super) struct Builders {
     h1: http1::Builder,
     h2: http2::Builder<TokioExecutor>,
+    own_h1: bool,
 }
 
 impl Builders {
     /// Heads up to `max_header_bytes` with at most `max_headers` lines (HTTP/1), header lists up to
     /// `max_header_bytes` (HTTP/2); more is `431`.
-    pub(super) fn new(max_header_bytes: usize, max_headers: usize) -> Self {
+    pub(super) fn new(max_header_bytes: usize, max_headers: usize, own_h1: bool) -> Self {
         let mut h1 = http1::Builder::new();
         h1.timer(TokioTimer::new())
             // The connection's own deadlines (`Guarded`) bound the head: hyper's would also cut idle keep-alive.
@@ -100,7 +116,7 @@ impl Builders {
             .max_headers(max_headers);
         let mut h2 = http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new()).max_header_list_size(u32::try_from(max_header_bytes).unwrap_or(u32::MAX));
-        Self { h1, h2 }
+        Self { h1, h2, own_h1 }
     }
 }
 
@@ -120,7 +136,7 @@ pub(super) struct Conn<S> {
     pub(super) tls: bool,
 }
 
-impl<S: Pipeline<PeekBody<Incoming>> + Sync> Conn<S> {
+impl<S: Pipeline<PeekBody<ClientBody>> + Sync> Conn<S> {
     /// Serves one connection until it ends, or drains it when `stop` fires (see the module docs of
     /// [`super`]); `parked` marks its first request when the connection waited parked for it.
     pub(super) async fn serve<I>(self, stream: I, state: Arc<ConnState>, parked: Option<Parked>)
@@ -130,15 +146,26 @@ impl<S: Pipeline<PeekBody<Incoming>> + Sync> Conn<S> {
         let shared = &*self.shared;
         let (remote, tls) = (self.remote, self.tls);
         let service = ConnService { stack: shared.stack.clone(), remote, state: state.clone(), tls, parked };
-        let io = TokioIo::new(Guarded::new(stream, state.clone()));
+        let io = Guarded::new(stream, state.clone());
         // Each protocol's connection boxed at its own size: a task holds only the one it serves.
         let ended = match state.protocol() {
             Protocol::Http1 => {
-                let conn = Box::pin(shared.builders.h1.serve_connection(io, service).with_upgrades());
+                let io = if shared.builders.own_h1 {
+                    match Box::pin(h1::serve(io, &service, &shared.stop, || state.quiet())).await {
+                        Ok(Served::Hyper(io)) => io,
+                        Ok(Served::Ended) => return,
+                        Err(e) => {
+                            return tracing::debug!(client = %remote, cause = %e, "connection ended with an error");
+                        }
+                    }
+                } else {
+                    Rewind::new(Bytes::new(), io)
+                };
+                let conn = Box::pin(shared.builders.h1.serve_connection(TokioIo::new(io), service).with_upgrades());
                 drain_on_stop(conn, &shared.stop, &state, |c| c.get_mut().as_mut().graceful_shutdown()).await
             }
             Protocol::Http2 => {
-                let conn = Box::pin(shared.builders.h2.serve_connection(io, service));
+                let conn = Box::pin(shared.builders.h2.serve_connection(TokioIo::new(io), service));
                 drain_on_stop(conn, &shared.stop, &state, |c| c.get_mut().as_mut().graceful_shutdown()).await
             }
         };

@@ -22,15 +22,18 @@ use std::time::Duration;
 use httpscale_core::Shutdown;
 use httpscale_core::listener::{ConnState, Gatekeeper, Permit, Protocol};
 use httpscale_core::startup::bind_reuseport;
-use hyper::body::Incoming;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
+mod body;
 mod conn;
+mod h1;
 mod park;
+mod rewind;
 
+use self::body::ClientBody;
 use self::conn::{Builders, Conn, Shared};
 use self::park::{Parker, Parking};
 use crate::cluster::pods::PodRouter;
@@ -48,6 +51,8 @@ pub struct ServerSettings {
     pub max_header_bytes: usize,
     /// Most header lines in an HTTP/1 request; more gets 431.
     pub max_headers: usize,
+    /// Serve plain HTTP/1.1 requests without a body with our own server half ([`h1`]) first.
+    pub own_http1: bool,
     pub drain_timeout: Duration,
     pub forward: ForwardSettings,
 }
@@ -124,7 +129,7 @@ struct Connections<S> {
     open: mpsc::Sender<()>,
 }
 
-impl<S: Pipeline<PeekBody<Incoming>> + Sync> Connections<S> {
+impl<S: Pipeline<PeekBody<ClientBody>> + Sync> Connections<S> {
     fn spawn(&self, stream: TcpStream, remote: SocketAddr, permit: Permit) {
         let (tls, open, parker) = (self.tls.clone(), self.open.clone(), self.parker.clone());
         let conn = Conn { shared: self.shared.clone(), remote, tls: tls.is_some() };
@@ -141,7 +146,7 @@ impl<S: Pipeline<PeekBody<Incoming>> + Sync> Connections<S> {
 }
 
 /// A TLS connection: the handshake (its time counts toward the head's), then served.
-async fn serve_tls<S: Pipeline<PeekBody<Incoming>> + Sync>(
+async fn serve_tls<S: Pipeline<PeekBody<ClientBody>> + Sync>(
     conn: Conn<S>,
     stream: TcpStream,
     permit: Permit,
@@ -155,7 +160,7 @@ async fn serve_tls<S: Pipeline<PeekBody<Incoming>> + Sync>(
 
 /// A plain connection: its protocol read from its first bytes, parked (HTTP/1.1) while its first request waits
 /// for its backend, then served.
-async fn serve_plain<S: Pipeline<PeekBody<Incoming>> + Sync>(
+async fn serve_plain<S: Pipeline<PeekBody<ClientBody>> + Sync>(
     conn: Conn<S>,
     stream: TcpStream,
     permit: Permit,
@@ -196,7 +201,7 @@ async fn serve(
     });
     let shared = Arc::new(Shared {
         stack: stack(&params, forward),
-        builders: Builders::new(settings.max_header_bytes, settings.max_headers),
+        builders: Builders::new(settings.max_header_bytes, settings.max_headers, settings.own_http1),
         gate: gate.clone(),
         stop: stop.clone(),
     });

@@ -108,12 +108,12 @@ where
                     Ok(0) | Err(_) => return Ok(Served::Ended),
                     Ok(_) => watching = false,
                 },
-                () = &mut stopped, if !stopping => {
-                    stopping = true;
-                    keep_alive = false;
-                }
             }
         };
+        // Stopped meanwhile: the answer closes the connection (looked at now rather than waited for).
+        if stop.is_triggered() {
+            (stopping, keep_alive) = (true, false);
+        }
         if !conn.answer(resp, &method, &mut keep_alive, &mut watching).await? || !keep_alive {
             conn.io.shutdown().await?;
             return Ok(Served::Ended);

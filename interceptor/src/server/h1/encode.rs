@@ -55,130 +55,186 @@ pub(super) fn head(
         return head(parts, method, None, &mut true, dst);
     }
     if !*keep_alive {
-        // hyper's answer to a client that asked to close (or when it stops): `close` added, once.
-        match parts.headers.entry(CONNECTION) {
-            http::header::Entry::Occupied(mut e) => {
-                if !e.iter().any(|v| has_token(v, "close")) {
-                    e.append(HeaderValue::from_static("close"));
-                }
-            }
-            http::header::Entry::Vacant(e) => {
-                e.insert(HeaderValue::from_static("close"));
-            }
-        }
+        add_close(&mut parts.headers);
     }
-    let is_head = method == Method::HEAD;
-    let status = parts.status;
-    let can_chunk = !is_head && status != StatusCode::NO_CONTENT && status != StatusCode::NOT_MODIFIED;
-    let can_length = status != StatusCode::NO_CONTENT && status != StatusCode::NOT_MODIFIED;
-    let http10 = parts.version == Version::HTTP_10;
-    let mut last = status == StatusCode::SWITCHING_PROTOCOLS || !*keep_alive;
+    let allows = Allows::of(method, parts);
     dst.reserve(30 + parts.headers.len() * 32);
     status_line(parts, dst);
-    let (mut framing, mut wrote_len, mut wrote_date) = (Framing::Length(0), false, false);
     let headers = std::mem::take(&mut parts.headers);
-    let mut lines = headers.iter().peekable();
-    while let Some((name, first)) = lines.next() {
-        // The other values of this name (a map yields them next); every branch takes them all.
-        let mut rest = std::iter::from_fn(|| lines.next_if(|(n, _)| *n == name).map(|(_, v)| v));
-        match name {
-            n if n == CONTENT_LENGTH => {
-                if wrote_len {
-                    return Err(EncodeError::Framing);
-                }
-                match body {
-                    Some(BodyLength::Known(len)) => {
-                        rest.for_each(drop);
-                        framing = Framing::Length(len);
-                        line(dst, "content-length", first.as_bytes());
-                    }
-                    Some(BodyLength::Unknown) => {
-                        let len = parse_length(first).ok_or(EncodeError::ContentLength)?;
-                        if rest.any(|v| parse_length(v) != Some(len)) {
-                            return Err(EncodeError::ContentLength);
-                        }
-                        framing = Framing::Length(len);
-                        line(dst, "content-length", first.as_bytes());
-                    }
-                    None if is_head => {
-                        std::iter::once(first).chain(rest).for_each(|v| line(dst, "content-length", v.as_bytes()));
-                    }
-                    None => {
-                        rest.for_each(drop);
-                        continue;
-                    }
-                }
-                wrote_len = true;
-            }
-            n if n == TRANSFER_ENCODING => {
-                if wrote_len {
-                    return Err(EncodeError::Framing);
-                }
-                if http10 || !can_chunk {
-                    rest.for_each(drop);
-                    continue;
-                }
-                wrote_len = true;
-                framing = Framing::Chunked;
-                let last = joined(dst, "transfer-encoding", first, rest);
-                if !is_chunked(last) {
-                    dst.truncate(dst.len() - 2);
-                    dst.extend_from_slice(b", chunked\r\n");
-                }
-            }
-            n if n == CONNECTION => {
-                let mut close = has_token(first, "close");
-                joined(dst, "connection", first, rest.inspect(|v| close |= has_token(v, "close")));
-                last |= close;
-            }
-            n if n == TRAILER => {
-                if !http10 && can_chunk {
-                    joined(dst, "trailer", first, rest);
-                } else {
-                    rest.for_each(drop);
-                }
-            }
-            n => {
-                wrote_date |= n == DATE;
-                std::iter::once(first).chain(rest).for_each(|v| line(dst, n.as_str(), v.as_bytes()));
-            }
-        }
-    }
+    let written = header_lines(&headers, allows, body, dst);
     parts.headers = headers;
     parts.headers.clear();
-    if !wrote_len {
-        framing = match body {
-            Some(BodyLength::Unknown) if http10 || !can_chunk => Framing::Close,
-            Some(BodyLength::Unknown) => {
-                dst.extend_from_slice(b"transfer-encoding: chunked\r\n");
-                Framing::Chunked
-            }
-            None | Some(BodyLength::Known(0)) => {
-                if can_length && !is_head {
-                    dst.extend_from_slice(b"content-length: 0\r\n");
-                }
-                Framing::Length(0)
-            }
-            Some(BodyLength::Known(len)) if can_length => {
-                line(dst, "content-length", itoa::Buffer::new().format(len).as_bytes());
-                Framing::Length(len)
-            }
-            Some(BodyLength::Known(_)) => Framing::Length(0),
-        };
-    }
-    if !can_chunk {
-        framing = Framing::Length(0);
-    }
-    if !wrote_date {
+    let written = written?;
+    let framing = match written.framing {
+        Some(_) if !allows.chunked => Framing::Length(0),
+        Some(framing) => framing,
+        None => implicit_framing(allows, body, dst),
+    };
+    if !written.date {
         dst.extend_from_slice(b"date: ");
         date(dst);
         dst.extend_from_slice(b"\r\n");
     }
     dst.extend_from_slice(b"\r\n");
-    if last || framing == Framing::Close {
+    if written.close || parts.status == StatusCode::SWITCHING_PROTOCOLS || framing == Framing::Close {
         *keep_alive = false;
     }
     Ok(framing)
+}
+
+/// What an answer may carry, by the request's method and the answer's status and version (hyper's rules).
+#[derive(Debug, Clone, Copy)]
+struct Allows {
+    is_head: bool,
+    /// A body at all, and so chunked framing (not for `HEAD`, `204`, `304`).
+    chunked: bool,
+    /// A `Content-Length` (not for `204`, `304`; for `HEAD`, yes).
+    length: bool,
+    http10: bool,
+}
+
+impl Allows {
+    fn of(method: &Method, parts: &Parts) -> Self {
+        let is_head = method == Method::HEAD;
+        let length = parts.status != StatusCode::NO_CONTENT && parts.status != StatusCode::NOT_MODIFIED;
+        Self { is_head, chunked: length && !is_head, length, http10: parts.version == Version::HTTP_10 }
+    }
+}
+
+/// What the header lines said about the rest of the head.
+#[derive(Debug, Default)]
+struct Written {
+    /// The framing a `Content-Length` or `Transfer-Encoding` line set.
+    framing: Option<Framing>,
+    /// A `Connection` line said `close`.
+    close: bool,
+    /// The answer has its own `Date`.
+    date: bool,
+}
+
+/// hyper's answer to a client that asked to close (or when it stops): `close` added to `Connection`, once.
+fn add_close(headers: &mut http::HeaderMap) {
+    match headers.entry(CONNECTION) {
+        http::header::Entry::Occupied(mut e) => {
+            if !e.iter().any(|v| has_token(v, "close")) {
+                e.append(HeaderValue::from_static("close"));
+            }
+        }
+        http::header::Entry::Vacant(e) => {
+            e.insert(HeaderValue::from_static("close"));
+        }
+    }
+}
+
+/// Writes every header line, the values of one name together, and says what they set.
+fn header_lines(
+    headers: &http::HeaderMap,
+    allows: Allows,
+    body: Option<BodyLength>,
+    dst: &mut Vec<u8>,
+) -> Result<Written, EncodeError> {
+    let mut written = Written::default();
+    let mut lines = headers.iter().peekable();
+    while let Some((name, first)) = lines.next() {
+        // The other values of this name (a map yields them next); whatever a branch leaves is skipped after it.
+        let mut rest = std::iter::from_fn(|| lines.next_if(|(n, _)| *n == name).map(|(_, v)| v));
+        match name {
+            n if n == CONTENT_LENGTH || n == TRANSFER_ENCODING => {
+                if written.framing.is_some() {
+                    return Err(EncodeError::Framing);
+                }
+                written.framing = if n == CONTENT_LENGTH {
+                    content_length(first, &mut rest, body, allows.is_head, dst)?
+                } else {
+                    transfer_encoding(first, &mut rest, allows, dst)
+                };
+            }
+            n if n == CONNECTION => {
+                let mut close = has_token(first, "close");
+                joined(dst, "connection", first, (&mut rest).inspect(|v| close |= has_token(v, "close")));
+                written.close |= close;
+            }
+            n if n == TRAILER => {
+                if !allows.http10 && allows.chunked {
+                    joined(dst, "trailer", first, &mut rest);
+                }
+            }
+            n => {
+                written.date |= n == DATE;
+                std::iter::once(first).chain(&mut rest).for_each(|v| line(dst, n.as_str(), v.as_bytes()));
+            }
+        }
+        rest.for_each(drop);
+    }
+    Ok(written)
+}
+
+/// The `Content-Length` lines: hyper trusts a body of known length, checks the lines of a body of unknown
+/// length, keeps them on an answer to `HEAD` and drops them from an answer without a body.
+fn content_length<'a>(
+    first: &'a HeaderValue,
+    rest: &mut impl Iterator<Item = &'a HeaderValue>,
+    body: Option<BodyLength>,
+    is_head: bool,
+    dst: &mut Vec<u8>,
+) -> Result<Option<Framing>, EncodeError> {
+    let framing = match body {
+        Some(BodyLength::Known(len)) => Framing::Length(len),
+        Some(BodyLength::Unknown) => {
+            let len = parse_length(first).ok_or(EncodeError::ContentLength)?;
+            if rest.any(|v| parse_length(v) != Some(len)) {
+                return Err(EncodeError::ContentLength);
+            }
+            Framing::Length(len)
+        }
+        None if is_head => {
+            std::iter::once(first).chain(rest).for_each(|v| line(dst, "content-length", v.as_bytes()));
+            return Ok(Some(Framing::Length(0)));
+        }
+        None => return Ok(None),
+    };
+    line(dst, "content-length", first.as_bytes());
+    Ok(Some(framing))
+}
+
+/// The `Transfer-Encoding` lines, joined, completed with `chunked`; dropped where no chunked body may go.
+fn transfer_encoding<'a>(
+    first: &'a HeaderValue,
+    rest: &mut impl Iterator<Item = &'a HeaderValue>,
+    allows: Allows,
+    dst: &mut Vec<u8>,
+) -> Option<Framing> {
+    if allows.http10 || !allows.chunked {
+        return None;
+    }
+    if !is_chunked(joined(dst, "transfer-encoding", first, rest)) {
+        dst.truncate(dst.len() - 2);
+        dst.extend_from_slice(b", chunked\r\n");
+    }
+    Some(Framing::Chunked)
+}
+
+/// The framing hyper adds when no header line set one, by what the body says of its length.
+fn implicit_framing(allows: Allows, body: Option<BodyLength>, dst: &mut Vec<u8>) -> Framing {
+    let framing = match body {
+        Some(BodyLength::Unknown) if allows.http10 || !allows.chunked => Framing::Close,
+        Some(BodyLength::Unknown) => {
+            dst.extend_from_slice(b"transfer-encoding: chunked\r\n");
+            Framing::Chunked
+        }
+        None | Some(BodyLength::Known(0)) => {
+            if allows.length && !allows.is_head {
+                dst.extend_from_slice(b"content-length: 0\r\n");
+            }
+            Framing::Length(0)
+        }
+        Some(BodyLength::Known(len)) if allows.length => {
+            line(dst, "content-length", itoa::Buffer::new().format(len).as_bytes());
+            Framing::Length(len)
+        }
+        Some(BodyLength::Known(_)) => Framing::Length(0),
+    };
+    if allows.chunked { framing } else { Framing::Length(0) }
 }
 
 fn status_line(parts: &Parts, dst: &mut Vec<u8>) {

@@ -1,6 +1,7 @@
 //! One accepted connection, served by hyper's server for the protocol the listener detected (HTTP/1.1 or
 //! h2: no second detection, so hyper's read buffer starts empty and keeps its first 8 KiB), with each request
-//! tagged, guarded and run through the pipeline.
+//! tagged, guarded and run through the pipeline. An HTTP/1.1 connection is served by our own server half
+//! ([`super::h1`]) until its first head that half leaves to hyper.
 
 use std::convert::Infallible;
 use std::future::Future;

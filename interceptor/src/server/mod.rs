@@ -4,7 +4,9 @@
 //! `SO_REUSEPORT` listener on the shared port and its own upstream connection pool: no connection, pool or
 //! task crosses threads on the hot path. HTTP/1.1 and h2c (prior knowledge) share the port, told apart by
 //! the first bytes within the header timeout. A plain HTTP/1.1 connection whose first request is for a backend
-//! that is not ready waits parked before hyper reads it ([`park`]). Every connection is held to the listener's limits
+//! that is not ready waits parked before hyper reads it ([`park`]). HTTP/1.1 requests without a body are read and
+//! answered by our own server half ([`h1`]), which hands a connection to hyper at its first other head. Every
+//! connection is held to the listener's limits
 //! ([`httpscale_core::listener`]): a budget of open connections shared by the threads (`503` past it), the
 //! header and idle timeouts, and the header size and count limits (`431`).
 //!

@@ -19,7 +19,7 @@ use std::future::poll_fn;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, ready};
+use std::task::{Context, Poll, Waker, ready};
 
 use bytes::{Bytes, BytesMut};
 use http::uri::Authority;
@@ -51,10 +51,19 @@ pub struct Conn {
 }
 
 impl Reusable for Conn {
-    /// Nothing waits in the socket: not a close, not stray bytes (one non-blocking read, no wait).
+    /// Nothing waits in the socket: not a close, not stray bytes. The reactor knows when nothing has come
+    /// since the last read drained the socket ([`Conn::poll_fill`]); only otherwise does one non-blocking
+    /// read look. Never waits.
     fn reusable(&self) -> bool {
-        self.read.is_empty()
-            && matches!(self.stream.try_read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        if !self.read.is_empty() {
+            return false;
+        }
+        match self.stream.poll_read_ready(&mut Context::from_waker(Waker::noop())) {
+            Poll::Pending => true,
+            Poll::Ready(_) => {
+                matches!(self.stream.try_read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
     }
 }
 
@@ -155,20 +164,14 @@ impl Conn {
         if self.read.capacity() - self.read.len() < READ_SIZE / 2 {
             self.read.reserve(self.read_size);
         }
-        loop {
-            ready!(self.stream.poll_read_ready(cx))?;
-            match self.stream.try_read_buf(&mut self.read) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Ok(n) => {
-                    // A read that filled the room there was: read more at once next time.
-                    if n >= self.read_size {
-                        self.read_size = (self.read_size * 2).min(MAX_READ_SIZE);
-                    }
-                    return Poll::Ready(Ok(n));
-                }
-                Err(e) => return Poll::Ready(Err(e)),
-            }
+        // tokio's `poll_read` (unlike `try_read`) takes a read that leaves room as proof that the socket is
+        // drained: the next read waits for the reactor instead of trying, and `reusable` need not look.
+        let n = ready!(tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.read))?;
+        // A read that filled the room there was: read more at once next time.
+        if n >= self.read_size {
+            self.read_size = (self.read_size * 2).min(MAX_READ_SIZE);
         }
+        Poll::Ready(Ok(n))
     }
 }
 

@@ -378,6 +378,26 @@ async fn a_connection_the_backend_closed_while_idle_is_not_lent() {
 }
 
 #[tokio::test]
+async fn an_idle_connection_is_lent_without_a_read_and_one_with_stray_bytes_is_not() {
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+    let drained = |conn: &Conn| conn.stream.poll_read_ready(&mut Context::from_waker(Waker::noop())).is_pending();
+    let b = backend(|_| keep_open(OK)).await;
+    let mut conn = Conn::new(TcpStream::connect(b.authority.as_str()).await.unwrap());
+    let req = request(&Method::GET, &b.authority);
+    conn.round_trip(req.method(), req.uri(), req.headers()).await.unwrap();
+    // The answer's read left room: the reactor knows the socket is drained, so lending it reads nothing.
+    assert!(drained(&conn) && conn.reusable());
+    let pool = own_pool();
+    // A byte the backend sends after the answer, while the connection is idle, is seen before it is lent.
+    let stray = [OK, b"x"].concat();
+    let b = backend(move |_| Script::Answer { bytes: stray.clone(), piece: OK.len(), close: false }).await;
+    through_own(&pool, &Method::GET, &b.authority).await;
+    assert_eq!(pool.idle_count(&b.authority), 1);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(pool.checkout(&b.authority).is_none());
+}
+
+#[tokio::test]
 async fn a_refused_connect_hands_the_request_back() {
     let addr = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
     let authority: Authority = addr.to_string().parse().unwrap();

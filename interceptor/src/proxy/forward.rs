@@ -290,19 +290,31 @@ impl<B: RequestBody> Exchange<'_, B> {
         self.upstream.h2c && !self.https
     }
 
-    /// One attempt's answer, or its error, from the client the scheme and protocol choose.
+    /// One attempt's answer, or its error, from the client the scheme and protocol choose. The warm path's
+    /// exchange is awaited in place; the others are boxed, so that this future, moved into the response-header
+    /// timeout on every attempt, is only as large as the warm path's.
     async fn send(
         &self,
         authority: &Authority,
         out: Request<AttemptBody<B>>,
     ) -> Result<ProxyResponse, Unsent<AttemptBody<B>>> {
-        let legacy = if self.own {
-            let resp = self.clients.own.exchange(authority, out).await?;
-            return Ok(resp.map(|answer| match answer {
-                h1::Answer::Whole(bytes) => ProxyBody::full(bytes),
-                h1::Answer::Streaming(body) => ProxyBody::streamed(body),
-            }));
-        } else if self.https {
+        if !self.own {
+            return Box::pin(self.send_other(authority, out)).await;
+        }
+        let resp = self.clients.own.exchange(authority, out).await?;
+        Ok(resp.map(|answer| match answer {
+            h1::Answer::Whole(bytes) => ProxyBody::full(bytes),
+            h1::Answer::Streaming(body) => ProxyBody::streamed(body),
+        }))
+    }
+
+    /// [`Self::send`] over hyper's clients: a body or an upgrade, HTTP/2 cleartext, https.
+    async fn send_other(
+        &self,
+        authority: &Authority,
+        out: Request<AttemptBody<B>>,
+    ) -> Result<ProxyResponse, Unsent<AttemptBody<B>>> {
+        let legacy = if self.https {
             // The certificate is checked for the upstream's host, whichever address the attempt goes to.
             let name = self.upstream.authority.host().to_owned();
             sni::SERVER_NAME.scope(name, self.clients.https.request(out)).await

@@ -8,10 +8,12 @@
 //!   and our element is appended to `Forwarded` (RFC 7239 §4);
 //! - `X-Forwarded-For` is always appended to, its repeated lines collapsed into one list.
 
+use std::cell::RefCell;
 use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -92,48 +94,86 @@ fn set(headers: &mut HeaderMap, name: &HeaderName, value: impl FnOnce() -> Optio
 /// headers that carry it; the values are assembled without the formatting machinery (this runs per request).
 pub fn set_forwarded(headers: &mut HeaderMap, client: Option<IpAddr>, host: &HeaderValue, trusted: bool, tls: bool) {
     let proto = if tls { "https" } else { "http" };
-    let ip = client.map(ip_text);
-    let ip_value = ip.as_deref().and_then(|ip| HeaderValue::from_str(ip).ok());
+    let (ip, element) = ours(client, host, tls);
     if let Some(ip) = &ip {
-        let mut xff = String::new();
-        for prior in headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()) {
-            xff.push_str(prior);
-            xff.push_str(", ");
-        }
-        let value = if xff.is_empty() {
-            ip_value.clone()
-        } else {
-            xff.push_str(ip);
-            HeaderValue::try_from(xff).ok()
-        };
+        let value = after_priors(headers, &X_FORWARDED_FOR, ip);
         set(headers, &X_FORWARDED_FOR, || value, false);
     }
     set(headers, &X_FORWARDED_HOST, || Some(host.clone()), trusted);
     set(headers, &X_FORWARDED_PROTO, || Some(HeaderValue::from_static(proto)), trusted);
-    set(headers, &X_REAL_IP, || ip_value, trusted);
+    set(headers, &X_REAL_IP, || ip, trusted);
     if !trusted {
         headers.remove(&X_FORWARDED_PORT);
     }
-    let host = host.to_str().unwrap_or_default();
-    // `for="[v6]";host="…";proto=https`: sized once, no reallocation.
-    let mut forwarded = String::with_capacity(64 + host.len());
-    if trusted {
-        for prior in headers.get_all(header::FORWARDED).iter().filter_map(|v| v.to_str().ok()) {
-            forwarded.push_str(prior);
-            forwarded.push_str(", ");
-        }
-    }
-    match (client, &ip) {
-        (Some(IpAddr::V6(_)), Some(ip)) => forwarded.extend(["for=\"[", ip, "]\";"]),
-        (Some(IpAddr::V4(_)), Some(ip)) => forwarded.extend(["for=", ip, ";"]),
-        _ => {}
-    }
-    // The host was validated (no quote or backslash), so it can be quoted as it is.
-    forwarded.extend(["host=\"", host, "\";proto=", proto]);
-    set(headers, &header::FORWARDED, || HeaderValue::try_from(forwarded).ok(), false);
+    let value = if trusted { after_priors(headers, &header::FORWARDED, &element) } else { Some(element) };
+    set(headers, &header::FORWARDED, || value, false);
 }
 
-/// An address as `Display` writes it; IPv4 (the usual client) digit by digit.
+/// `ours` after the lines of `name` already there, as one comma-separated list.
+fn after_priors(headers: &HeaderMap, name: &HeaderName, ours: &HeaderValue) -> Option<HeaderValue> {
+    let mut list = String::new();
+    for prior in headers.get_all(name).iter().filter_map(|v| v.to_str().ok()) {
+        list.push_str(prior);
+        list.push_str(", ");
+    }
+    if list.is_empty() {
+        return Some(ours.clone());
+    }
+    list.push_str(ours.to_str().unwrap_or_default());
+    HeaderValue::try_from(list).ok()
+}
+
+/// What we say of a client reached at a host: its address as text, and our `Forwarded` element.
+struct Ours {
+    client: Option<IpAddr>,
+    /// Our own copy (not a slice of a connection's read buffer, which it would keep alive).
+    host: HeaderValue,
+    tls: bool,
+    ip: Option<HeaderValue>,
+    element: HeaderValue,
+}
+
+thread_local! {
+    /// The values this thread made last: the requests of one connection, and of one client's connections,
+    /// share them (a reference-counted copy each) instead of formatting them anew.
+    static LAST: RefCell<Option<Ours>> = const { RefCell::new(None) };
+}
+
+/// The client's address as text and our `Forwarded` element, made anew only when they differ from the last.
+fn ours(client: Option<IpAddr>, host: &HeaderValue, tls: bool) -> (Option<HeaderValue>, HeaderValue) {
+    LAST.with_borrow_mut(|last| {
+        let ours = match last.take() {
+            Some(o) if o.client == client && o.tls == tls && o.host == host => o,
+            _ => Ours::new(client, host, tls),
+        };
+        let values = (ours.ip.clone(), ours.element.clone());
+        *last = Some(ours);
+        values
+    })
+}
+
+impl Ours {
+    fn new(client: Option<IpAddr>, host: &HeaderValue, tls: bool) -> Self {
+        let ip = client.map(ip_text);
+        let text = host.to_str().unwrap_or_default();
+        let mut element = String::with_capacity(64 + text.len());
+        match (client, &ip) {
+            (Some(IpAddr::V6(_)), Some(ip)) => element.extend(["for=\"[", ip, "]\";"]),
+            (Some(IpAddr::V4(_)), Some(ip)) => element.extend(["for=", ip, ";"]),
+            _ => {}
+        }
+        element.extend(["host=\"", text, "\";proto=", if tls { "https" } else { "http" }]);
+        let shared = |s: String| HeaderValue::from_maybe_shared(Bytes::from(s)).ok();
+        Self {
+            client,
+            host: HeaderValue::from_bytes(host.as_bytes()).unwrap_or_else(|_| HeaderValue::from_static("")),
+            tls,
+            ip: ip.and_then(shared),
+            element: shared(element).unwrap_or_else(|| HeaderValue::from_static("")),
+        }
+    }
+}
+
 fn ip_text(ip: IpAddr) -> String {
     let IpAddr::V4(v4) = ip else { return ip.to_string() };
     let mut s = String::with_capacity(15);
@@ -209,6 +249,30 @@ mod tests {
         let mut h = HeaderMap::new();
         set_forwarded(&mut h, Some(ip), &HeaderValue::from_static("app.local"), true, false);
         assert_eq!((h["x-forwarded-host"].to_str().unwrap(), h["x-real-ip"].to_str().unwrap()), ("app.local", "::1"));
+    }
+
+    #[test]
+    fn values_made_for_a_client_and_host_are_shared_until_either_changes() {
+        let forwarded = |ip: &str, host: &'static str, tls: bool| {
+            let mut h = HeaderMap::new();
+            set_forwarded(&mut h, Some(ip.parse().unwrap()), &HeaderValue::from_static(host), false, tls);
+            (h["x-forwarded-for"].clone(), h["forwarded"].clone())
+        };
+        let first = forwarded("10.0.0.1", "a.local", false);
+        let again = forwarded("10.0.0.1", "a.local", false);
+        assert_eq!(first, again);
+        assert_eq!(first.1.as_bytes().as_ptr(), again.1.as_bytes().as_ptr(), "the same bytes, not made anew");
+        assert_eq!(first.0.as_bytes().as_ptr(), again.0.as_bytes().as_ptr());
+        let cases = [
+            ("10.0.0.2", "a.local", false, "for=10.0.0.2;host=\"a.local\";proto=http"),
+            ("10.0.0.2", "b.local", false, "for=10.0.0.2;host=\"b.local\";proto=http"),
+            ("10.0.0.2", "b.local", true, "for=10.0.0.2;host=\"b.local\";proto=https"),
+            ("::1", "b.local", true, "for=\"[::1]\";host=\"b.local\";proto=https"),
+            ("10.0.0.1", "a.local", false, "for=10.0.0.1;host=\"a.local\";proto=http"),
+        ];
+        for (ip, host, tls, element) in cases {
+            assert_eq!(forwarded(ip, host, tls), (HeaderValue::from_str(ip).unwrap(), HeaderValue::from_static(element)));
+        }
     }
 
     #[test]

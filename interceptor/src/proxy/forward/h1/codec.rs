@@ -4,7 +4,7 @@
 use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::header::{CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Uri, Version};
 
 /// The most header lines of a response head (hyper's client's default).
@@ -110,14 +110,21 @@ fn parse_head(bytes: &Bytes, method: &Method) -> Result<Option<(Option<Head>, us
         _ => {}
     }
     let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    let mut said = Said::default();
     for h in parsed.headers.iter() {
+        if h.name.eq_ignore_ascii_case("connection") && said.hear(h.value) {
+            continue;
+        }
+        if h.name.eq_ignore_ascii_case("keep-alive") {
+            continue;
+        }
         let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| HeadError::Header)?;
         let value = HeaderValue::from_maybe_shared(bytes.slice_ref(h.value)).map_err(|_| HeadError::Header)?;
         headers.append(name, value);
     }
     let version = if parsed.version == Some(1) { Version::HTTP_11 } else { Version::HTTP_10 };
     let framing = framing(status, method, version, &headers)?;
-    let keep_alive = keep_alive(version, &headers) && framing != Framing::Eof;
+    let keep_alive = said.keep_alive(version) && framing != Framing::Eof;
     let mut response = Response::new(());
     *response.status_mut() = status;
     *response.version_mut() = version;
@@ -175,17 +182,40 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
     length
 }
 
-/// HTTP/1.1 unless `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`.
-fn keep_alive(version: Version, headers: &HeaderMap) -> bool {
-    let has = |token: &str| {
-        headers
-            .get_all(CONNECTION)
-            .iter()
-            .any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))))
-    };
-    match version {
-        Version::HTTP_11 => !has("close"),
-        _ => has("keep-alive"),
+/// What the `Connection` lines of a response said of its connection.
+///
+/// The head handed on leaves out what the forwarder would remove as hop-by-hop anyway (RFC 9110 §7.6.1):
+/// the `Keep-Alive` lines and the `Connection` lines that say only `keep-alive`. A `Connection` line that
+/// names anything else stays, for the forwarder to remove with the headers it names.
+#[derive(Default)]
+struct Said {
+    close: bool,
+    keep_alive: bool,
+}
+
+impl Said {
+    /// Takes in one `Connection` line; `true` if it says only `keep-alive` (so the head can leave it out).
+    fn hear(&mut self, line: &[u8]) -> bool {
+        // As `HeaderValue::to_str` reads it: a line with other than visible ASCII says nothing.
+        let Some(line) = line.iter().all(|&b| b == b'\t' || (b' '..0x7f).contains(&b)).then_some(line) else {
+            return false;
+        };
+        let mut only_keep_alive = true;
+        for token in line.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+            let keep_alive = token.eq_ignore_ascii_case(b"keep-alive");
+            self.keep_alive |= keep_alive;
+            self.close |= token.eq_ignore_ascii_case(b"close");
+            only_keep_alive &= keep_alive;
+        }
+        only_keep_alive
+    }
+
+    /// HTTP/1.1 unless `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`.
+    fn keep_alive(&self, version: Version) -> bool {
+        match version {
+            Version::HTTP_11 => !self.close,
+            _ => self.keep_alive,
+        }
     }
 }
 

@@ -301,7 +301,7 @@ impl<B: RequestBody> Exchange<'_, B> {
         if !self.own {
             return Box::pin(self.send_other(authority, out)).await;
         }
-        let resp = self.clients.own.exchange(authority, out).await?;
+        let resp = self.clients.own.exchange(authority, out, self.route.response_header_timeout).await?;
         Ok(resp.map(|answer| match answer {
             h1::Answer::Whole(bytes) => ProxyBody::full(bytes),
             h1::Answer::Streaming(body) => ProxyBody::streamed(body),
@@ -344,11 +344,12 @@ impl<B: RequestBody> Exchange<'_, B> {
                 None => self.build_request(&authority)?.ok_or_else(|| ProxyError::BodyLost { upstream: name() })?,
             };
             let sent = self.send(&authority, out);
+            // Our own exchange keeps the response-header timeout on its connection's timer.
             let result = match self.route.response_header_timeout {
-                None => sent.await,
-                Some(timeout) => tokio::time::timeout(timeout, sent)
+                Some(timeout) if !self.own => tokio::time::timeout(timeout, sent)
                     .await
                     .map_err(|_| ProxyError::ResponseHeaderTimeout { upstream: name(), timeout })?,
+                _ => sent.await,
             };
             let error = match result {
                 Ok(resp) => return Ok((resp, pod.and_then(|(_, g)| g))),
@@ -379,6 +380,10 @@ impl<B: RequestBody> Exchange<'_, B> {
                     tokio::time::sleep(RETRY_INTERVAL).await;
                 }
                 SendError::Exchange(source) => return Err(ProxyError::Upstream { upstream: name(), source }),
+                SendError::HeaderTimeout => {
+                    let timeout = self.route.response_header_timeout.unwrap_or_default();
+                    return Err(ProxyError::ResponseHeaderTimeout { upstream: name(), timeout });
+                }
             }
         }
     }

@@ -20,6 +20,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker, ready};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::uri::Authority;
@@ -27,6 +28,7 @@ use http::{HeaderMap, Method, Request, Response, Uri};
 use http_body::{Frame, SizeHint};
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
 
 use self::chunked::{Chunk, Chunked};
 use self::codec::{Framing, Head, HeadError};
@@ -41,13 +43,19 @@ const READ_SIZE: usize = 8 * 1024;
 /// The most a streamed body's reads grow to.
 const MAX_READ_SIZE: usize = 256 * 1024;
 
-/// One upstream connection: the socket, what has been read from it and not yet handed on, and the buffer
-/// request heads are written from.
+/// One upstream connection: the socket, what has been read from it and not yet handed on, the buffer
+/// request heads are written from, and the clock of the response-header timeout.
 pub struct Conn {
     stream: TcpStream,
     read: BytesMut,
     write: Vec<u8>,
     read_size: usize,
+    /// Made at the first request that has a timeout and moved on by each next one: moving a registered
+    /// timer later only changes its deadline, where a timer per request is registered with the runtime's
+    /// timer wheel and taken out of it again, under its lock, every time.
+    timer: Option<Pin<Box<Sleep>>>,
+    /// Whether the request under way has a timeout (the timer may be left from an earlier one).
+    timed: bool,
 }
 
 impl Reusable for Conn {
@@ -78,6 +86,8 @@ enum ExchangeError {
     ClosedBeforeAnswer,
     #[error("the backend closed the connection within the answer's head")]
     ClosedInHead,
+    #[error("no answer within the response-header timeout")]
+    HeaderTimeout,
     #[error(transparent)]
     Head(#[from] HeadError),
 }
@@ -91,23 +101,35 @@ impl ExchangeError {
 
 impl Conn {
     fn new(stream: TcpStream) -> Self {
-        Self { stream, read: BytesMut::with_capacity(READ_SIZE), write: Vec::new(), read_size: READ_SIZE }
+        let read = BytesMut::with_capacity(READ_SIZE);
+        Self { stream, read, write: Vec::new(), read_size: READ_SIZE, timer: None, timed: false }
     }
 
-    /// Writes the request's head and reads the answer's. An answer the backend sends before it has read the
-    /// whole head (refusing it: `431`, say) is read while the head is written, and is the answer even if the
-    /// backend then resets the connection; that connection is not reused.
+    /// Writes the request's head and reads the answer's, within `timeout` of the start when there is one. An
+    /// answer the backend sends before it has read the whole head (refusing it: `431`, say) is read while the
+    /// head is written, and is the answer even if the backend then resets the connection; that connection is
+    /// not reused.
     async fn round_trip(
         &mut self,
         method: &Method,
         uri: &Uri,
         headers: &HeaderMap,
+        timeout: Option<Duration>,
     ) -> Result<(Head, Bytes), ExchangeError> {
+        self.timed = timeout.is_some();
+        if let Some(timeout) = timeout {
+            let deadline = Instant::now() + timeout;
+            match &mut self.timer {
+                Some(timer) => timer.as_mut().reset(deadline),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
         self.write.clear();
         codec::write_request(method, uri, headers, &mut self.write);
         let mut written = 0;
         let wrote = poll_fn(|cx| self.poll_write_head(cx, &mut written)).await;
         match (wrote, self.read_head(method).await) {
+            (_, Err(ExchangeError::HeaderTimeout)) => Err(ExchangeError::HeaderTimeout),
             (Ok(true), answer) => answer,
             (Ok(false) | Err(_), Ok((mut head, rest))) => {
                 head.keep_alive = false;
@@ -127,7 +149,7 @@ impl Conn {
                 Poll::Ready(Ok(n)) => *written += n,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {
-                    return match ready!(self.poll_fill(cx)) {
+                    return match ready!(self.poll_fill_timed(cx)) {
                         Ok(0) => Poll::Ready(Err(io::ErrorKind::BrokenPipe.into())),
                         Ok(_) => Poll::Ready(Ok(false)),
                         Err(e) => Poll::Ready(Err(e)),
@@ -147,8 +169,11 @@ impl Conn {
             {
                 return Ok(answer);
             }
-            match poll_fn(|cx| self.poll_fill(cx)).await {
+            match poll_fn(|cx| self.poll_fill_timed(cx)).await {
                 Ok(0) if answered => return Err(ExchangeError::ClosedInHead),
+                Err(e) if e.kind() == io::ErrorKind::TimedOut && self.timed_out() => {
+                    return Err(ExchangeError::HeaderTimeout);
+                }
                 Ok(0) => return Err(ExchangeError::ClosedBeforeAnswer),
                 Ok(_) => answered = true,
                 Err(e) if !answered && e.kind() == io::ErrorKind::ConnectionReset => {
@@ -157,6 +182,21 @@ impl Conn {
                 Err(e) => return Err(ExchangeError::Read(e)),
             }
         }
+    }
+
+    fn timed_out(&self) -> bool {
+        self.timed && self.timer.as_ref().is_some_and(|timer| timer.is_elapsed())
+    }
+
+    /// [`Self::poll_fill`] until the request's response-header timeout, then `TimedOut`.
+    fn poll_fill_timed(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.timed
+            && let Some(timer) = &mut self.timer
+            && timer.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Err(io::ErrorKind::TimedOut.into()));
+        }
+        self.poll_fill(cx)
     }
 
     /// Reads what the socket has into the read buffer; `0` at its end.
@@ -183,11 +223,12 @@ pub enum Answer {
 
 impl Pool<Conn> {
     /// Sends `req` (without a body; its URI in origin form, its `Host` set) to `authority` on an idle
-    /// connection or a new one.
+    /// connection or a new one; `header_timeout` bounds the wait for the answer's head on that connection.
     pub async fn exchange<B>(
         self: &Arc<Self>,
         authority: &Authority,
         req: Request<B>,
+        header_timeout: Option<Duration>,
     ) -> Result<Response<Answer>, Unsent<B>> {
         loop {
             let (mut conn, reused) = match self.checkout(authority) {
@@ -197,10 +238,13 @@ impl Pool<Conn> {
                     Err(error) => return Err(Unsent { error, request: Some(req) }),
                 },
             };
-            match conn.round_trip(req.method(), req.uri(), req.headers()).await {
+            match conn.round_trip(req.method(), req.uri(), req.headers(), header_timeout).await {
                 Ok((head, rest)) => return Ok(self.answer(authority, conn, head, rest)),
                 Err(e) if reused && e.nothing_answered() && req.method().is_idempotent() => {
                     tracing::debug!(upstream = %authority, cause = %e, "a reused connection was closed; sending again");
+                }
+                Err(ExchangeError::HeaderTimeout) => {
+                    return Err(Unsent { error: SendError::HeaderTimeout, request: None });
                 }
                 Err(e) => return Err(Unsent { error: SendError::Exchange(e.into()), request: None }),
             }

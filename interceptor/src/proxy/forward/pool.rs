@@ -55,6 +55,9 @@ pub enum SendError {
     /// The connection failed while the request was sent or its answer awaited.
     #[error("{0}")]
     Exchange(#[source] BoxError),
+    /// No answer's head within the response-header timeout (our own exchange keeps that clock itself).
+    #[error("no answer within the response-header timeout")]
+    HeaderTimeout,
 }
 
 /// A pooled connection: whether it can still carry a request.

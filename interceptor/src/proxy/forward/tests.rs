@@ -68,6 +68,40 @@ async fn the_response_header_timeout_runs_on_the_clock_not_the_socket() {
     assert_eq!(started.elapsed().as_secs(), 30);
 }
 
+/// The timer of a kept-alive connection starts anew with each request: from its own start, whenever the
+/// request before it was sent, and whether or not that one's deadline passed while the connection was idle.
+#[tokio::test(start_paused = true)]
+async fn the_response_header_timeout_counts_from_each_requests_start_on_a_reused_connection() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // One connection: answers at once, except the third request, after an hour.
+    tokio::spawn(async move {
+        let (s, _) = listener.accept().await.unwrap();
+        let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let svc = hyper::service::service_fn(move |_req| {
+            let n = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            async move {
+                if n == 2 {
+                    tokio::time::sleep(Duration::from_secs(3600)).await;
+                }
+                Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(b"ok"))))
+            }
+        });
+        let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(s), svc).await;
+    });
+    let route = route(&addr.to_string(), "    timeouts: {responseHeader: 30s}\n");
+    let forward = forwarder();
+    for idle in [Duration::from_secs(20), Duration::from_secs(45)] {
+        let resp = forward.clone().oneshot(routed(&route, "/", Full::new(Bytes::new()))).await.unwrap();
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
+        tokio::time::sleep(idle).await;
+    }
+    let started = Instant::now();
+    let e = forward.clone().oneshot(routed(&route, "/", Full::new(Bytes::new()))).await.unwrap_err();
+    assert!(matches!(e, ProxyError::ResponseHeaderTimeout { timeout, .. } if timeout == Duration::from_secs(30)));
+    assert_eq!(started.elapsed().as_secs(), 30);
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_refused_connect_is_retried_until_the_backend_listens_and_the_body_is_sent_whole() {
     let reserved = Reserved::new();

@@ -135,7 +135,7 @@ fn own_pool() -> Arc<Pool<Conn>> {
 }
 
 async fn through_own(pool: &Arc<Pool<Conn>>, method: &Method, authority: &Authority) -> Outcome {
-    match pool.exchange(authority, request(method, authority)).await {
+    match pool.exchange(authority, request(method, authority), None).await {
         Ok(resp) => match resp.into_parts() {
             (parts, Answer::Whole(bytes)) => outcome(Response::from_parts(parts, Full::new(bytes))).await,
             (parts, Answer::Streaming(body)) => outcome(Response::from_parts(parts, body)).await,
@@ -352,7 +352,7 @@ async fn a_body_dropped_before_its_end_closes_its_connection() {
     })
     .await;
     let pool = own_pool();
-    let resp = pool.exchange(&b.authority, request(&Method::GET, &b.authority)).await.unwrap();
+    let resp = pool.exchange(&b.authority, request(&Method::GET, &b.authority), None).await.unwrap();
     let Answer::Streaming(mut body) = resp.into_body() else { panic!("a partial body is streamed") };
     assert_eq!(body.frame().await.unwrap().unwrap().into_data().unwrap(), "ab");
     drop(body);
@@ -394,7 +394,7 @@ async fn an_idle_connection_is_lent_without_a_read_and_one_with_stray_bytes_is_n
     let b = backend(|_| keep_open(OK)).await;
     let mut conn = Conn::new(TcpStream::connect(b.authority.as_str()).await.unwrap());
     let req = request(&Method::GET, &b.authority);
-    conn.round_trip(req.method(), req.uri(), req.headers()).await.unwrap();
+    conn.round_trip(req.method(), req.uri(), req.headers(), None).await.unwrap();
     // The answer's read left room: the reactor knows the socket is drained, so lending it reads nothing.
     assert!(drained(&conn) && conn.reusable());
     let pool = own_pool();
@@ -411,7 +411,7 @@ async fn an_idle_connection_is_lent_without_a_read_and_one_with_stray_bytes_is_n
 async fn a_refused_connect_hands_the_request_back() {
     let addr = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
     let authority: Authority = addr.to_string().parse().unwrap();
-    let Err(e) = own_pool().exchange(&authority, request(&Method::GET, &authority)).await else {
+    let Err(e) = own_pool().exchange(&authority, request(&Method::GET, &authority), None).await else {
         panic!("nothing listens there")
     };
     assert!(matches!(e.error, SendError::Connect(_)), "{e:?}");
@@ -444,7 +444,7 @@ async fn an_answer_sent_before_the_head_was_written_is_relayed_as_through_hyper(
         Ok(resp) => outcome(resp).await,
         Err(_) => Outcome::NoAnswer,
     };
-    let ours = match own_pool().exchange(&b, req(&b)).await {
+    let ours = match own_pool().exchange(&b, req(&b), None).await {
         Ok(resp) => match resp.into_parts() {
             (parts, Answer::Whole(bytes)) => outcome(Response::from_parts(parts, Full::new(bytes))).await,
             (parts, Answer::Streaming(body)) => outcome(Response::from_parts(parts, body)).await,

@@ -39,12 +39,33 @@ pub fn upgrade_of(headers: &HeaderMap) -> Option<HeaderValue> {
 /// One pass over the names (comparisons, no hashing) first finds which hop-by-hop headers are present: most
 /// messages carry none, or only `Connection: keep-alive`, and each removal from the map hashes its name.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    remove_present(headers, hop_by_hop_present(headers));
+}
+
+/// Which of [`HOP_BY_HOP`] are in `headers`, one bit each.
+fn hop_by_hop_present(headers: &HeaderMap) -> u16 {
     let mut present = 0u16;
     for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
-            present |= 1 << i;
-        }
+        // A name's text is a table lookup for the standard ones; a match on it compares lengths first.
+        let i = match name.as_str() {
+            "connection" => 0,
+            "keep-alive" => 1,
+            "proxy-connection" => 2,
+            "proxy-authenticate" => 3,
+            "proxy-authorization" => 4,
+            "te" => 5,
+            "trailer" => 6,
+            "transfer-encoding" => 7,
+            "upgrade" => 8,
+            _ => continue,
+        };
+        present |= 1 << i;
     }
+    present
+}
+
+/// Removes the hop-by-hop headers `present` says are there, and those `Connection` names.
+fn remove_present(headers: &mut HeaderMap, present: u16) {
     if present == 0 {
         return;
     }
@@ -81,15 +102,18 @@ pub fn prepare_request(
     trusted: bool,
     tls: bool,
 ) {
-    let upgrade = upgrade_of(headers);
-    let te_trailers = has_token(headers, &header::TE, "trailers");
-    remove_hop_by_hop(headers);
-    if let Some(protocol) = upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        headers.insert(header::UPGRADE, protocol);
-    }
-    if te_trailers {
-        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    let present = hop_by_hop_present(headers);
+    if present != 0 {
+        let upgrade = upgrade_of(headers);
+        let te_trailers = has_token(headers, &header::TE, "trailers");
+        remove_present(headers, present);
+        if let Some(protocol) = upgrade {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+            headers.insert(header::UPGRADE, protocol);
+        }
+        if te_trailers {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
     }
     set_forwarded(headers, client, host, trusted, tls);
     if h2_upstream {
@@ -110,6 +134,16 @@ mod tests {
             m.append(HeaderName::try_from(*k).unwrap(), HeaderValue::from_str(v).unwrap());
         }
         m
+    }
+
+    #[test]
+    fn each_hop_by_hop_name_is_found_at_its_place_and_no_other_name_is() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            let mut h = map(&[("x-a", "1"), ("content-length", "0")]);
+            assert_eq!(hop_by_hop_present(&h), 0);
+            h.insert(name.clone(), HeaderValue::from_static("x"));
+            assert_eq!(hop_by_hop_present(&h), 1 << i, "{name}");
+        }
     }
 
     #[test]

@@ -290,26 +290,37 @@ impl<B: RequestBody> Exchange<'_, B> {
         self.upstream.h2c && !self.https
     }
 
-    /// One attempt's answer, or its error, from the client the scheme and protocol choose. The warm path's
-    /// exchange is awaited in place; the others are boxed, so that this future, moved into the response-header
-    /// timeout on every attempt, is only as large as the warm path's.
-    async fn send(
-        &self,
-        authority: &Authority,
-        out: Request<AttemptBody<B>>,
-    ) -> Result<ProxyResponse, Unsent<AttemptBody<B>>> {
-        if !self.own {
-            return Box::pin(self.send_other(authority, out)).await;
-        }
-        let resp = self.clients.own.exchange(authority, out, self.route.response_header_timeout).await?;
+    /// One attempt over our own exchange, for the warm path (plain HTTP/1.1, no body, no upgrade): the
+    /// request is only read, so a failed connect leaves it whole for the next attempt.
+    async fn send_own(&self, authority: &Authority) -> Result<ProxyResponse, SendError> {
+        let Some(headers) = &self.headers else {
+            return Err(SendError::Exchange("the request's headers were already sent".into()));
+        };
+        let message = (&self.parts.method, &self.parts.uri, headers);
+        let resp = self.clients.own.exchange(authority, message, self.route.response_header_timeout).await?;
         Ok(resp.map(|answer| match answer {
             h1::Answer::Whole(bytes) => ProxyBody::full(bytes),
             h1::Answer::Streaming(body) => ProxyBody::streamed(body),
         }))
     }
 
-    /// [`Self::send`] over hyper's clients: a body or an upgrade, HTTP/2 cleartext, https.
+    /// One attempt over hyper's clients (a body or an upgrade, HTTP/2 cleartext, https), within the
+    /// response-header timeout.
     async fn send_other(
+        &self,
+        authority: &Authority,
+        out: Request<AttemptBody<B>>,
+    ) -> Result<ProxyResponse, Unsent<AttemptBody<B>>> {
+        let sent = self.send_over_hyper(authority, out);
+        match self.route.response_header_timeout {
+            None => sent.await,
+            Some(timeout) => tokio::time::timeout(timeout, sent)
+                .await
+                .unwrap_or(Err(Unsent { error: SendError::HeaderTimeout, request: None })),
+        }
+    }
+
+    async fn send_over_hyper(
         &self,
         authority: &Authority,
         out: Request<AttemptBody<B>>,
@@ -339,24 +350,22 @@ impl<B: RequestBody> Exchange<'_, B> {
         loop {
             let (authority, pod) = self.pick_authority(&tried);
             let name = || authority.to_string();
-            let out = match unsent.take() {
-                Some(out) => out,
-                None => self.build_request(&authority)?.ok_or_else(|| ProxyError::BodyLost { upstream: name() })?,
-            };
-            let sent = self.send(&authority, out);
-            // Our own exchange keeps the response-header timeout on its connection's timer.
-            let result = match self.route.response_header_timeout {
-                Some(timeout) if !self.own => tokio::time::timeout(timeout, sent)
-                    .await
-                    .map_err(|_| ProxyError::ResponseHeaderTimeout { upstream: name(), timeout })?,
-                _ => sent.await,
-            };
-            let error = match result {
-                Ok(resp) => return Ok((resp, pod.and_then(|(_, g)| g))),
-                Err(Unsent { error, request }) => {
+            let sent = if self.own {
+                self.send_own(&authority).await
+            } else {
+                let out = match unsent.take() {
+                    Some(out) => out,
+                    None => self.build_request(&authority)?.ok_or_else(|| ProxyError::BodyLost { upstream: name() })?,
+                };
+                // Boxed, so that this future is only as large as the warm path's.
+                Box::pin(self.send_other(&authority, out)).await.map_err(|Unsent { error, request }| {
                     unsent = request;
                     error
-                }
+                })
+            };
+            let error = match sent {
+                Ok(resp) => return Ok((resp, pod.and_then(|(_, g)| g))),
+                Err(error) => error,
             };
             match error {
                 _ if let Some(cause) = self.https.then(|| sni::tls_failure(&error)).flatten() => {

@@ -271,7 +271,10 @@ mod tests {
             ("10.0.0.1", "a.local", false, "for=10.0.0.1;host=\"a.local\";proto=http"),
         ];
         for (ip, host, tls, element) in cases {
-            assert_eq!(forwarded(ip, host, tls), (HeaderValue::from_str(ip).unwrap(), HeaderValue::from_static(element)));
+            assert_eq!(
+                forwarded(ip, host, tls),
+                (HeaderValue::from_str(ip).unwrap(), HeaderValue::from_static(element))
+            );
         }
     }
 

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::uri::Authority;
-use http::{HeaderMap, Method, Request, Response, Uri};
+use http::{HeaderMap, Method, Response, Uri};
 use http_body::{Frame, SizeHint};
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
@@ -32,7 +32,7 @@ use tokio::time::{Instant, Sleep};
 
 use self::chunked::{Chunk, Chunked};
 use self::codec::{Framing, Head, HeadError};
-use super::pool::{Pool, Reusable, SendError, Unsent};
+use super::pool::{Pool, Reusable, SendError};
 use crate::proxy::body::BoxError;
 
 mod chunked;
@@ -222,31 +222,28 @@ pub enum Answer {
 }
 
 impl Pool<Conn> {
-    /// Sends `req` (without a body; its URI in origin form, its `Host` set) to `authority` on an idle
-    /// connection or a new one; `header_timeout` bounds the wait for the answer's head on that connection.
-    pub async fn exchange<B>(
+    /// Sends a request without a body (`uri`'s path and query as its target, `headers` with its `Host`) to
+    /// `authority` on an idle connection or a new one; `header_timeout` bounds the wait for the answer's head
+    /// on that connection. The request is only read: a failed connect leaves it whole to send again.
+    pub async fn exchange(
         self: &Arc<Self>,
         authority: &Authority,
-        req: Request<B>,
+        (method, uri, headers): (&Method, &Uri, &HeaderMap),
         header_timeout: Option<Duration>,
-    ) -> Result<Response<Answer>, Unsent<B>> {
+    ) -> Result<Response<Answer>, SendError> {
         loop {
             let (mut conn, reused) = match self.checkout(authority) {
                 Some(conn) => (conn, true),
-                None => match self.connect_tcp(authority).await {
-                    Ok(stream) => (Conn::new(stream), false),
-                    Err(error) => return Err(Unsent { error, request: Some(req) }),
-                },
+                // Boxed: a connect is rare on the warm path, and its future would otherwise size this one.
+                None => (Conn::new(Box::pin(self.connect_tcp(authority)).await?), false),
             };
-            match conn.round_trip(req.method(), req.uri(), req.headers(), header_timeout).await {
+            match conn.round_trip(method, uri, headers, header_timeout).await {
                 Ok((head, rest)) => return Ok(self.answer(authority, conn, head, rest)),
-                Err(e) if reused && e.nothing_answered() && req.method().is_idempotent() => {
+                Err(e) if reused && e.nothing_answered() && method.is_idempotent() => {
                     tracing::debug!(upstream = %authority, cause = %e, "a reused connection was closed; sending again");
                 }
-                Err(ExchangeError::HeaderTimeout) => {
-                    return Err(Unsent { error: SendError::HeaderTimeout, request: None });
-                }
-                Err(e) => return Err(Unsent { error: SendError::Exchange(e.into()), request: None }),
+                Err(ExchangeError::HeaderTimeout) => return Err(SendError::HeaderTimeout),
+                Err(e) => return Err(SendError::Exchange(e.into())),
             }
         }
     }

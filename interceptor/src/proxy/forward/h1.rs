@@ -128,7 +128,13 @@ impl Conn {
         codec::write_request(method, uri, headers, &mut self.write);
         let mut written = 0;
         let wrote = poll_fn(|cx| self.poll_write_head(cx, &mut written)).await;
-        match (wrote, self.read_head(method).await) {
+        let answer = self.read_head(method).await;
+        // The timer stays registered until its deadline: it lets go of this task's waker now, so that an idle
+        // connection neither keeps the task's memory nor wakes it.
+        if let Some(timer) = &mut self.timer {
+            let _ = timer.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+        }
+        match (wrote, answer) {
             (_, Err(ExchangeError::HeaderTimeout)) => Err(ExchangeError::HeaderTimeout),
             (Ok(true), answer) => answer,
             (Ok(false) | Err(_), Ok((mut head, rest))) => {

@@ -11,6 +11,9 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, StatusCode, Uri
 pub const MAX_HEADERS: usize = 100;
 /// The largest response head, with what may follow it in the buffer (hyper's client's default read bound).
 pub const MAX_HEAD: usize = 8192 + 4096 * 100;
+/// The header lines an answer's map has room for at least: the map becomes the next request's on its client
+/// connection (`server/h1/head.rs`), which then needs no growth for a plain request and its forwarded headers.
+const MAP_ROOM: usize = 12;
 
 /// Why a response head was refused.
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +112,7 @@ fn parse_head(bytes: &Bytes, method: &Method) -> Result<Option<(Option<Head>, us
         100..=199 => return Ok(Some((None, len))),
         _ => {}
     }
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len().max(MAP_ROOM));
     let mut said = Said::default();
     for h in parsed.headers.iter() {
         if h.name.eq_ignore_ascii_case("connection") && said.hear(h.value) {

@@ -462,3 +462,39 @@ async fn an_answer_sent_before_the_head_was_written_is_relayed_as_through_hyper(
     };
     assert_eq!((summary(&ours), summary(&theirs)), ("431 0".to_owned(), "431 0".to_owned()));
 }
+
+#[test]
+fn an_answers_header_map_takes_the_next_request_on_its_client_connection_without_growing() {
+    let mut read = BytesMut::from(&b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"[..]);
+    let (head, _) = codec::parse_response(&mut read, &Method::GET).unwrap().unwrap();
+    let mut map = head.response.into_parts().0.headers;
+    let room = map.capacity();
+    map.clear();
+    // A plain request's lines (Host, User-Agent, Accept) and the six forwarded headers the pipeline adds.
+    map.reserve(3 + 6);
+    assert_eq!(map.capacity(), room);
+}
+
+/// Passes a wake on to the test's task; its reference count shows who still holds it.
+struct Relay(Waker);
+
+impl std::task::Wake for Relay {
+    fn wake(self: Arc<Self>) {
+        self.0.wake_by_ref();
+    }
+}
+
+#[tokio::test]
+async fn a_connection_back_in_the_pool_holds_no_waker_of_the_request_it_served() {
+    let b = backend(|_| keep_open(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")).await;
+    let (pool, req) = (own_pool(), request(&Method::GET, &b.authority));
+    let relay = poll_fn(|cx| Poll::Ready(Arc::new(Relay(cx.waker().clone())))).await;
+    let waker = Waker::from(relay.clone());
+    let timeout = Some(Duration::from_secs(300));
+    let mut exchange = std::pin::pin!(pool.exchange(&b.authority, (req.method(), req.uri(), req.headers()), timeout));
+    let answer = poll_fn(|_| exchange.as_mut().poll(&mut Context::from_waker(&waker))).await.unwrap();
+    assert!(matches!(answer.into_body(), Answer::Whole(_)), "the whole answer came with its head");
+    drop(waker);
+    // The connection is idle in the pool with its response-header timer still set.
+    assert_eq!(Arc::strong_count(&relay), 1, "something the connection keeps still holds the request's waker");
+}

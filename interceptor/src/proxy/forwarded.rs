@@ -174,6 +174,7 @@ impl Ours {
     }
 }
 
+/// An address as `Display` writes it; IPv4 (the usual client) digit by digit.
 fn ip_text(ip: IpAddr) -> String {
     let IpAddr::V4(v4) = ip else { return ip.to_string() };
     let mut s = String::with_capacity(15);
